@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Local AWS emulator (moto server) for the tests and the demo.
+#   scripts/emulator.sh start   install into .venv if needed, start on a free loopback port,
+#                               print `export ...` lines for AWS_ENDPOINT_URL and test credentials
+#   scripts/emulator.sh env     print the same exports for an emulator already running
+#   scripts/emulator.sh stop    stop it
+# Use: eval "$(scripts/emulator.sh start)"
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+state="$root/.emulator"
+mkdir -p "$state"
+
+log() { echo "emulator: $*" >&2; }
+
+install() {
+  local stamp="$venv/.requirements"
+  if [ -x "$venv/bin/moto_server" ] && cmp -s "$root/scripts/requirements-emulator.txt" "$stamp"; then
+    return
+  fi
+  log "installing moto into $venv (first run only)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements-emulator.txt" >&2
+  cp "$root/scripts/requirements-emulator.txt" "$stamp"
+}
+
+running() {
+  [ -f "$state/moto.pid" ] && kill -0 "$(cat "$state/moto.pid")" 2>/dev/null
+}
+
+print_env() {
+  local port
+  port="$(cat "$state/moto.port")"
+  echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$port"
+  echo "export AWS_ACCESS_KEY_ID=testing"
+  echo "export AWS_SECRET_ACCESS_KEY=testing"
+  echo "export AWS_REGION=\${AWS_REGION:-us-east-1}"
+  echo "export DDB_BACKUP_TEST_ENDPOINT=http://127.0.0.1:$port"
+}
+
+start() {
+  install
+  if running; then
+    print_env
+    return
+  fi
+  local port
+  port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/moto.log" 2>&1 &
+  echo $! >"$state/moto.pid"
+  echo "$port" >"$state/moto.port"
+  for _ in $(seq 1 100); do
+    if "$venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/data.json', timeout=1)" 2>/dev/null; then
+      log "moto listening on 127.0.0.1:$port (log: $state/moto.log)"
+      print_env
+      return
+    fi
+    if ! running; then
+      log "moto exited; its log:"; cat "$state/moto.log" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+  log "moto did not answer within 20 s; its log:"; cat "$state/moto.log" >&2; exit 1
+}
+
+stop() {
+  if running; then
+    kill "$(cat "$state/moto.pid")" 2>/dev/null || true
+    log "stopped"
+  fi
+  rm -f "$state/moto.pid" "$state/moto.port"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  env) running || { log "not running: scripts/emulator.sh start"; exit 1; }; print_env ;;
+  *) echo "usage: $0 start|env|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,290 @@
+//! `ddb-backup`: the command line. It parses flags into the same validated job the Lambdas get,
+//! runs the library's pipeline and reports; all logic lives in the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ddb_backup::aws::{AwsContext, AwsOptions};
+use ddb_backup::config::{tutorial, Settings};
+use ddb_backup::job::{Destination, JobRequest, Prefix, Trigger};
+use ddb_backup::pipeline::Progress;
+use ddb_backup::{Compression, Format, Manifest};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "ddb-backup",
+    version,
+    about = "Back up DynamoDB tables to S3 or a local directory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    aws: AwsFlags,
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Args)]
+struct AwsFlags {
+    /// AWS region (default: the standard chain: AWS_REGION, profile, instance metadata).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Endpoint for every AWS service, e.g. a local emulator (default: AWS_ENDPOINT_URL).
+    #[arg(long, global = true)]
+    endpoint_url: Option<String>,
+    /// Named AWS profile (default: AWS_PROFILE).
+    #[arg(long, global = true)]
+    profile: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Back up a table (the same pipeline the Lambda worker runs).
+    Backup(BackupArgs),
+    /// Load generated `studentData`-style items into a table, creating it if needed.
+    Seed(SeedArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Table to back up (default: DDB_BACKUP_TABLE).
+    #[arg(long)]
+    table: Option<String>,
+    /// Destination bucket (default: DDB_BACKUP_BUCKET).
+    #[arg(long, conflicts_with = "out_dir")]
+    bucket: Option<String>,
+    /// Key prefix inside the bucket or directory (default: DDB_BACKUP_PREFIX or "backups/").
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Write to a local directory instead of S3.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Format::ALL.map(|f| f.name())))]
+    format: Option<String>,
+    /// Stream compression.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Compression::ALL.map(|c| c.name())))]
+    compression: Option<String>,
+    /// Parallel scan segments, 1 to 1000 (default: chosen from the table's size).
+    #[arg(long)]
+    segments: Option<i64>,
+    /// Strongly consistent scan (uses twice the read capacity).
+    #[arg(long)]
+    consistent_read: bool,
+    /// Job id; the same id never produces a second backup (default: generated).
+    #[arg(long)]
+    job_id: Option<String>,
+    /// Print the manifest as JSON on stdout instead of a human summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    /// Table to fill (created with key `id` if it does not exist).
+    #[arg(long, default_value = tutorial::TABLE)]
+    table: String,
+    /// Number of student items.
+    #[arg(long, default_value_t = 1000)]
+    items: u64,
+}
+
+/// Exit code for input the user must fix (as clap uses for bad flags).
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let bad_input = err.downcast_ref::<ddb_backup::JobError>().is_some()
+                || err
+                    .downcast_ref::<ddb_backup::config::ConfigError>()
+                    .is_some();
+            ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let options = AwsOptions {
+        region: cli.aws.region,
+        endpoint_url: cli.aws.endpoint_url,
+        profile: cli.aws.profile,
+        ..settings.aws.clone()
+    };
+    match cli.command {
+        Command::Backup(args) => backup(args, &settings, &options).await,
+        Command::Seed(args) => seed(args, &options).await,
+    }
+}
+
+async fn backup(args: BackupArgs, settings: &Settings, options: &AwsOptions) -> anyhow::Result<()> {
+    let request = JobRequest {
+        table: args.table,
+        format: args.format.map(|f| f.parse()).transpose()?,
+        compression: args.compression.map(|c| c.parse()).transpose()?,
+        segments: args.segments,
+        bucket: args.bucket,
+        prefix: args.prefix,
+        consistent_read: args.consistent_read.then_some(true),
+        job_id: args.job_id,
+        trigger: Some(Trigger::Cli),
+        ..JobRequest::default()
+    };
+    let destination = args.out_dir.map(|root| Destination::Directory {
+        root,
+        prefix: Prefix::default(),
+    });
+    let job = request.into_job(&settings.defaults, destination)?;
+    let aws = AwsContext::load(options).await;
+    let backup = ddb_backup::service::backup_for(&job, &aws, settings);
+    let bar = progress_bar(backup.progress(), args.json);
+    let result = backup.run(&job).await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let manifest = result.with_context(|| format!("backup of table `{}` failed", job.table))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        print_summary(&manifest);
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr, only when a person is watching.
+fn progress_bar(
+    progress: Arc<Progress>,
+    json: bool,
+) -> Option<(ProgressBar, tokio::task::JoinHandle<()>)> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let shown = bar.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            let items = progress.items.load(Ordering::Relaxed);
+            let estimate = progress.estimated_items.load(Ordering::Relaxed);
+            let of = if estimate > 0 {
+                format!(" of ~{estimate}")
+            } else {
+                String::new()
+            };
+            shown.set_message(format!(
+                "{items}{of} items, {}, segments {}/{}",
+                human_bytes(progress.bytes.load(Ordering::Relaxed)),
+                progress.segments_done.load(Ordering::Relaxed),
+                progress.segments_total.load(Ordering::Relaxed),
+            ));
+            shown.tick();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Some((bar, ticker))
+}
+
+fn print_summary(m: &Manifest) {
+    let secs = (m.duration_ms as f64 / 1000.0).max(0.001);
+    println!("Backup complete: {} -> {}", m.table, m.location);
+    println!("  job       {}", m.job_id);
+    println!("  items     {}", m.item_count);
+    println!(
+        "  files     {} ({}, {})",
+        m.files.len(),
+        m.format,
+        m.compression
+    );
+    println!(
+        "  stored    {} ({} before compression)",
+        human_bytes(m.bytes),
+        human_bytes(m.uncompressed_bytes)
+    );
+    println!(
+        "  read      {:.1} RCU over {} segments",
+        m.consumed_read_capacity, m.segments
+    );
+    println!(
+        "  time      {secs:.1} s ({:.0} items/s)",
+        m.item_count as f64 / secs
+    );
+    println!("  manifest  {}manifest.json", m.location);
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+async fn seed(args: SeedArgs, options: &AwsOptions) -> anyhow::Result<()> {
+    let aws = AwsContext::load(options).await;
+    let client = aws.dynamodb();
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(args.items)
+    } else {
+        ProgressBar::hidden()
+    };
+    let shown = bar.clone();
+    ddb_backup::seed::seed_students(&client, &args.table, args.items, move |n| {
+        shown.set_position(n)
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "Seeded {} student items into table {}",
+        args.items, args.table
+    );
+    Ok(())
+}

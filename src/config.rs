@@ -1,0 +1,251 @@
+//! Configuration from the environment, read once at start-up by the CLI and the Lambdas alike.
+//! Every variable is optional; a bad value is an error naming the variable, never a silent
+//! default.
+
+use std::num::NonZeroU32;
+
+use crate::aws::AwsOptions;
+use crate::format::{Compression, Format};
+use crate::job::{BucketName, EmailAddress, JobDefaults, Prefix, TableName, Trigger, MAX_SEGMENTS};
+use crate::pipeline::Tuning;
+use crate::store::ServerSideEncryption;
+
+/// A configuration variable with a bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {var}: {message}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+/// Everything configurable, with the tutorial's names where a default makes sense.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Defaults for job fields.
+    pub defaults: JobDefaults,
+    /// Pipeline tuning.
+    pub tuning: Tuning,
+    /// Server-side encryption of stored objects.
+    pub sse: ServerSideEncryption,
+    /// `ExpectedBucketOwner` on every S3 request, to refuse writing into someone else's bucket.
+    pub expected_bucket_owner: Option<String>,
+    /// Region, endpoint, retries.
+    pub aws: AwsOptions,
+}
+
+/// The tutorial's defaults, used for the CLI demo and documented in the README.
+pub mod tutorial {
+    /// Backup bucket.
+    pub const BUCKET: &str = "student-backup-20250706";
+    /// Table.
+    pub const TABLE: &str = "studentData";
+    /// Region.
+    pub const REGION: &str = "us-east-1";
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Settings {
+    /// Reads `DDB_BACKUP_*` variables from the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let get = |var: &'static str| {
+            lookup(var)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let parse = |var: &'static str,
+                     check: &dyn Fn(&str) -> Result<(), String>|
+         -> Result<Option<String>, ConfigError> {
+            match get(var) {
+                Some(v) => check(&v)
+                    .map(|()| Some(v))
+                    .map_err(|message| ConfigError { var, message }),
+                None => Ok(None),
+            }
+        };
+        let number = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                    _ => Err(ConfigError {
+                        var,
+                        message: format!("`{v}` is not a whole number from {min} to {max}"),
+                    }),
+                },
+            }
+        };
+        let err = |var: &'static str| move |message: String| ConfigError { var, message };
+
+        let mut defaults = JobDefaults::default();
+        if let Some(t) = get("DDB_BACKUP_TABLE") {
+            defaults.table = Some(TableName::new(&t).map_err(err("DDB_BACKUP_TABLE"))?);
+        }
+        if let Some(b) = get("DDB_BACKUP_BUCKET") {
+            defaults.bucket = Some(BucketName::new(&b).map_err(err("DDB_BACKUP_BUCKET"))?);
+        }
+        if let Some(p) = lookup("DDB_BACKUP_PREFIX") {
+            defaults.prefix = Prefix::new(p.trim()).map_err(err("DDB_BACKUP_PREFIX"))?;
+        }
+        if let Some(f) = get("DDB_BACKUP_FORMAT") {
+            defaults.format = f
+                .parse::<Format>()
+                .map_err(|e| err("DDB_BACKUP_FORMAT")(e.to_string()))?;
+        }
+        if let Some(c) = get("DDB_BACKUP_COMPRESSION") {
+            defaults.compression = c
+                .parse::<Compression>()
+                .map_err(|e| err("DDB_BACKUP_COMPRESSION")(e.to_string()))?;
+        }
+        defaults.segments = number("DDB_BACKUP_SEGMENTS", 1, MAX_SEGMENTS as u64)?
+            .and_then(|n| NonZeroU32::new(n as u32));
+        if let Some(v) = parse("DDB_BACKUP_CONSISTENT_READ", &|v| match v {
+            "true" | "false" => Ok(()),
+            _ => Err(format!("`{v}` is not true or false")),
+        })? {
+            defaults.consistent_read = v == "true";
+        }
+        if let Some(list) = get("DDB_BACKUP_NOTIFY") {
+            defaults.notify = list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| EmailAddress::new(a).map_err(err("DDB_BACKUP_NOTIFY")))
+                .collect::<Result<_, _>>()?;
+        }
+        defaults.trigger = Trigger::Manual;
+
+        let mut tuning = Tuning::default();
+        if let Some(n) = number("DDB_BACKUP_PART_SIZE_MIB", 5, 5 * 1024)? {
+            tuning.part_size = (n * MIB) as usize;
+        }
+        if let Some(n) = number("DDB_BACKUP_FILE_SIZE_MIB", 1, 1024 * 1024)? {
+            tuning.file_size_target = n * MIB;
+        }
+        if let Some(n) = number("DDB_BACKUP_PARTS_IN_FLIGHT", 1, 64)? {
+            tuning.parts_in_flight = n as usize;
+        }
+        if let Some(n) = number("DDB_BACKUP_CONCURRENCY", 1, 256)? {
+            tuning.max_concurrent_segments = n as usize;
+        }
+        if let Some(n) = number("DDB_BACKUP_MAX_SEGMENTS", 1, MAX_SEGMENTS as u64)? {
+            tuning.max_auto_segments = n as u32;
+        }
+
+        let kms_key = get("DDB_BACKUP_KMS_KEY_ID");
+        let sse = match get("DDB_BACKUP_SSE").as_deref() {
+            None | Some("AES256") if kms_key.is_none() => ServerSideEncryption::Aes256,
+            None | Some("aws:kms") => ServerSideEncryption::Kms { key_id: kms_key },
+            Some("AES256") => {
+                return Err(ConfigError {
+                    var: "DDB_BACKUP_KMS_KEY_ID",
+                    message: "a KMS key is set but DDB_BACKUP_SSE is AES256; set DDB_BACKUP_SSE=aws:kms or unset the key".to_string(),
+                })
+            }
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "DDB_BACKUP_SSE",
+                    message: format!("`{other}` is not AES256 or aws:kms"),
+                })
+            }
+        };
+        let expected_bucket_owner = parse("DDB_BACKUP_EXPECTED_BUCKET_OWNER", &|v| {
+            if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(())
+            } else {
+                Err(format!("`{v}` is not a 12-digit AWS account id"))
+            }
+        })?;
+        let aws = AwsOptions {
+            max_attempts: number("DDB_BACKUP_MAX_ATTEMPTS", 1, 50)?.unwrap_or(0) as u32,
+            ..AwsOptions::default()
+        };
+        Ok(Settings {
+            defaults,
+            tuning,
+            sse,
+            expected_bucket_owner,
+            aws,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn empty_environment_gives_safe_defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.defaults.format, Format::DynamodbJson);
+        assert_eq!(s.defaults.compression, Compression::Gzip);
+        assert_eq!(s.defaults.bucket, None);
+        assert_eq!(s.sse, ServerSideEncryption::Aes256);
+        assert_eq!(s.tuning.part_size, 8 << 20);
+    }
+
+    #[test]
+    fn variables_override_defaults() {
+        let s = settings(&[
+            ("DDB_BACKUP_BUCKET", "student-backup-20250706"),
+            ("DDB_BACKUP_TABLE", "studentData"),
+            ("DDB_BACKUP_PREFIX", "nightly"),
+            ("DDB_BACKUP_FORMAT", "json"),
+            ("DDB_BACKUP_COMPRESSION", "zstd"),
+            ("DDB_BACKUP_SEGMENTS", "4"),
+            ("DDB_BACKUP_NOTIFY", "a@example.com, b@example.com"),
+            ("DDB_BACKUP_KMS_KEY_ID", "alias/backup"),
+            ("DDB_BACKUP_PART_SIZE_MIB", "16"),
+            ("DDB_BACKUP_EXPECTED_BUCKET_OWNER", "123456789012"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.defaults.bucket.unwrap().as_str(),
+            "student-backup-20250706"
+        );
+        assert_eq!(s.defaults.prefix.as_str(), "nightly/");
+        assert_eq!(s.defaults.format, Format::Json);
+        assert_eq!(s.defaults.segments.unwrap().get(), 4);
+        assert_eq!(s.defaults.notify.len(), 2);
+        assert_eq!(
+            s.sse,
+            ServerSideEncryption::Kms {
+                key_id: Some("alias/backup".into())
+            }
+        );
+        assert_eq!(s.tuning.part_size, 16 << 20);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("DDB_BACKUP_BUCKET", "Not_A_Bucket"),
+            ("DDB_BACKUP_FORMAT", "xml"),
+            ("DDB_BACKUP_SEGMENTS", "0"),
+            ("DDB_BACKUP_PART_SIZE_MIB", "4"),
+            ("DDB_BACKUP_SSE", "rot13"),
+            ("DDB_BACKUP_NOTIFY", "ops"),
+            ("DDB_BACKUP_CONSISTENT_READ", "yes"),
+            ("DDB_BACKUP_EXPECTED_BUCKET_OWNER", "me"),
+        ] {
+            let e = settings(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, var, "{e}");
+        }
+    }
+}

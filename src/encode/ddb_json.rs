@@ -1,0 +1,233 @@
+//! DynamoDB JSON lines: `{"Item":{"name":{"S":"..."}}}` per line, byte-compatible with the data
+//! files of DynamoDB's native Export to S3, so `ImportTable` loads our backups unchanged.
+
+use std::io::Write;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::number::json_number;
+use super::text::{write_base64_str, write_json_str};
+use super::{child_path, EncodeError, Item, LineBuffer, RecordEncoder};
+
+/// Lossless encoder: every attribute keeps its DynamoDB type tag.
+#[derive(Default)]
+pub struct DynamoDbJsonEncoder {
+    lines: LineBuffer,
+}
+
+impl RecordEncoder for DynamoDbJsonEncoder {
+    fn encode_batch(&mut self, items: &[Item], out: &mut dyn Write) -> Result<(), EncodeError> {
+        self.lines.encode_lines(items, out, |item, buf| {
+            buf.extend_from_slice(b"{\"Item\":");
+            write_map(buf, item, "")?;
+            buf.push(b'}');
+            Ok(())
+        })
+    }
+
+    fn finish(&mut self, _out: &mut dyn Write) -> Result<(), EncodeError> {
+        Ok(())
+    }
+}
+
+fn write_map(buf: &mut Vec<u8>, map: &Item, path: &str) -> Result<(), EncodeError> {
+    buf.push(b'{');
+    for (i, (name, value)) in map.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_json_str(buf, name);
+        buf.push(b':');
+        write_value(buf, value, path, name)?;
+    }
+    buf.push(b'}');
+    Ok(())
+}
+
+fn write_value(
+    buf: &mut Vec<u8>,
+    value: &AttributeValue,
+    parent: &str,
+    name: &str,
+) -> Result<(), EncodeError> {
+    match value {
+        AttributeValue::S(s) => {
+            buf.extend_from_slice(b"{\"S\":");
+            write_json_str(buf, s);
+        }
+        AttributeValue::N(n) => {
+            check_number(n, parent, name)?;
+            buf.extend_from_slice(b"{\"N\":");
+            write_json_str(buf, n);
+        }
+        AttributeValue::B(b) => {
+            buf.extend_from_slice(b"{\"B\":");
+            write_base64_str(buf, b.as_ref());
+        }
+        AttributeValue::Bool(b) => {
+            buf.extend_from_slice(if *b {
+                b"{\"BOOL\":true"
+            } else {
+                b"{\"BOOL\":false"
+            });
+        }
+        AttributeValue::Null(_) => buf.extend_from_slice(b"{\"NULL\":true"),
+        AttributeValue::Ss(set) => {
+            buf.extend_from_slice(b"{\"SS\":");
+            write_array(buf, set, |buf, s| {
+                write_json_str(buf, s);
+                Ok(())
+            })?;
+        }
+        AttributeValue::Ns(set) => {
+            buf.extend_from_slice(b"{\"NS\":");
+            write_array(buf, set, |buf, n| {
+                check_number(n, parent, name)?;
+                write_json_str(buf, n);
+                Ok(())
+            })?;
+        }
+        AttributeValue::Bs(set) => {
+            buf.extend_from_slice(b"{\"BS\":");
+            write_array(buf, set, |buf, b| {
+                write_base64_str(buf, b.as_ref());
+                Ok(())
+            })?;
+        }
+        AttributeValue::M(map) => {
+            buf.extend_from_slice(b"{\"M\":");
+            write_map(buf, map, &child_path(parent, name))?;
+        }
+        AttributeValue::L(list) => {
+            buf.extend_from_slice(b"{\"L\":");
+            let path = child_path(parent, name);
+            buf.push(b'[');
+            for (i, v) in list.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_value(buf, v, &path, &format!("[{i}]"))?;
+            }
+            buf.push(b']');
+        }
+        _ => {
+            return Err(EncodeError::UnknownType {
+                attribute: child_path(parent, name),
+            })
+        }
+    }
+    buf.push(b'}');
+    Ok(())
+}
+
+/// DynamoDB JSON keeps numbers as strings, so the text is written unchanged; it is still checked,
+/// so a corrupt value fails the backup instead of producing a file restore cannot load.
+fn check_number(n: &str, parent: &str, name: &str) -> Result<(), EncodeError> {
+    json_number(n)
+        .map(|_| ())
+        .map_err(|source| EncodeError::InvalidNumber {
+            attribute: child_path(parent, name),
+            source,
+        })
+}
+
+pub(super) fn write_array<T>(
+    buf: &mut Vec<u8>,
+    values: &[T],
+    mut each: impl FnMut(&mut Vec<u8>, &T) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    buf.push(b'[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        each(buf, v)?;
+    }
+    buf.push(b']');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode_dynamodb_json_line;
+    use crate::encode::test_items::every_type;
+
+    fn encode(items: &[Item]) -> String {
+        let mut out = Vec::new();
+        let mut enc = DynamoDbJsonEncoder::default();
+        enc.encode_batch(items, &mut out).unwrap();
+        enc.finish(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_type_round_trips_exactly() {
+        let item = every_type();
+        let text = encode(std::slice::from_ref(&item));
+        assert!(text.ends_with('\n'));
+        assert_eq!(text.lines().count(), 1);
+        let back = decode_dynamodb_json_line(text.trim_end()).unwrap();
+        assert_eq!(back, item);
+    }
+
+    #[test]
+    fn line_shape_matches_native_export() {
+        let mut item = Item::new();
+        item.insert("id".into(), AttributeValue::S("1".into()));
+        assert_eq!(
+            encode(&[item.clone(), item]),
+            "{\"Item\":{\"id\":{\"S\":\"1\"}}}\n".repeat(2)
+        );
+        let mut item = Item::new();
+        item.insert("n".into(), AttributeValue::N("+0.50".into()));
+        item.insert("x".into(), AttributeValue::Null(true));
+        let line = encode(&[item]);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            value["Item"]["n"]["N"], "+0.50",
+            "number text is kept exactly"
+        );
+        assert_eq!(value["Item"]["x"]["NULL"], true);
+    }
+
+    #[test]
+    fn bad_numbers_name_the_nested_attribute() {
+        let mut inner = Item::new();
+        inner.insert("n".into(), AttributeValue::N("12abc".into()));
+        let mut item = Item::new();
+        item.insert(
+            "outer".into(),
+            AttributeValue::L(vec![AttributeValue::M(inner)]),
+        );
+        let err = DynamoDbJsonEncoder::default()
+            .encode_batch(&[item], &mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("outer.[0].n"), "{err}");
+    }
+
+    #[test]
+    fn many_items_flush_in_large_writes_and_keep_every_line() {
+        let items: Vec<Item> = (0..5000)
+            .map(|i| {
+                let mut item = Item::new();
+                item.insert("id".into(), AttributeValue::S(format!("{i:05}")));
+                item
+            })
+            .collect();
+        let text = encode(&items);
+        let ids: Vec<String> = text
+            .lines()
+            .map(
+                |l| match decode_dynamodb_json_line(l).unwrap().remove("id") {
+                    Some(AttributeValue::S(s)) => s,
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(
+            ids,
+            (0..5000).map(|i| format!("{i:05}")).collect::<Vec<_>>()
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Encoders turn items into bytes of one output format. They write into any [`io::Write`] and know
+//! nothing of compression or storage: the pipeline hands them whatever stream sits below.
+
+mod ddb_json;
+mod json;
+mod number;
+mod text;
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::format::Format;
+
+pub use ddb_json::DynamoDbJsonEncoder;
+pub use json::JsonLinesEncoder;
+pub use number::{json_number, NumberError};
+
+/// One DynamoDB item, as the SDK returns it from `Scan`.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Why an item could not be encoded. Names the attribute so the operator can find the item.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// A variant this build does not know (a newer DynamoDB type, or the SDK's `Unknown`).
+    #[error("attribute `{attribute}` has a DynamoDB type this version of ddb-backup does not know; upgrade ddb-backup")]
+    UnknownType {
+        /// Path of the attribute within the item.
+        attribute: String,
+    },
+    /// An `N` value that is not a number (DynamoDB never returns one; an emulator might).
+    #[error("attribute `{attribute}`: {source}")]
+    InvalidNumber {
+        /// Path of the attribute within the item.
+        attribute: String,
+        /// What is wrong with the text.
+        source: NumberError,
+    },
+    /// The stream below failed.
+    #[error("writing encoded items failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Writes items of one format into a stream. One encoder serves one output file: `finish` writes
+/// whatever trailer the format needs.
+pub trait RecordEncoder: Send {
+    /// Encodes a batch of items (typically one Scan page) into `out`.
+    fn encode_batch(&mut self, items: &[Item], out: &mut dyn Write) -> Result<(), EncodeError>;
+
+    /// Writes any trailer; the encoder is not used again afterwards.
+    fn finish(&mut self, out: &mut dyn Write) -> Result<(), EncodeError>;
+}
+
+/// A fresh encoder for one file of `format`.
+pub fn encoder_for(format: Format) -> Box<dyn RecordEncoder> {
+    match format {
+        Format::DynamodbJson => Box::new(DynamoDbJsonEncoder::default()),
+        Format::Json => Box::new(JsonLinesEncoder::default()),
+    }
+}
+
+/// Encodes items one line each into an internal buffer that is handed down in large writes, so
+/// the stream below sees few, big `write` calls whatever the item size.
+pub(crate) struct LineBuffer {
+    buf: Vec<u8>,
+}
+
+impl Default for LineBuffer {
+    fn default() -> Self {
+        LineBuffer {
+            buf: Vec::with_capacity(Self::FLUSH_AT + 4096),
+        }
+    }
+}
+
+impl LineBuffer {
+    const FLUSH_AT: usize = 64 * 1024;
+
+    /// Encodes every item with `line`, flushing to `out` every 64 KiB and at the end.
+    pub(crate) fn encode_lines(
+        &mut self,
+        items: &[Item],
+        out: &mut dyn Write,
+        mut line: impl FnMut(&Item, &mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
+        for item in items {
+            line(item, &mut self.buf)?;
+            self.buf.push(b'\n');
+            if self.buf.len() >= Self::FLUSH_AT {
+                out.write_all(&self.buf)?;
+                self.buf.clear();
+            }
+        }
+        if !self.buf.is_empty() {
+            out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Path of a nested attribute for error messages (`address.city`, `tags[2]`).
+pub(crate) fn child_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}.{name}")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_items {
+    //! Items that cover every AttributeValue variant and the awkward corners of each.
+    use super::*;
+    use aws_sdk_dynamodb::primitives::Blob;
+
+    /// One item with every type, nested containers, extreme numbers and awkward strings.
+    pub fn every_type() -> Item {
+        let mut address = HashMap::new();
+        address.insert("city".to_string(), AttributeValue::S("Hà Nội".into()));
+        address.insert("zip".to_string(), AttributeValue::N("100000".into()));
+        address.insert(
+            "geo".to_string(),
+            AttributeValue::L(vec![
+                AttributeValue::N("21.0285".into()),
+                AttributeValue::N("105.8542".into()),
+            ]),
+        );
+        let mut item = HashMap::new();
+        item.insert("id".to_string(), AttributeValue::S("s-0001".into()));
+        item.insert("empty".to_string(), AttributeValue::S(String::new()));
+        item.insert(
+            "quote\"comma,\nnewline".to_string(),
+            AttributeValue::S("tab\t\"q\" \\ \u{1} é 😀".into()),
+        );
+        item.insert(
+            "big".to_string(),
+            AttributeValue::N("12345678901234567890123456789012345678".into()),
+        );
+        item.insert("tiny".to_string(), AttributeValue::N("-1E-130".into()));
+        item.insert(
+            "huge".to_string(),
+            AttributeValue::N("9.9999999999999999999999999999999999999E+125".into()),
+        );
+        item.insert("gpa".to_string(), AttributeValue::N("3.75".into()));
+        item.insert(
+            "bin".to_string(),
+            AttributeValue::B(Blob::new(vec![0u8, 255, 10, 13, 34])),
+        );
+        item.insert(
+            "emptybin".to_string(),
+            AttributeValue::B(Blob::new(Vec::new())),
+        );
+        item.insert("enrolled".to_string(), AttributeValue::Bool(true));
+        item.insert("nothing".to_string(), AttributeValue::Null(true));
+        item.insert(
+            "tags".to_string(),
+            AttributeValue::Ss(vec!["a".into(), "b,c".into()]),
+        );
+        item.insert(
+            "scores".to_string(),
+            AttributeValue::Ns(vec!["1".into(), "-0.5".into()]),
+        );
+        item.insert(
+            "blobs".to_string(),
+            AttributeValue::Bs(vec![Blob::new(vec![1u8]), Blob::new(vec![2u8, 3])]),
+        );
+        item.insert("address".to_string(), AttributeValue::M(address));
+        item.insert(
+            "mixed".to_string(),
+            AttributeValue::L(vec![
+                AttributeValue::S(String::new()),
+                AttributeValue::Null(true),
+                AttributeValue::M(HashMap::new()),
+                AttributeValue::L(vec![]),
+                AttributeValue::Bool(false),
+            ]),
+        );
+        item
+    }
+}

@@ -1,0 +1,176 @@
+//! One output file while it is being produced: items go into the format's encoder, which writes
+//! into the compressor, which writes into a buffer that hashes and counts the stored bytes. Full
+//! parts are taken out of that buffer for upload while encoding goes on, so a file of any size
+//! needs only about one part of memory.
+
+use std::io::{self, Write};
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+use crate::compress::Compressor;
+use crate::encode::{encoder_for, EncodeError, Item, RecordEncoder};
+use crate::format::{Compression, Format};
+
+/// Counts bytes on their way into the compressor (the manifest's `uncompressed_bytes`).
+struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.count += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The bottom of the stream: stored bytes waiting to be uploaded, hashed as they arrive.
+struct StoredBytes {
+    pending: BytesMut,
+    hasher: Sha256,
+    total: u64,
+}
+
+impl Write for StoredBytes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        self.pending.extend_from_slice(buf);
+        self.total += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A file being encoded.
+pub struct EncodingFile {
+    encoder: Box<dyn RecordEncoder>,
+    stream: Counting<Compressor<StoredBytes>>,
+    items: u64,
+}
+
+/// A file whose encoding is complete.
+#[derive(Debug)]
+pub struct FinishedFile {
+    /// Stored bytes not yet taken as parts: the last part.
+    pub rest: Bytes,
+    /// Items in the file.
+    pub items: u64,
+    /// Stored (compressed) size.
+    pub bytes: u64,
+    /// Encoded size before compression.
+    pub uncompressed_bytes: u64,
+    /// Hex SHA-256 of the stored bytes.
+    pub sha256: String,
+}
+
+impl EncodingFile {
+    /// A new, empty file of `format` compressed with `compression`.
+    pub fn new(format: Format, compression: Compression) -> io::Result<Self> {
+        let stored = StoredBytes {
+            pending: BytesMut::with_capacity(64 * 1024),
+            hasher: Sha256::new(),
+            total: 0,
+        };
+        Ok(EncodingFile {
+            encoder: encoder_for(format),
+            stream: Counting {
+                inner: Compressor::new(compression, stored)?,
+                count: 0,
+            },
+            items: 0,
+        })
+    }
+
+    /// Encodes a page of items.
+    pub fn encode(&mut self, items: &[Item]) -> Result<(), EncodeError> {
+        self.encoder.encode_batch(items, &mut self.stream)?;
+        self.items += items.len() as u64;
+        Ok(())
+    }
+
+    /// Takes exactly `size` stored bytes, if that many are waiting.
+    pub fn take_part(&mut self, size: usize) -> Option<Bytes> {
+        let pending = &mut self.stream.inner.get_mut().pending;
+        (pending.len() >= size).then(|| pending.split_to(size).freeze())
+    }
+
+    /// Stored bytes produced so far (the file's size if it were closed now, roughly).
+    pub fn stored_bytes(&mut self) -> u64 {
+        self.stream.inner.get_mut().total
+    }
+
+    /// Items encoded so far.
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+
+    /// Writes trailers and returns the last bytes with the file's totals.
+    pub fn finish(mut self) -> Result<FinishedFile, EncodeError> {
+        self.encoder.finish(&mut self.stream)?;
+        let uncompressed_bytes = self.stream.count;
+        let stored = self.stream.inner.finish()?;
+        Ok(FinishedFile {
+            rest: stored.pending.freeze(),
+            items: self.items,
+            bytes: stored.total,
+            uncompressed_bytes,
+            sha256: hex::encode(stored.hasher.finalize()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::decompressing_reader;
+    use crate::decode::decode_dynamodb_json_line;
+    use crate::encode::test_items::every_type;
+    use std::io::BufRead;
+
+    #[test]
+    fn parts_plus_rest_are_the_whole_hashed_stream() {
+        for compression in Compression::ALL {
+            let mut file = EncodingFile::new(Format::DynamodbJson, compression).unwrap();
+            let page: Vec<Item> = (0..500).map(|_| every_type()).collect();
+            let mut stored = Vec::new();
+            for _ in 0..20 {
+                file.encode(&page).unwrap();
+                while let Some(part) = file.take_part(16 * 1024) {
+                    assert_eq!(part.len(), 16 * 1024);
+                    stored.extend_from_slice(&part);
+                }
+            }
+            let done = file.finish().unwrap();
+            stored.extend_from_slice(&done.rest);
+            assert_eq!(done.items, 10_000);
+            assert_eq!(done.bytes, stored.len() as u64);
+            assert_eq!(done.sha256, hex::encode(Sha256::digest(&stored)));
+            let reader = decompressing_reader(compression, &stored[..]).unwrap();
+            let mut lines = 0u64;
+            let mut plain = 0u64;
+            for line in io::BufReader::new(reader).lines() {
+                let line = line.unwrap();
+                plain += line.len() as u64 + 1;
+                assert_eq!(decode_dynamodb_json_line(&line).unwrap(), every_type());
+                lines += 1;
+            }
+            assert_eq!(lines, 10_000, "{compression}");
+            assert_eq!(plain, done.uncompressed_bytes, "{compression}");
+        }
+    }
+}

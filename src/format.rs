@@ -1,0 +1,175 @@
+//! Output formats and stream compressions. Each enum owns its file extension and HTTP metadata so
+//! the rest of the pipeline never builds those strings by hand.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// How items are written. Every format is line-oriented so a file can be streamed and rolled at any
+/// item boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// `{"Item":{...}}` per line: the line format of DynamoDB's native Export to S3, lossless,
+    /// loadable by `ImportTable` and by our restore.
+    DynamodbJson,
+    /// Plain JSON lines for analytics tools. Exact numbers, but types such as sets and binary are
+    /// folded into JSON arrays and base64 strings, so it is not a lossless restore source.
+    Json,
+}
+
+impl Format {
+    /// Every format, in the order the CLI lists them.
+    pub const ALL: [Format; 2] = [Format::DynamodbJson, Format::Json];
+
+    /// The name used in job JSON, CLI flags and the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::DynamodbJson => "dynamodb-json",
+            Format::Json => "json",
+        }
+    }
+
+    /// File extension before any compression suffix.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::DynamodbJson => "json",
+            Format::Json => "jsonl",
+        }
+    }
+
+    /// `Content-Type` of the stored object (compression is carried by `Content-Encoding`).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::DynamodbJson | Format::Json => "application/x-ndjson",
+        }
+    }
+
+    /// Whether a restore can rebuild every attribute of every item exactly from this format.
+    pub fn is_lossless(self) -> bool {
+        matches!(self, Format::DynamodbJson)
+    }
+}
+
+/// Compression applied to the whole encoded stream of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// gzip (DEFLATE), readable everywhere, also what DynamoDB's own export uses.
+    Gzip,
+    /// Zstandard: several times faster than gzip at a better ratio.
+    Zstd,
+    /// Raw bytes, for small tables or tools that cannot decompress.
+    None,
+}
+
+impl Compression {
+    /// Every compression, in the order the CLI lists them.
+    pub const ALL: [Compression; 3] = [Compression::Gzip, Compression::Zstd, Compression::None];
+
+    /// The name used in job JSON, CLI flags and the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+
+    /// Suffix appended to the format's extension (empty for `none`).
+    pub fn extension_suffix(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+            Compression::None => "",
+        }
+    }
+
+    /// `Content-Encoding` of the stored object, if any.
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+            Compression::None => None,
+        }
+    }
+}
+
+/// Full file extension of an output file, e.g. `json.gz`.
+pub fn file_extension(format: Format, compression: Compression) -> String {
+    format!("{}{}", format.extension(), compression.extension_suffix())
+}
+
+/// Error for a name that is not one of the enum's values; lists what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{given}`: expected one of {expected}")]
+pub struct UnknownVariant {
+    /// What was being parsed ("format", "compression").
+    pub kind: &'static str,
+    /// The rejected input.
+    pub given: String,
+    /// Accepted values, comma separated.
+    pub expected: String,
+}
+
+macro_rules! name_enum {
+    ($ty:ty, $kind:literal) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownVariant;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                <$ty>::ALL
+                    .into_iter()
+                    .find(|v| v.name() == s)
+                    .ok_or_else(|| UnknownVariant {
+                        kind: $kind,
+                        given: s.to_string(),
+                        expected: <$ty>::ALL.map(|v| v.name()).join(", "),
+                    })
+            }
+        }
+    };
+}
+
+name_enum!(Format, "format");
+name_enum!(Compression, "compression");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_and_content_metadata_follow_format_and_compression() {
+        assert_eq!(
+            file_extension(Format::DynamodbJson, Compression::Gzip),
+            "json.gz"
+        );
+        assert_eq!(file_extension(Format::Json, Compression::Zstd), "jsonl.zst");
+        assert_eq!(file_extension(Format::Json, Compression::None), "jsonl");
+        assert_eq!(Compression::None.content_encoding(), None);
+        assert_eq!(Compression::Zstd.content_encoding(), Some("zstd"));
+        assert_eq!(Format::DynamodbJson.content_type(), "application/x-ndjson");
+    }
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_choices() {
+        for f in Format::ALL {
+            assert_eq!(f.name().parse::<Format>(), Ok(f));
+        }
+        for c in Compression::ALL {
+            assert_eq!(c.name().parse::<Compression>(), Ok(c));
+        }
+        let err = "xml".parse::<Format>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown format `xml`: expected one of dynamodb-json, json"
+        );
+    }
+}

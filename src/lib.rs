@@ -1,0 +1,28 @@
+//! ddb-backup: DynamoDB tables to S3, as a pipeline you can read top to bottom.
+//!
+//! [`job`] validates what to do; [`scan`] reads the table in parallel segments; [`encode`] turns
+//! items into one of the output formats; [`compress`] compresses the stream; [`file`] ties those
+//! two together per output file; [`store`] uploads the bytes; [`manifest`] records the result,
+//! written last. [`pipeline`] runs them in that order. The CLI and the Lambda handlers are thin
+//! wrappers over [`pipeline::Backup`].
+
+pub mod aws;
+pub mod compress;
+pub mod config;
+pub mod decode;
+pub mod encode;
+pub mod file;
+pub mod format;
+pub mod job;
+pub mod manifest;
+pub mod pipeline;
+pub mod scan;
+pub mod seed;
+pub mod service;
+pub mod store;
+
+pub use encode::Item;
+pub use format::{Compression, Format};
+pub use job::{BackupJob, JobDefaults, JobError, JobRequest};
+pub use manifest::Manifest;
+pub use pipeline::{Backup, BackupError, Tuning};

@@ -1,0 +1,506 @@
+//! The backup, top to bottom: describe the table, then for every segment scan → encode → compress
+//! → upload, rolling files at a size target; finally the manifest, written last. Everything is
+//! bounded: a segment holds at most `page_queue` pages and one part, and parts in flight are
+//! limited across the job, so memory does not grow with the table.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::encode::{EncodeError, Item};
+use crate::file::EncodingFile;
+use crate::format::{Compression, Format};
+use crate::job::BackupJob;
+use crate::manifest::{FileEntry, Layout, Manifest, ToolInfo, MANIFEST_VERSION};
+use crate::scan::{auto_segments, scan_segment, PageRequest, ScanError, SegmentScan, TableSource};
+use crate::store::{
+    ObjectMeta, ObjectStore, ObjectUploader, OpenUploads, StoreError, UploadLimits,
+};
+
+/// Knobs that trade memory and parallelism; defaults suit a 1–2 GiB Lambda.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Base multipart part size (S3's minimum is 5 MiB).
+    pub part_size: usize,
+    /// A file is closed and a new one started once it has stored this many bytes.
+    pub file_size_target: u64,
+    /// Parts uploading at once, across all segments.
+    pub parts_in_flight: usize,
+    /// Segments worked on at once.
+    pub max_concurrent_segments: usize,
+    /// Upper bound of the automatically chosen segment count.
+    pub max_auto_segments: u32,
+    /// Pages buffered between a segment's scan and its encoder.
+    pub page_queue: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            part_size: 8 * 1024 * 1024,
+            file_size_target: 512 * 1024 * 1024,
+            parts_in_flight: 8,
+            max_concurrent_segments: 16,
+            max_auto_segments: 32,
+            page_queue: 2,
+        }
+    }
+}
+
+/// Live counters for progress bars and status.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Items encoded.
+    pub items: AtomicU64,
+    /// Stored bytes produced.
+    pub bytes: AtomicU64,
+    /// Files completed.
+    pub files: AtomicU64,
+    /// Segments finished.
+    pub segments_done: AtomicU32,
+    /// Segments in the job (known after describe).
+    pub segments_total: AtomicU32,
+    /// The table's approximate item count (0 if unknown).
+    pub estimated_items: AtomicU64,
+}
+
+/// The step of the pipeline where a job failed, for logs and the failure email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading the table.
+    Scan,
+    /// Encoding or compressing items.
+    Encode,
+    /// Writing files to the destination.
+    Upload,
+    /// Writing the manifest.
+    Manifest,
+}
+
+impl Stage {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Scan => "scan",
+            Stage::Encode => "encode",
+            Stage::Upload => "upload",
+            Stage::Manifest => "manifest",
+        }
+    }
+}
+
+/// Why a backup failed. No manifest was written and no multipart upload was left open.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Reading the table failed.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// An item could not be encoded.
+    #[error("segment {segment}: {source}")]
+    Encode {
+        /// The segment.
+        segment: u32,
+        /// What failed.
+        source: EncodeError,
+    },
+    /// Writing to the destination failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The job already completed: its manifest exists and is never overwritten.
+    #[error("backup {job_id} is already complete: {manifest}")]
+    AlreadyComplete {
+        /// The job.
+        job_id: String,
+        /// Where its manifest is.
+        manifest: String,
+    },
+    /// The manifest could not be written.
+    #[error("writing the manifest failed: {0}")]
+    Manifest(String),
+    /// A task panicked or was cancelled (a bug, reported instead of hanging).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BackupError {
+    /// The pipeline step that failed.
+    pub fn stage(&self) -> Stage {
+        match self {
+            BackupError::Scan(_) => Stage::Scan,
+            BackupError::Encode { .. } | BackupError::Internal(_) => Stage::Encode,
+            BackupError::Store(_) => Stage::Upload,
+            BackupError::AlreadyComplete { .. } | BackupError::Manifest(_) => Stage::Manifest,
+        }
+    }
+}
+
+/// A backup run: a table source, an object store and the tuning to use.
+pub struct Backup {
+    source: Arc<dyn TableSource>,
+    store: Arc<dyn ObjectStore>,
+    tuning: Tuning,
+    progress: Arc<Progress>,
+}
+
+/// What every segment task shares.
+struct SegmentContext {
+    source: Arc<dyn TableSource>,
+    store: Arc<dyn ObjectStore>,
+    table: String,
+    job_id: String,
+    total_segments: u32,
+    consistent_read: bool,
+    format: Format,
+    compression: Compression,
+    meta: ObjectMeta,
+    layout: Layout,
+    limits: UploadLimits,
+    open_uploads: OpenUploads,
+    tuning: Tuning,
+    progress: Arc<Progress>,
+}
+
+/// What one segment produced.
+struct SegmentResult {
+    scan: SegmentScan,
+    files: Vec<FileEntry>,
+}
+
+impl Backup {
+    /// A backup reading from `source` and writing to `store`.
+    pub fn new(source: Arc<dyn TableSource>, store: Arc<dyn ObjectStore>, tuning: Tuning) -> Self {
+        Backup {
+            source,
+            store,
+            tuning,
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// Counters that move while [`run`](Self::run) works.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Runs `job` to completion and returns its manifest, or fails leaving no manifest and no
+    /// open multipart upload.
+    pub async fn run(&self, job: &BackupJob) -> Result<Manifest, BackupError> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let layout = Layout::new(job);
+        let info = self.source.describe(job.table.as_str()).await?;
+        let segments = job
+            .segments
+            .map(|n| n.get())
+            .unwrap_or_else(|| auto_segments(&info, self.tuning.max_auto_segments));
+        self.progress
+            .segments_total
+            .store(segments, Ordering::Relaxed);
+        self.progress.estimated_items.store(
+            info.item_count.unwrap_or(0).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        self.store.preflight().await?;
+        let manifest_key = layout.manifest_key();
+        if self.store.exists(&manifest_key).await? {
+            return Err(BackupError::AlreadyComplete {
+                job_id: job.job_id.to_string(),
+                manifest: self.store.uri(&manifest_key),
+            });
+        }
+        info!(job_id = %job.job_id, table = %job.table, segments, format = %job.format,
+              compression = %job.compression, destination = %self.store.uri(layout.base()), "backup started");
+
+        let ctx = Arc::new(SegmentContext {
+            source: self.source.clone(),
+            store: self.store.clone(),
+            table: job.table.to_string(),
+            job_id: job.job_id.to_string(),
+            total_segments: segments,
+            consistent_read: job.consistent_read,
+            format: job.format,
+            compression: job.compression,
+            meta: ObjectMeta {
+                content_type: job.format.content_type(),
+                content_encoding: job.compression.content_encoding(),
+            },
+            layout: layout.clone(),
+            limits: UploadLimits {
+                parts_in_flight: Arc::new(Semaphore::new(self.tuning.parts_in_flight.max(1))),
+                base_part_size: self.tuning.part_size.max(self.store.min_part_size()),
+            },
+            open_uploads: OpenUploads::default(),
+            tuning: self.tuning.clone(),
+            progress: self.progress.clone(),
+        });
+        let results = match run_segments(&ctx).await {
+            Ok(results) => results,
+            Err(err) => {
+                ctx.open_uploads.abort_all(self.store.as_ref()).await;
+                return Err(err);
+            }
+        };
+
+        let mut files: Vec<FileEntry> = results.iter().flat_map(|r| r.files.clone()).collect();
+        files.sort_by(|a, b| a.key.cmp(&b.key));
+        let finished_at = Utc::now();
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            job_id: job.job_id.to_string(),
+            trigger: job.trigger.name().to_string(),
+            table: info.table_name.clone(),
+            table_arn: info.table_arn.clone(),
+            format: job.format,
+            compression: job.compression,
+            content_type: job.format.content_type().to_string(),
+            content_encoding: job.compression.content_encoding().map(str::to_string),
+            requested_at: job
+                .requested_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+            started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            finished_at: finished_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            duration_ms: clock.elapsed().as_millis() as u64,
+            item_count: files.iter().map(|f| f.item_count).sum(),
+            consumed_read_capacity: results.iter().map(|r| r.scan.consumed_capacity).sum(),
+            segments,
+            consistent_read: job.consistent_read,
+            location: self.store.uri(layout.base()),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            uncompressed_bytes: files.iter().map(|f| f.uncompressed_bytes).sum(),
+            key_schema: info.key_schema,
+            attribute_definitions: info.attribute_definitions,
+            billing_mode: info.billing_mode,
+            global_secondary_indexes: info.global_secondary_indexes,
+            local_secondary_indexes: info.local_secondary_indexes,
+            files,
+            tool: ToolInfo::default(),
+        };
+        let body = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| BackupError::Manifest(e.to_string()))?;
+        self.store
+            .put_object(
+                &manifest_key,
+                Bytes::from(body),
+                &ObjectMeta {
+                    content_type: "application/json",
+                    content_encoding: None,
+                },
+            )
+            .await?;
+        info!(job_id = %manifest.job_id, table = %manifest.table, items = manifest.item_count,
+              bytes = manifest.bytes, files = manifest.files.len(), segments,
+              consumed_rcu = manifest.consumed_read_capacity, duration_ms = manifest.duration_ms,
+              manifest = %self.store.uri(&manifest_key), "backup complete");
+        Ok(manifest)
+    }
+}
+
+/// Runs every segment, at most `max_concurrent_segments` at once; the first failure cancels the
+/// rest.
+async fn run_segments(ctx: &Arc<SegmentContext>) -> Result<Vec<SegmentResult>, BackupError> {
+    let permits = Arc::new(Semaphore::new(ctx.tuning.max_concurrent_segments.max(1)));
+    let mut tasks = JoinSet::new();
+    for segment in 0..ctx.total_segments {
+        let ctx = ctx.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|e| BackupError::Internal(e.to_string()))?;
+            run_segment(ctx, segment).await
+        });
+    }
+    let mut results = Vec::with_capacity(ctx.total_segments as usize);
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined
+            .map_err(|e| BackupError::Internal(format!("segment task: {e}")))
+            .and_then(|r| r);
+        match result {
+            Ok(r) => results.push(r),
+            Err(err) => {
+                tasks.shutdown().await;
+                return Err(err);
+            }
+        }
+    }
+    Ok(results)
+}
+
+async fn run_segment(ctx: Arc<SegmentContext>, segment: u32) -> Result<SegmentResult, BackupError> {
+    let (pages_tx, mut pages) = mpsc::channel::<Vec<Item>>(ctx.tuning.page_queue.max(1));
+    let mut scan = JoinSet::new();
+    let source = ctx.source.clone();
+    let request = PageRequest {
+        table: ctx.table.clone(),
+        segment,
+        total_segments: ctx.total_segments,
+        exclusive_start_key: None,
+        consistent_read: ctx.consistent_read,
+    };
+    scan.spawn(async move { scan_segment(source.as_ref(), request, pages_tx).await });
+
+    let mut output = SegmentOutput::new(ctx.clone(), segment);
+    let result: Result<SegmentResult, BackupError> = async {
+        while let Some(items) = pages.recv().await {
+            output.write_page(items).await?;
+        }
+        let scan_stats = scan
+            .join_next()
+            .await
+            .ok_or_else(|| BackupError::Internal("scan task vanished".to_string()))?
+            .map_err(|e| BackupError::Internal(format!("scan task: {e}")))??;
+        let files = output.finish().await?;
+        Ok(SegmentResult {
+            scan: scan_stats,
+            files,
+        })
+    }
+    .await;
+    match &result {
+        Ok(r) => {
+            ctx.progress.segments_done.fetch_add(1, Ordering::Relaxed);
+            info!(job_id = %ctx.job_id, segment, items = r.scan.items, pages = r.scan.pages,
+                  files = r.files.len(), bytes = r.files.iter().map(|f| f.bytes).sum::<u64>(),
+                  consumed_rcu = r.scan.consumed_capacity, "segment done");
+        }
+        Err(_) => output.abort().await,
+    }
+    result
+}
+
+/// A segment's output: the open file (encoding on a blocking thread, uploading as parts fill)
+/// and the files already completed.
+struct SegmentOutput {
+    ctx: Arc<SegmentContext>,
+    segment: u32,
+    next_file: u32,
+    open: Option<OpenFile>,
+    files: Vec<FileEntry>,
+}
+
+struct OpenFile {
+    key: String,
+    /// `None` only while the file is on the blocking thread.
+    encoding: Option<Box<EncodingFile>>,
+    upload: ObjectUploader,
+}
+
+impl SegmentOutput {
+    fn new(ctx: Arc<SegmentContext>, segment: u32) -> Self {
+        SegmentOutput {
+            ctx,
+            segment,
+            next_file: 0,
+            open: None,
+            files: Vec::new(),
+        }
+    }
+
+    fn encode_error(&self, source: EncodeError) -> BackupError {
+        BackupError::Encode {
+            segment: self.segment,
+            source,
+        }
+    }
+
+    async fn write_page(&mut self, items: Vec<Item>) -> Result<(), BackupError> {
+        if self.open.is_none() {
+            let key = self.ctx.layout.data_key(self.segment, self.next_file);
+            self.next_file += 1;
+            let encoding = EncodingFile::new(self.ctx.format, self.ctx.compression)
+                .map_err(|e| self.encode_error(e.into()))?;
+            let upload = ObjectUploader::new(
+                self.ctx.store.clone(),
+                key.clone(),
+                self.ctx.meta.clone(),
+                self.ctx.limits.clone(),
+                self.ctx.open_uploads.clone(),
+            );
+            self.open = Some(OpenFile {
+                key,
+                encoding: Some(Box::new(encoding)),
+                upload,
+            });
+        }
+        let Some(file) = self.open.as_mut() else {
+            return Err(BackupError::Internal("no open file".to_string()));
+        };
+        let Some(mut encoding) = file.encoding.take() else {
+            return Err(BackupError::Internal("file is still encoding".to_string()));
+        };
+        let count = items.len() as u64;
+        let before = encoding.stored_bytes();
+        let mut encoding =
+            tokio::task::spawn_blocking(move || encoding.encode(&items).map(|()| encoding))
+                .await
+                .map_err(|e| BackupError::Internal(format!("encoder thread: {e}")))?
+                .map_err(|e| BackupError::Encode {
+                    segment: self.segment,
+                    source: e,
+                })?;
+        let stored = encoding.stored_bytes();
+        self.ctx.progress.items.fetch_add(count, Ordering::Relaxed);
+        self.ctx
+            .progress
+            .bytes
+            .fetch_add(stored - before, Ordering::Relaxed);
+        while let Some(part) = encoding.take_part(file.upload.next_part_size()) {
+            file.upload.send_part(part).await?;
+        }
+        file.encoding = Some(encoding);
+        if stored >= self.ctx.tuning.file_size_target {
+            self.close_file().await?;
+        }
+        Ok(())
+    }
+
+    async fn close_file(&mut self) -> Result<(), BackupError> {
+        let Some(mut file) = self.open.take() else {
+            return Ok(());
+        };
+        let Some(encoding) = file.encoding.take() else {
+            file.upload.abort().await;
+            return Err(BackupError::Internal("file is still encoding".to_string()));
+        };
+        let finished = match tokio::task::spawn_blocking(move || encoding.finish()).await {
+            Ok(Ok(finished)) => finished,
+            Ok(Err(e)) => {
+                file.upload.abort().await;
+                return Err(self.encode_error(e));
+            }
+            Err(e) => {
+                file.upload.abort().await;
+                return Err(BackupError::Internal(format!("encoder thread: {e}")));
+            }
+        };
+        file.upload.finish(finished.rest).await?;
+        self.ctx.progress.files.fetch_add(1, Ordering::Relaxed);
+        self.files.push(FileEntry {
+            key: file.key,
+            segment: self.segment,
+            item_count: finished.items,
+            bytes: finished.bytes,
+            uncompressed_bytes: finished.uncompressed_bytes,
+            sha256: finished.sha256,
+        });
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<Vec<FileEntry>, BackupError> {
+        self.close_file().await?;
+        Ok(std::mem::take(&mut self.files))
+    }
+
+    async fn abort(&mut self) {
+        if let Some(mut file) = self.open.take() {
+            file.upload.abort().await;
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Realistic `studentData` items, generated deterministically: for demos (`ddb-backup seed`),
+//! emulator tests and the in-process benchmark source.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::encode::Item;
+use crate::scan::{
+    AttributeDefinition, KeyElement, Page, PageRequest, ScanError, TableInfo, TableSource,
+};
+
+const FIRST: [&str; 12] = [
+    "An", "Bình", "Chi", "Dũng", "Emma", "Liam", "Mai", "Noah", "Olivia", "Phúc", "Quỳnh", "Sofia",
+];
+const LAST: [&str; 10] = [
+    "Nguyễn", "Trần", "Lê", "Smith", "García", "Müller", "O'Brien", "Phạm", "Kowalski", "Tanaka",
+];
+const CLASSES: [&str; 6] = ["CS101", "CS202", "MATH150", "PHYS110", "ENG201", "BIO120"];
+const CITIES: [&str; 6] = [
+    "Hà Nội",
+    "Hồ Chí Minh",
+    "Seattle",
+    "Berlin",
+    "São Paulo",
+    "Tokyo",
+];
+const TAGS: [&str; 8] = [
+    "honors",
+    "athlete",
+    "scholarship",
+    "exchange",
+    "part-time",
+    "club:chess",
+    "club:robotics",
+    "dean's list",
+];
+
+/// A small, fast, deterministic generator (SplitMix64): the same index always gives the same item.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The `index`-th student: id, name, email, birth date, class, GPA (N), enrolled (BOOL), tags (SS),
+/// scores (NS), address (M), courses (L), photo thumbnail (B), notes (sometimes empty or NULL).
+pub fn student(index: u64) -> Item {
+    let r = mix(index);
+    let pick = |shift: u32, len: usize| ((r >> shift) as usize) % len;
+    let first = FIRST[pick(0, FIRST.len())];
+    let last = LAST[pick(8, LAST.len())];
+    let id = format!("S{index:08}");
+    let mut item: Item = HashMap::with_capacity(13);
+    item.insert("id".into(), AttributeValue::S(id.clone()));
+    item.insert("name".into(), AttributeValue::S(format!("{first} {last}")));
+    item.insert(
+        "email".into(),
+        AttributeValue::S(format!(
+            "{}.{index}@students.example.edu",
+            first.to_lowercase()
+        )),
+    );
+    item.insert(
+        "birthDate".into(),
+        AttributeValue::S(format!(
+            "{}-{:02}-{:02}",
+            1995 + pick(16, 12),
+            1 + pick(20, 12),
+            1 + pick(24, 28)
+        )),
+    );
+    item.insert(
+        "class".into(),
+        AttributeValue::S(CLASSES[pick(28, CLASSES.len())].into()),
+    );
+    item.insert(
+        "gpa".into(),
+        AttributeValue::N(format!("{}.{:02}", 1 + pick(32, 3), pick(36, 100))),
+    );
+    item.insert("enrolled".into(), AttributeValue::Bool(r & (1 << 40) != 0));
+    let tags: Vec<String> = (0..1 + pick(41, 3))
+        .map(|i| TAGS[(pick(44, TAGS.len()) + i * 3) % TAGS.len()].to_string())
+        .collect();
+    item.insert("tags".into(), AttributeValue::Ss(tags));
+    item.insert(
+        "scores".into(),
+        AttributeValue::Ns(vec![
+            format!("{}", 50 + pick(48, 50)),
+            format!("{}.5", pick(52, 100)),
+            "100".into(),
+        ]),
+    );
+    let mut address = HashMap::with_capacity(3);
+    address.insert(
+        "street".into(),
+        AttributeValue::S(format!("{} Lê Lợi", 1 + pick(12, 300))),
+    );
+    address.insert(
+        "city".into(),
+        AttributeValue::S(CITIES[pick(56, CITIES.len())].into()),
+    );
+    address.insert(
+        "zip".into(),
+        AttributeValue::N(format!("{}", 10000 + pick(4, 89999))),
+    );
+    item.insert("address".into(), AttributeValue::M(address));
+    item.insert(
+        "courses".into(),
+        AttributeValue::L(vec![
+            AttributeValue::S(CLASSES[pick(60, CLASSES.len())].into()),
+            AttributeValue::N(format!("{}", 2020 + pick(2, 6))),
+        ]),
+    );
+    item.insert(
+        "photoThumb".into(),
+        AttributeValue::B(Blob::new(r.to_le_bytes().repeat(2))),
+    );
+    let notes = match pick(6, 5) {
+        0 => AttributeValue::S(String::new()),
+        1 => AttributeValue::Null(true),
+        _ => AttributeValue::S(format!(
+            "Advisor note for {id}: \"on track\", meets weekly."
+        )),
+    };
+    item.insert("notes".into(), notes);
+    item
+}
+
+/// An in-process table of `count` generated students, served in pages of `page_size`, for
+/// benchmarks: it measures our pipeline, not an emulator or network.
+#[derive(Debug, Clone)]
+pub struct SyntheticSource {
+    table: String,
+    count: u64,
+    page_size: u64,
+}
+
+impl SyntheticSource {
+    /// `count` students in table `table`.
+    pub fn new(table: &str, count: u64, page_size: u64) -> Self {
+        SyntheticSource {
+            table: table.to_string(),
+            count,
+            page_size: page_size.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl TableSource for SyntheticSource {
+    async fn describe(&self, table: &str) -> Result<TableInfo, ScanError> {
+        Ok(TableInfo {
+            table_name: table.to_string(),
+            table_arn: None,
+            key_schema: vec![KeyElement {
+                attribute_name: "id".into(),
+                key_type: "HASH".into(),
+            }],
+            attribute_definitions: vec![AttributeDefinition {
+                attribute_name: "id".into(),
+                attribute_type: "S".into(),
+            }],
+            billing_mode: Some("PAY_PER_REQUEST".into()),
+            provisioned_read_capacity: None,
+            provisioned_write_capacity: None,
+            global_secondary_indexes: Vec::new(),
+            local_secondary_indexes: Vec::new(),
+            item_count: Some(self.count as i64),
+            size_bytes: None,
+        })
+    }
+
+    async fn scan_page(&self, request: &PageRequest) -> Result<Page, ScanError> {
+        if request.table != self.table {
+            return Err(ScanError::TableNotFound {
+                table: request.table.clone(),
+                region: "synthetic".into(),
+            });
+        }
+        // Segment s owns a contiguous slice of indexes; the start key holds the next index.
+        let total = u64::from(request.total_segments.max(1));
+        let seg = u64::from(request.segment);
+        let (lo, hi) = (self.count * seg / total, self.count * (seg + 1) / total);
+        let start = match request
+            .exclusive_start_key
+            .as_ref()
+            .and_then(|k| k.get("next"))
+        {
+            Some(AttributeValue::N(n)) => n.parse().unwrap_or(hi),
+            _ => lo,
+        };
+        let end = (start + self.page_size).min(hi);
+        let items = (start..end).map(student).collect();
+        Ok(Page {
+            items,
+            last_evaluated_key: (end < hi)
+                .then(|| HashMap::from([("next".to_string(), AttributeValue::N(end.to_string()))])),
+            consumed_capacity: 0.0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn students_are_deterministic_and_distinct() {
+        assert_eq!(student(7), student(7));
+        assert_ne!(student(7), student(8));
+        assert_eq!(student(42)["id"].as_s().unwrap(), "S00000042");
+    }
+}
+
+/// Why seeding failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} on table `{table}` failed: {message}")]
+pub struct SeedError {
+    /// The API call.
+    pub operation: &'static str,
+    /// Table name.
+    pub table: String,
+    /// Error with causes.
+    pub message: String,
+}
+
+/// Loads `count` students (indexes `0..count`) into `table`, creating it (key `id`, on-demand)
+/// when it does not exist. Writes 25-item batches, several at once, and resubmits unprocessed
+/// items with backoff, so a throttled table still ends up complete.
+pub async fn seed_students(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    count: u64,
+    on_progress: impl Fn(u64) + Send + Sync,
+) -> Result<(), SeedError> {
+    use aws_sdk_dynamodb::client::Waiters;
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition as Def, BillingMode, KeySchemaElement, KeyType, PutRequest,
+        ScalarAttributeType, WriteRequest,
+    };
+    use futures::stream::{self, StreamExt, TryStreamExt};
+
+    let fail = |operation: &'static str, message: String| SeedError {
+        operation,
+        table: table.to_string(),
+        message,
+    };
+    let exists = match client.describe_table().table_name(table).send().await {
+        Ok(_) => true,
+        Err(e) => {
+            let facts = crate::aws::error_facts(&e);
+            if facts.code.as_deref() == Some("ResourceNotFoundException") {
+                false
+            } else {
+                return Err(fail("DescribeTable", facts.message));
+            }
+        }
+    };
+    if !exists {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| fail("CreateTable", e.to_string());
+        client
+            .create_table()
+            .table_name(table)
+            .attribute_definitions(
+                Def::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(build)?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| fail("CreateTable", crate::aws::error_facts(&e).message))?;
+        client
+            .wait_until_table_exists()
+            .table_name(table)
+            .wait(std::time::Duration::from_secs(120))
+            .await
+            .map_err(|e| fail("DescribeTable", e.to_string()))?;
+    }
+
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let batches = (0..count)
+        .step_by(25)
+        .map(|start| start..(start + 25).min(count));
+    stream::iter(batches)
+        .map(|range| {
+            let written = &written;
+            let on_progress = &on_progress;
+            async move {
+                let n = range.end - range.start;
+                let mut requests: Vec<WriteRequest> = range
+                    .map(|i| {
+                        PutRequest::builder()
+                            .set_item(Some(student(i)))
+                            .build()
+                            .map(|put| WriteRequest::builder().put_request(put).build())
+                            .map_err(|e| fail("BatchWriteItem", e.to_string()))
+                    })
+                    .collect::<Result<_, _>>()?;
+                let mut attempt = 0u32;
+                while !requests.is_empty() {
+                    let out = client
+                        .batch_write_item()
+                        .request_items(table, requests)
+                        .send()
+                        .await
+                        .map_err(|e| fail("BatchWriteItem", crate::aws::error_facts(&e).message))?;
+                    requests = out
+                        .unprocessed_items
+                        .and_then(|mut m| m.remove(table))
+                        .unwrap_or_default();
+                    if !requests.is_empty() {
+                        attempt += 1;
+                        if attempt > 12 {
+                            return Err(fail(
+                                "BatchWriteItem",
+                                format!(
+                                    "{} items still unprocessed after 12 retries",
+                                    requests.len()
+                                ),
+                            ));
+                        }
+                        let backoff = 50u64 << attempt.min(8);
+                        tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+                    }
+                }
+                let total = written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                on_progress(total);
+                Ok::<(), SeedError>(())
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<()>()
+        .await
+}

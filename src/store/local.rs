@@ -1,0 +1,176 @@
+//! A local directory as a store, for backups to a laptop: the same key layout as S3 below the
+//! root. Objects appear atomically (written to a temporary name, then renamed), so a crashed run
+//! never leaves a file that looks whole.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use super::{CompletedPart, ObjectMeta, ObjectStore, StoreError};
+
+/// Directory adapter. Multipart parts are kept in `<root>/.uploads/<id>/` until completed.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+fn io_err(operation: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        operation,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on preflight).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> PathBuf {
+        self.root.join(".uploads").join(upload_id)
+    }
+
+    async fn write_atomically(
+        &self,
+        key: &str,
+        chunks: Vec<PathBuf>,
+        body: Option<Bytes>,
+    ) -> Result<(), StoreError> {
+        let target = self.path(key);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_err("creating directory", parent, e))?;
+        }
+        let tmp = target.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| io_err("creating", &tmp, e))?;
+        if let Some(body) = body {
+            file.write_all(&body)
+                .await
+                .map_err(|e| io_err("writing", &tmp, e))?;
+        }
+        for chunk in chunks {
+            let mut part = tokio::fs::File::open(&chunk)
+                .await
+                .map_err(|e| io_err("opening part", &chunk, e))?;
+            tokio::io::copy(&mut part, &mut file)
+                .await
+                .map_err(|e| io_err("copying part into", &tmp, e))?;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| io_err("syncing", &tmp, e))?;
+        drop(file);
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .map_err(|e| io_err("renaming into place", &target, e))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn preflight(&self) -> Result<(), StoreError> {
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(|e| io_err("creating backup directory", &self.root, e))
+    }
+
+    fn min_part_size(&self) -> usize {
+        1024 * 1024
+    }
+
+    fn uri(&self, key: &str) -> String {
+        self.path(key).display().to_string()
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        _meta: &ObjectMeta,
+    ) -> Result<(), StoreError> {
+        self.write_atomically(key, Vec::new(), Some(body)).await
+    }
+
+    async fn create_multipart(&self, _key: &str, _meta: &ObjectMeta) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self.upload_dir(&id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_err("creating upload directory", &dir, e))?;
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        _key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        let path = self.upload_dir(upload_id).join(format!("{part_number:05}"));
+        tokio::fs::write(&path, &body)
+            .await
+            .map_err(|e| io_err("writing part", &path, e))?;
+        Ok(CompletedPart {
+            part_number,
+            etag: format!("{part_number}"),
+            checksum_crc32: None,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), StoreError> {
+        let dir = self.upload_dir(upload_id);
+        let chunks = parts
+            .iter()
+            .map(|p| dir.join(format!("{:05}", p.part_number)))
+            .collect();
+        self.write_atomically(key, chunks, None).await?;
+        self.abort_multipart(key, upload_id).await
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let dir = self.upload_dir(upload_id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("removing upload directory", &dir, e)),
+        }
+        // Leave no empty `.uploads` behind; it fails harmlessly while other uploads are open.
+        let _ = tokio::fs::remove_dir(self.root.join(".uploads")).await;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.path(key);
+        tokio::fs::try_exists(&path)
+            .await
+            .map_err(|e| io_err("checking", &path, e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.path(key);
+        match tokio::fs::read(&path).await {
+            Ok(data) => Ok(Bytes::from(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound {
+                uri: path.display().to_string(),
+            }),
+            Err(e) => Err(io_err("reading", &path, e)),
+        }
+    }
+}

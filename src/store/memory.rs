@@ -1,0 +1,185 @@
+//! An in-memory store for fast tests and for benchmarks that must not measure a disk or network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{CompletedPart, ObjectMeta, ObjectStore, StoreError};
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, (Bytes, ObjectMeta)>,
+    uploads: HashMap<String, (String, ObjectMeta, BTreeMap<i32, Bytes>)>,
+}
+
+/// Objects in a map. With `discard_data`, bodies are counted and dropped (except manifests), so a
+/// benchmark of a million items keeps flat memory.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    discard_data: bool,
+    bytes_received: Arc<AtomicU64>,
+}
+
+impl MemoryStore {
+    /// A store that keeps every object.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store that keeps only small objects (manifests) and counts the rest.
+    pub fn discarding() -> Self {
+        MemoryStore {
+            discard_data: true,
+            ..Self::default()
+        }
+    }
+
+    /// Total body bytes received.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::Relaxed)
+    }
+
+    /// Keys of stored objects, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().objects.keys().cloned().collect()
+    }
+
+    /// Multipart uploads neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        self.lock().uploads.len()
+    }
+
+    /// Content metadata of an object.
+    pub fn meta(&self, key: &str) -> Option<ObjectMeta> {
+        self.lock().objects.get(key).map(|(_, m)| m.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated, so recover the data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn keep(&self, body: Bytes, key: &str) -> Bytes {
+        self.bytes_received
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        if self.discard_data && !key.ends_with(".json") {
+            Bytes::new()
+        } else {
+            body
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    async fn preflight(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn min_part_size(&self) -> usize {
+        1024 * 1024
+    }
+
+    fn uri(&self, key: &str) -> String {
+        format!("memory://{key}")
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+    ) -> Result<(), StoreError> {
+        let body = self.keep(body, key);
+        self.lock()
+            .objects
+            .insert(key.to_string(), (body, meta.clone()));
+        Ok(())
+    }
+
+    async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.lock()
+            .uploads
+            .insert(id.clone(), (key.to_string(), meta.clone(), BTreeMap::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        let body = self.keep(body, key);
+        let mut state = self.lock();
+        let (_, _, parts) =
+            state
+                .uploads
+                .get_mut(upload_id)
+                .ok_or_else(|| StoreError::NotFound {
+                    uri: format!("memory://{key}?uploadId={upload_id}"),
+                })?;
+        parts.insert(part_number, body);
+        Ok(CompletedPart {
+            part_number,
+            etag: part_number.to_string(),
+            checksum_crc32: None,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let (_, meta, stored) =
+            state
+                .uploads
+                .remove(upload_id)
+                .ok_or_else(|| StoreError::NotFound {
+                    uri: format!("memory://{key}?uploadId={upload_id}"),
+                })?;
+        let mut body = Vec::new();
+        for part in parts {
+            let bytes = stored
+                .get(&part.part_number)
+                .ok_or_else(|| StoreError::Request {
+                    operation: "CompleteMultipartUpload",
+                    target: key.to_string(),
+                    message: format!("part {} was never uploaded", part.part_number),
+                })?;
+            body.extend_from_slice(bytes);
+        }
+        state
+            .objects
+            .insert(key.to_string(), (Bytes::from(body), meta));
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.lock().uploads.remove(upload_id);
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().objects.contains_key(key))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.lock()
+            .objects
+            .get(key)
+            .map(|(b, _)| b.clone())
+            .ok_or_else(|| StoreError::NotFound {
+                uri: format!("memory://{key}"),
+            })
+    }
+}

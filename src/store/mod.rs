@@ -1,0 +1,134 @@
+//! Where backup files go. The [`ObjectStore`] port is shaped like S3's multipart API because that
+//! is the strictest target; the local directory and in-memory stores emulate it. Stores see only
+//! keys and byte parts: they never know about items, formats or compression.
+
+mod local;
+mod memory;
+mod s3;
+mod upload;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+pub use s3::{S3Store, ServerSideEncryption};
+pub use upload::{part_size_for, ObjectUploader, OpenUploads, UploadLimits, MAX_PARTS};
+
+/// Metadata stored with every object, derived from the job's format and compression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// `Content-Type` header.
+    pub content_type: &'static str,
+    /// `Content-Encoding` header.
+    pub content_encoding: Option<&'static str>,
+}
+
+/// A part accepted by a multipart upload, needed to complete it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based part number.
+    pub part_number: i32,
+    /// Entity tag returned for the part.
+    pub etag: String,
+    /// Base64 CRC32 of the part, when the store computed one.
+    pub checksum_crc32: Option<String>,
+}
+
+/// Why a store operation failed, classified so the operator knows what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The destination bucket or directory does not exist.
+    #[error(
+        "destination {destination} does not exist: create it (see infra/) or fix the bucket name"
+    )]
+    DestinationMissing {
+        /// `s3://bucket` or a path.
+        destination: String,
+    },
+    /// Credentials are valid but not allowed to do this.
+    #[error("access denied: {operation} on {target}: {message}; check the role's IAM policy and the bucket policy")]
+    AccessDenied {
+        /// The API call.
+        operation: &'static str,
+        /// Bucket or key.
+        target: String,
+        /// Service message.
+        message: String,
+    },
+    /// An object that was expected is not there.
+    #[error("{uri} does not exist")]
+    NotFound {
+        /// Where it was looked for.
+        uri: String,
+    },
+    /// Any other failure of a store request (after the SDK's retries).
+    #[error("{operation} on {target} failed: {message}")]
+    Request {
+        /// The API call.
+        operation: &'static str,
+        /// Bucket or key.
+        target: String,
+        /// Error with its whole chain of causes.
+        message: String,
+    },
+    /// A local filesystem error.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A background upload task died (a bug, reported instead of hanging).
+    #[error("upload task failed: {0}")]
+    Task(String),
+}
+
+/// The object store port: S3 in production, a directory for laptop backups, memory for tests.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Fails fast, before any scanning, when the destination is missing or unreachable.
+    async fn preflight(&self) -> Result<(), StoreError>;
+
+    /// Smallest size of every part but the last (S3: 5 MiB).
+    fn min_part_size(&self) -> usize;
+
+    /// Human-readable location of a key (`s3://bucket/key` or a path).
+    fn uri(&self, key: &str) -> String;
+
+    /// Stores a small object in one request.
+    async fn put_object(&self, key: &str, body: Bytes, meta: &ObjectMeta)
+        -> Result<(), StoreError>;
+
+    /// Starts a multipart upload and returns its id.
+    async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError>;
+
+    /// Uploads one part; parts may be uploaded concurrently and in any order.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError>;
+
+    /// Assembles the parts (sorted by number) into the object.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), StoreError>;
+
+    /// Discards an unfinished upload and its parts.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
+
+    /// Whether an object exists (manifest checks).
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Reads a whole object; for manifests and small files.
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+}

@@ -1,0 +1,286 @@
+//! The production store: S3, with server-side encryption and the expected-bucket-owner guard on
+//! every request, and CRC32 checksums on every part so S3 rejects a corrupted upload.
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload};
+use bytes::Bytes;
+
+use super::{CompletedPart, ObjectMeta, ObjectStore, StoreError};
+use crate::aws::error_facts;
+use crate::job::BucketName;
+
+/// Server-side encryption for every object written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ServerSideEncryption {
+    /// SSE-S3 (AES256), the default: no key to manage.
+    #[default]
+    Aes256,
+    /// SSE-KMS with the given key, or the account's `aws/s3` key when `None`.
+    Kms {
+        /// Key id, ARN or alias.
+        key_id: Option<String>,
+    },
+}
+
+/// S3 bucket adapter.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: BucketName,
+    sse: ServerSideEncryption,
+    expected_owner: Option<String>,
+}
+
+impl S3Store {
+    /// A store writing into `bucket`.
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: BucketName,
+        sse: ServerSideEncryption,
+        expected_owner: Option<String>,
+    ) -> Self {
+        S3Store {
+            client,
+            bucket,
+            sse,
+            expected_owner,
+        }
+    }
+
+    fn sse_algorithm(&self) -> aws_sdk_s3::types::ServerSideEncryption {
+        match self.sse {
+            ServerSideEncryption::Aes256 => aws_sdk_s3::types::ServerSideEncryption::Aes256,
+            ServerSideEncryption::Kms { .. } => aws_sdk_s3::types::ServerSideEncryption::AwsKms,
+        }
+    }
+
+    fn kms_key(&self) -> Option<String> {
+        match &self.sse {
+            ServerSideEncryption::Kms { key_id } => key_id.clone(),
+            ServerSideEncryption::Aes256 => None,
+        }
+    }
+
+    fn fail<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let facts = error_facts(&err);
+        let target = self.uri(key);
+        if facts.code.as_deref() == Some("NoSuchBucket") {
+            StoreError::DestinationMissing {
+                destination: format!("s3://{}", self.bucket),
+            }
+        } else if facts.is_access_denied() {
+            StoreError::AccessDenied {
+                operation,
+                target,
+                message: facts.message,
+            }
+        } else {
+            StoreError::Request {
+                operation,
+                target,
+                message: facts.message,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn preflight(&self) -> Result<(), StoreError> {
+        match self
+            .client
+            .head_bucket()
+            .bucket(self.bucket.as_str())
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let facts = error_facts(&err);
+                if facts.status == Some(404) {
+                    Err(StoreError::DestinationMissing {
+                        destination: format!("s3://{}", self.bucket),
+                    })
+                } else {
+                    Err(self.fail("HeadBucket", "", err))
+                }
+            }
+        }
+    }
+
+    fn min_part_size(&self) -> usize {
+        5 * 1024 * 1024
+    }
+
+    fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .body(ByteStream::from(body))
+            .content_type(meta.content_type)
+            .set_content_encoding(meta.content_encoding.map(str::to_string))
+            .server_side_encryption(self.sse_algorithm())
+            .set_ssekms_key_id(self.kms_key())
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.fail("PutObject", key, e))?;
+        Ok(())
+    }
+
+    async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .content_type(meta.content_type)
+            .set_content_encoding(meta.content_encoding.map(str::to_string))
+            .server_side_encryption(self.sse_algorithm())
+            .set_ssekms_key_id(self.kms_key())
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.fail("CreateMultipartUpload", key, e))?;
+        out.upload_id.ok_or_else(|| StoreError::Request {
+            operation: "CreateMultipartUpload",
+            target: self.uri(key),
+            message: "response carried no upload id".to_string(),
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .body(ByteStream::from(body))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|e| self.fail("UploadPart", key, e))?;
+        Ok(CompletedPart {
+            part_number,
+            etag: out.e_tag.unwrap_or_default(),
+            checksum_crc32: out.checksum_crc32,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), StoreError> {
+        let parts = parts
+            .into_iter()
+            .map(|p| {
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(p.part_number)
+                    .e_tag(p.etag)
+                    .set_checksum_crc32(p.checksum_crc32)
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|e| self.fail("CompleteMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .upload_id(upload_id)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|e| self.fail("AbortMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if error_facts(&err).status == Some(404) => Ok(false),
+            Err(err) => Err(self.fail("HeadObject", key, err)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|err| {
+                if error_facts(&err).code.as_deref() == Some("NoSuchKey") {
+                    StoreError::NotFound { uri: self.uri(key) }
+                } else {
+                    self.fail("GetObject", key, err)
+                }
+            })?;
+        let data = out.body.collect().await.map_err(|e| StoreError::Request {
+            operation: "GetObject",
+            target: self.uri(key),
+            message: e.to_string(),
+        })?;
+        Ok(data.into_bytes())
+    }
+}

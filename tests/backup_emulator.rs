@@ -1,0 +1,398 @@
+//! The pipeline against the emulator through the real SDK clients: every item type round-trips
+//! through both formats and every compression, manifests match the stored objects, multipart
+//! uploads work, and a failed run leaves no manifest and no open upload.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use ddb_backup::compress::decompressing_reader;
+use ddb_backup::decode::decode_dynamodb_json_line;
+use ddb_backup::job::{BucketName, JobDefaults};
+use ddb_backup::scan::DynamoDbSource;
+use ddb_backup::store::{
+    CompletedPart, ObjectMeta, ObjectStore, S3Store, ServerSideEncryption, StoreError,
+};
+use ddb_backup::{Backup, BackupError, BackupJob, Compression, Format, Item, Manifest, Tuning};
+use sha2::{Digest, Sha256};
+
+fn job(table: &str, bucket: &str, extra: &str) -> BackupJob {
+    let json = format!(r#"{{"table":"{table}","bucket":"{bucket}","trigger":"cli"{extra}}}"#);
+    BackupJob::parse(&json, &JobDefaults::default()).expect("valid job")
+}
+
+fn s3_store(aws: &ddb_backup::aws::AwsContext, bucket: &str) -> Arc<S3Store> {
+    Arc::new(S3Store::new(
+        aws.s3(),
+        BucketName::new(bucket).unwrap(),
+        ServerSideEncryption::Aes256,
+        None,
+    ))
+}
+
+fn backup(
+    aws: &ddb_backup::aws::AwsContext,
+    store: Arc<dyn ObjectStore>,
+    tuning: Tuning,
+) -> Backup {
+    Backup::new(Arc::new(DynamoDbSource::new(aws.dynamodb())), store, tuning)
+}
+
+/// Reads back every file of a manifest, checking size and checksum, and returns the decoded lines.
+async fn read_backup(
+    aws: &ddb_backup::aws::AwsContext,
+    bucket: &str,
+    manifest: &Manifest,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for file in &manifest.files {
+        let (body, content_type, content_encoding) = get_object(aws, bucket, &file.key).await;
+        assert_eq!(body.len() as u64, file.bytes, "{}: stored size", file.key);
+        assert_eq!(
+            hex::encode(Sha256::digest(&body)),
+            file.sha256,
+            "{}: sha256",
+            file.key
+        );
+        assert_eq!(
+            content_type.as_deref(),
+            Some(manifest.format.content_type())
+        );
+        assert_eq!(
+            content_encoding.as_deref(),
+            manifest.compression.content_encoding()
+        );
+        let reader = decompressing_reader(manifest.compression, &body[..]).unwrap();
+        let mut count = 0u64;
+        let mut plain = 0u64;
+        for line in BufReader::new(reader).lines() {
+            let line = line.expect("utf-8 line");
+            plain += line.len() as u64 + 1;
+            count += 1;
+            lines.push(line);
+        }
+        assert_eq!(count, file.item_count, "{}: item count", file.key);
+        assert_eq!(
+            plain, file.uncompressed_bytes,
+            "{}: uncompressed size",
+            file.key
+        );
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_through_both_formats_and_every_compression() {
+    let aws = aws().await;
+    let table = unique("every-type");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    let items = every_type_items(40);
+    put_items(&aws, &table, &items).await;
+
+    for format in Format::ALL {
+        for compression in Compression::ALL {
+            let job = job(
+                &table,
+                &bucket,
+                &format!(r#","format":"{format}","compression":"{compression}","segments":3"#),
+            );
+            let manifest = backup(&aws, s3_store(&aws, &bucket), Tuning::default())
+                .run(&job)
+                .await
+                .unwrap_or_else(|e| panic!("{format}/{compression}: {e}"));
+            assert_eq!(manifest.item_count, 40);
+            assert_eq!(manifest.segments, 3);
+            assert_eq!(manifest.key_schema[0].attribute_name, "id");
+            assert!(manifest.files.iter().all(|f| f
+                .key
+                .ends_with(&ddb_backup::format::file_extension(format, compression))));
+
+            // The manifest in the bucket is the one returned, and it is written last.
+            let manifest_key = format!(
+                "{}manifest.json",
+                manifest
+                    .location
+                    .trim_start_matches(&format!("s3://{bucket}/"))
+            );
+            let (stored, content_type, _) = get_object(&aws, &bucket, &manifest_key).await;
+            assert_eq!(content_type.as_deref(), Some("application/json"));
+            assert_eq!(Manifest::from_json(&stored).unwrap(), manifest);
+
+            let lines = read_backup(&aws, &bucket, &manifest).await;
+            match format {
+                Format::DynamodbJson => {
+                    let decoded: Vec<Item> = lines
+                        .iter()
+                        .map(|l| decode_dynamodb_json_line(l).expect("DynamoDB JSON line"))
+                        .collect();
+                    assert_eq!(
+                        sorted(decoded),
+                        sorted(items.clone()),
+                        "{format}/{compression}"
+                    );
+                }
+                Format::Json => check_plain_json(&lines, &items),
+            }
+        }
+    }
+}
+
+/// Plain JSON: one object per item, same ids, and numbers written with their exact digits.
+fn check_plain_json(lines: &[String], items: &[Item]) {
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let mut ids: Vec<String> = parsed
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, common::ids(items));
+    let all = lines.join("\n");
+    for exact in [
+        "\"big\":12345678901234567890123456789012345678",
+        "\"negbig\":-99999999999999999999999999999999999999",
+        "\"tiny\":1E-130",
+        "\"huge\":9.9999999999999999999999999999999999999E+125",
+        "\"frac\":0.000000000000000000000000000000000001",
+        "3.14159265358979323846264338327950288",
+    ] {
+        assert!(all.contains(exact), "missing exact number text {exact}");
+    }
+    let one = parsed.iter().find(|v| v["id"] == "item-0001").unwrap();
+    assert_eq!(one["bin"], "AAEC//4KDQ==");
+    assert_eq!(one["emptybin"], "");
+    assert_eq!(one["bs"], serde_json::json!(["AQ==", "AgM="]));
+    assert!(one["nothing"].is_null());
+    let two = parsed.iter().find(|v| v["id"] == "item-0002").unwrap();
+    assert_eq!(two["address"]["inner"]["emptymap"], serde_json::json!({}));
+    assert_eq!(two["address"]["city"], "São Paulo");
+    let zero = parsed.iter().find(|v| v["id"] == "item-0000").unwrap();
+    assert_eq!(zero["empty"], "");
+    assert_eq!(zero["unicode"], "Hà Nội ✓ 😀 \u{0} \"quoted\" \\ \n\t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_output_goes_through_multipart_and_rolls_files() {
+    let aws = aws().await;
+    let table = unique("large");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    // 36 items of ~300 KB: 10.8 MB, more than two 5 MiB parts, read in ~11 one-megabyte pages.
+    let items = large_items(36, 300_000);
+    put_items(&aws, &table, &items).await;
+    let tuning = Tuning {
+        part_size: 5 * 1024 * 1024,
+        ..Tuning::default()
+    };
+    let job1 = job(&table, &bucket, r#","compression":"none","segments":1"#);
+    let manifest = backup(&aws, s3_store(&aws, &bucket), tuning.clone())
+        .run(&job1)
+        .await
+        .expect("backup");
+    assert_eq!(manifest.files.len(), 1);
+    assert!(
+        manifest.files[0].bytes > 10 * 1024 * 1024,
+        "{}",
+        manifest.files[0].bytes
+    );
+    let lines = read_backup(&aws, &bucket, &manifest).await;
+    let decoded: Vec<Item> = lines
+        .iter()
+        .map(|l| decode_dynamodb_json_line(l).unwrap())
+        .collect();
+    assert_eq!(sorted(decoded), sorted(items.clone()));
+    assert_eq!(open_multipart_uploads(&aws, &bucket).await, 0);
+
+    // A tiny size target closes a file after every page: many files per segment, each item once.
+    let rolling = Tuning {
+        file_size_target: 1,
+        ..tuning
+    };
+    let job2 = job(&table, &bucket, r#","compression":"zstd","segments":2"#);
+    let manifest = backup(&aws, s3_store(&aws, &bucket), rolling)
+        .run(&job2)
+        .await
+        .expect("backup");
+    assert!(manifest.files.len() >= 6, "{} files", manifest.files.len());
+    assert!(manifest
+        .files
+        .iter()
+        .any(|f| f.key.contains("seg-0001-00002")));
+    let lines = read_backup(&aws, &bucket, &manifest).await;
+    let decoded: Vec<Item> = lines
+        .iter()
+        .map(|l| decode_dynamodb_json_line(l).unwrap())
+        .collect();
+    assert_eq!(sorted(decoded), sorted(items));
+}
+
+/// The real S3 adapter, with the `fail_at`-th UploadPart failing as a dropped connection would.
+struct FailingPartStore {
+    inner: Arc<S3Store>,
+    parts: AtomicU32,
+    fail_at: u32,
+}
+
+#[async_trait]
+impl ObjectStore for FailingPartStore {
+    async fn preflight(&self) -> Result<(), StoreError> {
+        self.inner.preflight().await
+    }
+    fn min_part_size(&self) -> usize {
+        self.inner.min_part_size()
+    }
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+    ) -> Result<(), StoreError> {
+        self.inner.put_object(key, body, meta).await
+    }
+    async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
+        self.inner.create_multipart(key, meta).await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        id: &str,
+        n: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        if self.parts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            return Err(StoreError::Request {
+                operation: "UploadPart",
+                target: key.to_string(),
+                message: "injected failure: connection reset".to_string(),
+            });
+        }
+        self.inner.upload_part(key, id, n, body).await
+    }
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), StoreError> {
+        self.inner.complete_multipart(key, id, parts).await
+    }
+    async fn abort_multipart(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        self.inner.abort_multipart(key, id).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.exists(key).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.inner.get(key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_failing_midway_leaves_no_manifest_and_no_open_upload() {
+    let aws = aws().await;
+    let table = unique("failing");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    put_items(&aws, &table, &large_items(36, 300_000)).await;
+    let store = Arc::new(FailingPartStore {
+        inner: s3_store(&aws, &bucket),
+        parts: AtomicU32::new(0),
+        fail_at: 2,
+    });
+    let tuning = Tuning {
+        part_size: 5 * 1024 * 1024,
+        ..Tuning::default()
+    };
+    let job = job(&table, &bucket, r#","compression":"none","segments":2"#);
+    let err = backup(&aws, store.clone(), tuning)
+        .run(&job)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::Store(_)), "{err}");
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(
+        store.parts.load(Ordering::SeqCst) >= 2,
+        "the failing part was reached"
+    );
+    assert_eq!(
+        open_multipart_uploads(&aws, &bucket).await,
+        0,
+        "multipart uploads left open"
+    );
+    let keys = list_keys(&aws, &bucket).await;
+    assert!(
+        !keys.iter().any(|k| k.ends_with("manifest.json")),
+        "a manifest was written: {keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_bucket_and_missing_table_fail_fast_with_clear_errors() {
+    let aws = aws().await;
+    let table = unique("exists");
+    create_table(&aws, &table).await;
+    put_items(&aws, &table, &every_type_items(4)).await;
+
+    let missing_bucket = unique("nobucket");
+    let err = backup(&aws, s3_store(&aws, &missing_bucket), Tuning::default())
+        .run(&job(&table, &missing_bucket, ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BackupError::Store(StoreError::DestinationMissing { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&missing_bucket), "{err}");
+
+    let bucket = unique("bkt");
+    create_bucket(&aws, &bucket).await;
+    let missing_table = unique("notable");
+    let err = backup(&aws, s3_store(&aws, &bucket), Tuning::default())
+        .run(&job(&missing_table, &bucket, ""))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&missing_table) && err.to_string().contains("not found"),
+        "{err}"
+    );
+    assert!(list_keys(&aws, &bucket).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_id_is_backed_up_once_and_empty_tables_still_get_a_manifest() {
+    let aws = aws().await;
+    let table = unique("empty");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    let job = job(&table, &bucket, r#","job_id":"nightly-1""#);
+    let manifest = backup(&aws, s3_store(&aws, &bucket), Tuning::default())
+        .run(&job)
+        .await
+        .expect("backup of an empty table");
+    assert_eq!(manifest.item_count, 0);
+    assert!(manifest.files.is_empty());
+    let err = backup(&aws, s3_store(&aws, &bucket), Tuning::default())
+        .run(&job)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::AlreadyComplete { .. }), "{err}");
+    assert_eq!(list_keys(&aws, &bucket).await.len(), 1, "only the manifest");
+}

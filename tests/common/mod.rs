@@ -1,0 +1,321 @@
+//! Test harness for the emulator tests: real AWS SDK clients talking HTTP to moto.
+//! Start the emulator with `scripts/test.sh` (which runs everything) or
+//! `eval "$(scripts/emulator.sh start)"` before `cargo test`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ScalarAttributeType, WriteRequest,
+};
+use ddb_backup::aws::AwsContext;
+use ddb_backup::Item;
+
+/// The emulator's endpoint, or a panic that says how to start it: a test never skips silently.
+pub fn endpoint() -> String {
+    let endpoint = std::env::var("DDB_BACKUP_TEST_ENDPOINT")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|_| {
+            panic!(
+                "no AWS emulator configured: run `scripts/test.sh`, or start moto with \
+                 `eval \"$(scripts/emulator.sh start)\"` and run cargo test again"
+            )
+        });
+    let addr = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    if std::net::TcpStream::connect(&addr).is_err() {
+        panic!(
+            "the AWS emulator at {endpoint} is not answering: start it with \
+             `eval \"$(scripts/emulator.sh start)\"` (or run `scripts/test.sh`)"
+        );
+    }
+    endpoint
+}
+
+/// SDK configuration for the emulator, with test credentials and us-east-1.
+pub async fn aws() -> AwsContext {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    AwsContext {
+        sdk,
+        custom_endpoint: true,
+    }
+}
+
+/// A name no other test uses (tests run in parallel against one emulator).
+pub fn unique(base: &str) -> String {
+    format!(
+        "{base}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// Creates an on-demand table keyed by `id` (S).
+pub async fn create_table(aws: &AwsContext, name: &str) {
+    aws.dynamodb()
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+}
+
+/// Writes items in batches of 25, resubmitting unprocessed ones.
+pub async fn put_items(aws: &AwsContext, table: &str, items: &[Item]) {
+    let client = aws.dynamodb();
+    for chunk in items.chunks(25) {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|item| {
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item.clone()))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            })
+            .collect();
+        while !requests.is_empty() {
+            let out = client
+                .batch_write_item()
+                .request_items(table, requests)
+                .send()
+                .await
+                .expect("batch write");
+            requests = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(table))
+                .unwrap_or_default();
+        }
+    }
+}
+
+/// Creates a bucket.
+pub async fn create_bucket(aws: &AwsContext, name: &str) {
+    aws.s3()
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .expect("create bucket");
+}
+
+/// Every key in a bucket, sorted.
+pub async fn list_keys(aws: &AwsContext, bucket: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = aws
+            .s3()
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("list objects");
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        match out.next_continuation_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// Multipart uploads still open in a bucket.
+pub async fn open_multipart_uploads(aws: &AwsContext, bucket: &str) -> usize {
+    aws.s3()
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list multipart uploads")
+        .uploads()
+        .len()
+}
+
+/// Downloads an object with its Content-Type and Content-Encoding.
+pub async fn get_object(
+    aws: &AwsContext,
+    bucket: &str,
+    key: &str,
+) -> (Vec<u8>, Option<String>, Option<String>) {
+    let out = aws
+        .s3()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+    let content_type = out.content_type.clone();
+    let content_encoding = out.content_encoding.clone();
+    let body = out
+        .body
+        .collect()
+        .await
+        .expect("read body")
+        .into_bytes()
+        .to_vec();
+    (body, content_type, content_encoding)
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: &str) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Items that cover every AttributeValue type and its corners: 38-digit numbers, extreme
+/// exponents, empty strings and binaries, unicode, awkward attribute names, all three set types,
+/// nested maps and lists, and items whose attributes differ from each other.
+pub fn every_type_items(count: usize) -> Vec<Item> {
+    (0..count)
+        .map(|i| {
+            let mut item: Item = HashMap::new();
+            item.insert("id".into(), s(&format!("item-{i:04}")));
+            match i % 4 {
+                0 => {
+                    item.insert("big".into(), n("12345678901234567890123456789012345678"));
+                    item.insert(
+                        "negbig".into(),
+                        n("-99999999999999999999999999999999999999"),
+                    );
+                    item.insert("tiny".into(), n("1E-130"));
+                    item.insert(
+                        "huge".into(),
+                        n("9.9999999999999999999999999999999999999E+125"),
+                    );
+                    item.insert("frac".into(), n("0.000000000000000000000000000000000001"));
+                    item.insert("empty".into(), s(""));
+                    item.insert("unicode".into(), s("Hà Nội ✓ 😀 \u{0} \"quoted\" \\ \n\t"));
+                }
+                1 => {
+                    item.insert(
+                        "bin".into(),
+                        AttributeValue::B(Blob::new(vec![0, 1, 2, 255, 254, 10, 13])),
+                    );
+                    item.insert("emptybin".into(), AttributeValue::B(Blob::new(Vec::new())));
+                    item.insert(
+                        "ss".into(),
+                        AttributeValue::Ss(vec!["a".into(), "b,c".into(), "\"q\"".into()]),
+                    );
+                    item.insert(
+                        "ns".into(),
+                        AttributeValue::Ns(vec!["1".into(), "-2.5".into(), "1E+100".into()]),
+                    );
+                    item.insert(
+                        "bs".into(),
+                        AttributeValue::Bs(vec![Blob::new(vec![1]), Blob::new(vec![2, 3])]),
+                    );
+                    item.insert("flag".into(), AttributeValue::Bool(false));
+                    item.insert("nothing".into(), AttributeValue::Null(true));
+                }
+                2 => {
+                    let mut inner = HashMap::new();
+                    inner.insert(
+                        "deep".into(),
+                        AttributeValue::L(vec![n("1"), s(""), AttributeValue::Null(true)]),
+                    );
+                    inner.insert("emptymap".into(), AttributeValue::M(HashMap::new()));
+                    let mut address = HashMap::new();
+                    address.insert("city".into(), s("São Paulo"));
+                    address.insert("zip".into(), n("1000"));
+                    address.insert("inner".into(), AttributeValue::M(inner));
+                    item.insert("address".into(), AttributeValue::M(address));
+                    item.insert(
+                        "list".into(),
+                        AttributeValue::L(vec![
+                            s("x"),
+                            n("3.14159265358979323846264338327950288"),
+                            AttributeValue::Bool(true),
+                            AttributeValue::L(vec![]),
+                            AttributeValue::Ss(vec!["only".into()]),
+                        ]),
+                    );
+                }
+                _ => {
+                    item.insert("comma,name".into(), s("v"));
+                    item.insert("quote\"name".into(), s("v"));
+                    item.insert("new\nline".into(), s("v"));
+                    item.insert("spaces in name".into(), n("-0"));
+                    item.insert("gpa".into(), n("3.75"));
+                    item.insert("enrolled".into(), AttributeValue::Bool(true));
+                }
+            }
+            item
+        })
+        .collect()
+}
+
+/// Items of about `size` bytes each (incompressible text), to make multi-megabyte outputs
+/// from few items, since the emulator scans slowly.
+pub fn large_items(count: usize, size: usize) -> Vec<Item> {
+    (0..count)
+        .map(|i| {
+            let mut state = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let text: String = (0..size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (b'!' + (state % 90) as u8) as char
+                })
+                .collect();
+            let mut item: Item = HashMap::new();
+            item.insert("id".into(), s(&format!("big-{i:04}")));
+            item.insert("payload".into(), AttributeValue::S(text));
+            item
+        })
+        .collect()
+}
+
+/// Item ids, sorted.
+pub fn ids(items: &[Item]) -> Vec<String> {
+    let mut ids: Vec<String> = items
+        .iter()
+        .map(|i| i["id"].as_s().expect("id is S").clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Items sorted by id, for comparing item sets.
+pub fn sorted(mut items: Vec<Item>) -> Vec<Item> {
+    items.sort_by(|a, b| a["id"].as_s().ok().cmp(&b["id"].as_s().ok()));
+    items
+}
