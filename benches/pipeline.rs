@@ -1,1 +1,366 @@
-fn main() {}
+//! Pipeline benchmark: synthetic `studentData` items from an in-process source (no emulator, so
+//! nothing hides our speed) through scan paging → encode → compress → upload into a discarding
+//! store. Prints items/s, MB/s, MB/s per core (uncompressed bytes per CPU-second) and peak RSS for
+//! 100k and 1M items, and, as the bound, the compressor alone over the same bytes.
+//!
+//!   cargo bench --bench pipeline                # full run (100k and 1M items)
+//!   cargo bench --bench pipeline -- --smoke     # quick run used by CI to keep this working
+//!
+//! Each measurement runs in its own child process so that peak RSS (VmHWM) belongs to it alone.
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ddb_backup::compress::Compressor;
+use ddb_backup::encode::encoder_for;
+use ddb_backup::job::JobDefaults;
+use ddb_backup::seed::SyntheticSource;
+use ddb_backup::store::MemoryStore;
+use ddb_backup::{Backup, BackupJob, Compression, Format, Tuning};
+
+/// The same allocator as the shipped binaries.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const PAGE_ITEMS: u64 = 2000;
+fn segments() -> u32 {
+    std::env::var("BENCH_SEGMENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        child(&args[1..]);
+        return;
+    }
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let sizes: Vec<u64> = if smoke {
+        vec![20_000]
+    } else {
+        vec![100_000, 1_000_000]
+    };
+    let cases = [
+        (Format::DynamodbJson, Compression::Gzip),
+        (Format::DynamodbJson, Compression::Zstd),
+        (Format::Json, Compression::Zstd),
+        (Format::DynamodbJson, Compression::None),
+    ];
+    println!("ddb-backup pipeline benchmark: synthetic studentData items, in-process source, discarding store,");
+    println!(
+        "{} segments, {PAGE_ITEMS}-item pages, {} cores. MB = 10^6 bytes of encoded (uncompressed) output.",
+        segments(),
+        num_cores()
+    );
+    println!(
+        "{:<11} {:<14} {:<5} {:>9} {:>7} {:>10} {:>8} {:>10} {:>9} {:>8}",
+        "mode",
+        "format",
+        "comp",
+        "items",
+        "secs",
+        "items/s",
+        "MB/s",
+        "MB/s/core",
+        "peak RSS",
+        "ratio"
+    );
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let source = run_child("source", n, Format::DynamodbJson, Compression::None);
+        print_row(&source);
+        rows.push(source);
+        for (format, compression) in cases {
+            let p = run_child("pipeline", n, format, compression);
+            print_row(&p);
+            rows.push(p);
+            if compression != Compression::None && format == Format::DynamodbJson {
+                let c = run_child("compressor", n, format, compression);
+                print_row(&c);
+                rows.push(c);
+            }
+        }
+    }
+    println!();
+    for &n in &sizes {
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let find = |mode: &str| {
+                rows.iter().find(|r| {
+                    r.mode == mode
+                        && r.items == n
+                        && r.compression == compression
+                        && r.format == Format::DynamodbJson
+                })
+            };
+            let source = rows.iter().find(|r| r.mode == "source" && r.items == n);
+            if let (Some(p), Some(c), Some(src)) = (find("pipeline"), find("compressor"), source) {
+                // The synthetic source stands in for the SDK's deserializer: shown both ways.
+                let stages = p.uncompressed as f64 / 1e6 / (p.cpu_secs - src.cpu_secs);
+                println!(
+                    "{n} items, {compression}: compressor alone {:.1} MB/s per core; pipeline {:.1} MB/s per core \
+                     = {:.2} x (stages without the synthetic source: {:.1} MB/s per core = {:.2} x)",
+                    c.mb_per_core(),
+                    p.mb_per_core(),
+                    p.mb_per_core() / c.mb_per_core(),
+                    stages,
+                    stages / c.mb_per_core()
+                );
+            }
+        }
+    }
+    if sizes.len() == 2 {
+        for (format, compression) in cases {
+            let rss = |n: u64| {
+                rows.iter()
+                    .find(|r| {
+                        r.mode == "pipeline"
+                            && r.items == n
+                            && r.format == format
+                            && r.compression == compression
+                    })
+                    .map(|r| r.peak_rss_kib as f64)
+            };
+            if let (Some(small), Some(large)) = (rss(sizes[0]), rss(sizes[1])) {
+                println!(
+                    "peak RSS {format}/{compression}: {:.1} MiB at {} items, {:.1} MiB at {} items (ratio {:.2})",
+                    small / 1024.0,
+                    sizes[0],
+                    large / 1024.0,
+                    sizes[1],
+                    large / small
+                );
+            }
+        }
+    }
+}
+
+struct Row {
+    mode: String,
+    format: Format,
+    compression: Compression,
+    items: u64,
+    wall_secs: f64,
+    cpu_secs: f64,
+    uncompressed: u64,
+    stored: u64,
+    peak_rss_kib: u64,
+}
+
+impl Row {
+    fn mb_per_core(&self) -> f64 {
+        self.uncompressed as f64 / 1e6 / self.cpu_secs.max(1e-9)
+    }
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "{:<11} {:<14} {:<5} {:>9} {:>7.2} {:>10.0} {:>8.1} {:>10.1} {:>8.1}M {:>8.2}",
+        r.mode,
+        r.format.name(),
+        r.compression.name(),
+        r.items,
+        r.wall_secs,
+        r.items as f64 / r.wall_secs,
+        r.uncompressed as f64 / 1e6 / r.wall_secs,
+        r.mb_per_core(),
+        r.peak_rss_kib as f64 / 1024.0,
+        r.uncompressed as f64 / r.stored.max(1) as f64,
+    );
+}
+
+fn run_child(mode: &str, n: u64, format: Format, compression: Compression) -> Row {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe)
+        .args([
+            "--child",
+            mode,
+            &n.to_string(),
+            format.name(),
+            compression.name(),
+        ])
+        .output()
+        .expect("spawn child");
+    assert!(
+        out.status.success(),
+        "child {mode} {n} {format} {compression} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .map(|v| v.parse().expect("number from child"))
+        .collect();
+    Row {
+        mode: mode.to_string(),
+        format,
+        compression,
+        items: n,
+        wall_secs: f[0],
+        cpu_secs: f[1],
+        uncompressed: f[2] as u64,
+        stored: f[3] as u64,
+        peak_rss_kib: f[4] as u64,
+    }
+}
+
+/// Runs one measurement and prints `wall_secs cpu_secs uncompressed stored peak_rss_kib`.
+fn child(args: &[String]) {
+    let mode = args[0].as_str();
+    let n: u64 = args[1].parse().expect("item count");
+    let format: Format = args[2].parse().expect("format");
+    let compression: Compression = args[3].parse().expect("compression");
+    let (wall, cpu, uncompressed, stored) = match mode {
+        "pipeline" => pipeline(n, format, compression),
+        "compressor" => compressor_alone(n, format, compression),
+        "source" => source_alone(n),
+        other => panic!("unknown mode {other}"),
+    };
+    println!("{wall} {cpu} {uncompressed} {stored} {}", peak_rss_kib());
+}
+
+fn pipeline(n: u64, format: Format, compression: Compression) -> (f64, f64, u64, u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = MemoryStore::discarding();
+        let backup = Backup::new(
+            Arc::new(SyntheticSource::new("studentData", n, PAGE_ITEMS)),
+            Arc::new(store.clone()),
+            Tuning::default(),
+        );
+        let job = BackupJob::parse(
+            &format!(
+                r#"{{"table":"studentData","bucket":"bench-bucket","format":"{format}","compression":"{compression}","segments":{}}}"#,
+                segments()
+            ),
+            &JobDefaults::default(),
+        )
+        .expect("job");
+        let cpu0 = process_cpu_secs();
+        let t0 = Instant::now();
+        let manifest = backup.run(&job).await.expect("backup");
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = process_cpu_secs() - cpu0;
+        assert_eq!(manifest.item_count, n, "every item backed up");
+        assert_eq!(store.open_uploads(), 0);
+        (wall, cpu, manifest.uncompressed_bytes, manifest.bytes)
+    })
+}
+
+/// Pages of the synthetic table, exactly as the pipeline's scan receives them.
+fn source_pages(n: u64) -> impl Iterator<Item = Vec<ddb_backup::Item>> {
+    let source = SyntheticSource::new("studentData", n, PAGE_ITEMS);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    (0..n).step_by(PAGE_ITEMS as usize).map(move |start| {
+        let request = ddb_backup::scan::PageRequest {
+            table: "studentData".into(),
+            segment: 0,
+            total_segments: 1,
+            exclusive_start_key: (start > 0).then(|| {
+                std::collections::HashMap::from([(
+                    "next".to_string(),
+                    aws_sdk_dynamodb::types::AttributeValue::N(start.to_string()),
+                )])
+            }),
+            consistent_read: false,
+        };
+        runtime
+            .block_on(ddb_backup::scan::TableSource::scan_page(&source, &request))
+            .expect("page")
+            .items
+    })
+}
+
+/// The synthetic source by itself: producing and dropping the pages. In production the SDK's
+/// deserializer plays this part, so its cost is shown apart from the pipeline's own.
+fn source_alone(n: u64) -> (f64, f64, u64, u64) {
+    let cpu0 = process_cpu_secs();
+    let t0 = Instant::now();
+    let mut generated = 0u64;
+    for page in source_pages(n) {
+        generated += page.len() as u64;
+        drop(std::hint::black_box(page));
+    }
+    assert_eq!(generated, n);
+    (t0.elapsed().as_secs_f64(), process_cpu_secs() - cpu0, 0, 1)
+}
+
+/// The bound: compress the same encoded bytes on one thread, timing only the compressor.
+fn compressor_alone(n: u64, format: Format, compression: Compression) -> (f64, f64, u64, u64) {
+    struct Sink(u64);
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut compressor = Compressor::new(compression, Sink(0)).expect("compressor");
+    let mut encoder = encoder_for(format);
+    let mut chunk = Vec::new();
+    let mut uncompressed = 0u64;
+    let mut cpu = 0.0;
+    let mut wall = 0.0;
+    for page in source_pages(n) {
+        chunk.clear();
+        encoder.encode_batch(&page, &mut chunk).expect("encode");
+        uncompressed += chunk.len() as u64;
+        let (c0, t0) = (thread_cpu_secs(), Instant::now());
+        compressor.write_all(&chunk).expect("compress");
+        cpu += thread_cpu_secs() - c0;
+        wall += t0.elapsed().as_secs_f64();
+    }
+    let (c0, t0) = (thread_cpu_secs(), Instant::now());
+    let sink = compressor.finish().expect("finish");
+    cpu += thread_cpu_secs() - c0;
+    wall += t0.elapsed().as_secs_f64();
+    (wall, cpu, uncompressed, sink.0)
+}
+
+fn process_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass and has no other effects.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -5,7 +5,7 @@
 
 use std::io::{self, Write};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::compress::Compressor;
@@ -38,7 +38,9 @@ impl<W: Write> Write for Counting<W> {
 
 /// The bottom of the stream: stored bytes waiting to be uploaded, hashed as they arrive.
 struct StoredBytes {
-    pending: BytesMut,
+    /// Sized for a whole part up front, and handed over whole when the part is taken, so bytes
+    /// are copied once on their way in and never again.
+    pending: Vec<u8>,
     hasher: Sha256,
     total: u64,
 }
@@ -55,6 +57,9 @@ impl Write for StoredBytes {
         Ok(())
     }
 }
+
+/// Slack beyond a part's size: one encoder flush (64 KiB) or compressor block can overshoot it.
+const TAIL_ROOM: usize = 256 * 1024;
 
 /// A file being encoded.
 pub struct EncodingFile {
@@ -79,10 +84,15 @@ pub struct FinishedFile {
 }
 
 impl EncodingFile {
-    /// A new, empty file of `format` compressed with `compression`.
-    pub fn new(format: Format, compression: Compression) -> io::Result<Self> {
+    /// A new, empty file of `format` compressed with `compression`, whose first part will be
+    /// `first_part_size` bytes (memory is reserved, but only touched as it fills).
+    pub fn new(
+        format: Format,
+        compression: Compression,
+        first_part_size: usize,
+    ) -> io::Result<Self> {
         let stored = StoredBytes {
-            pending: BytesMut::with_capacity(64 * 1024),
+            pending: Vec::with_capacity(first_part_size + TAIL_ROOM),
             hasher: Sha256::new(),
             total: 0,
         };
@@ -103,10 +113,17 @@ impl EncodingFile {
         Ok(())
     }
 
-    /// Takes exactly `size` stored bytes, if that many are waiting.
-    pub fn take_part(&mut self, size: usize) -> Option<Bytes> {
+    /// Takes exactly `size` stored bytes, if that many are waiting. The buffer for the next part
+    /// is reserved at `next_size` so it never grows by reallocation.
+    pub fn take_part(&mut self, size: usize, next_size: usize) -> Option<Bytes> {
         let pending = &mut self.stream.inner.get_mut().pending;
-        (pending.len() >= size).then(|| pending.split_to(size).freeze())
+        if pending.len() < size {
+            return None;
+        }
+        let mut next = Vec::with_capacity(next_size.max(pending.len() - size) + TAIL_ROOM);
+        next.extend_from_slice(&pending[size..]);
+        pending.truncate(size);
+        Some(Bytes::from(std::mem::replace(pending, next)))
     }
 
     /// Stored bytes produced so far (the file's size if it were closed now, roughly).
@@ -125,7 +142,7 @@ impl EncodingFile {
         let uncompressed_bytes = self.stream.count;
         let stored = self.stream.inner.finish()?;
         Ok(FinishedFile {
-            rest: stored.pending.freeze(),
+            rest: Bytes::from(stored.pending),
             items: self.items,
             bytes: stored.total,
             uncompressed_bytes,
@@ -145,12 +162,12 @@ mod tests {
     #[test]
     fn parts_plus_rest_are_the_whole_hashed_stream() {
         for compression in Compression::ALL {
-            let mut file = EncodingFile::new(Format::DynamodbJson, compression).unwrap();
+            let mut file = EncodingFile::new(Format::DynamodbJson, compression, 16 * 1024).unwrap();
             let page: Vec<Item> = (0..500).map(|_| every_type()).collect();
             let mut stored = Vec::new();
             for _ in 0..20 {
                 file.encode(&page).unwrap();
-                while let Some(part) = file.take_part(16 * 1024) {
+                while let Some(part) = file.take_part(16 * 1024, 16 * 1024) {
                     assert_eq!(part.len(), 16 * 1024);
                     stored.extend_from_slice(&part);
                 }

@@ -48,7 +48,7 @@ impl Default for Tuning {
             parts_in_flight: 8,
             max_concurrent_segments: 16,
             max_auto_segments: 32,
-            page_queue: 2,
+            page_queue: 1,
         }
     }
 }
@@ -414,8 +414,6 @@ impl SegmentOutput {
         if self.open.is_none() {
             let key = self.ctx.layout.data_key(self.segment, self.next_file);
             self.next_file += 1;
-            let encoding = EncodingFile::new(self.ctx.format, self.ctx.compression)
-                .map_err(|e| self.encode_error(e.into()))?;
             let upload = ObjectUploader::new(
                 self.ctx.store.clone(),
                 key.clone(),
@@ -423,6 +421,12 @@ impl SegmentOutput {
                 self.ctx.limits.clone(),
                 self.ctx.open_uploads.clone(),
             );
+            let encoding = EncodingFile::new(
+                self.ctx.format,
+                self.ctx.compression,
+                upload.next_part_size(),
+            )
+            .map_err(|e| self.encode_error(e.into()))?;
             self.open = Some(OpenFile {
                 key,
                 encoding: Some(Box::new(encoding)),
@@ -451,7 +455,10 @@ impl SegmentOutput {
             .progress
             .bytes
             .fetch_add(stored - before, Ordering::Relaxed);
-        while let Some(part) = encoding.take_part(file.upload.next_part_size()) {
+        while let Some(part) = encoding.take_part(
+            file.upload.next_part_size(),
+            file.upload.part_size_after_next(),
+        ) {
             file.upload.send_part(part).await?;
         }
         file.encoding = Some(encoding);
@@ -502,5 +509,125 @@ impl SegmentOutput {
         if let Some(mut file) = self.open.take() {
             file.upload.abort().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::decompressing_reader;
+    use crate::decode::decode_dynamodb_json_line;
+    use crate::encode::test_items::every_type;
+    use crate::job::{Destination, JobDefaults, JobRequest, Prefix};
+    use crate::scan::MemorySource;
+    use crate::store::{LocalStore, MemoryStore};
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use std::io::BufRead;
+
+    fn items(n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|i| {
+                let mut item = every_type();
+                item.insert("id".into(), AttributeValue::S(format!("id-{i:05}")));
+                item
+            })
+            .collect()
+    }
+
+    fn job(extra: &str) -> BackupJob {
+        JobRequest::from_json(&format!(r#"{{"table":"tbl"{extra}}}"#))
+            .unwrap()
+            .into_job(
+                &JobDefaults::default(),
+                Some(Destination::Directory {
+                    root: "unused".into(),
+                    prefix: Prefix::default(),
+                }),
+            )
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_directory_backup_uses_multipart_and_leaves_only_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(MemorySource::new("tbl", "id", items(8000), 500));
+        let store = Arc::new(LocalStore::new(dir.path()));
+        let tuning = Tuning {
+            part_size: 1024 * 1024,
+            ..Tuning::default()
+        };
+        let backup = Backup::new(source, store, tuning);
+        let manifest = backup
+            .run(&job(r#","compression":"none","segments":2"#))
+            .await
+            .unwrap();
+        assert_eq!(manifest.item_count, 8000);
+        assert_eq!(manifest.files.len(), 2);
+        // Each segment's file is over the local store's 1 MiB part size: several parts each.
+        assert!(
+            manifest.files.iter().all(|f| f.bytes > 2 * 1024 * 1024),
+            "{:?}",
+            manifest.files
+        );
+        let mut seen = 0;
+        for file in &manifest.files {
+            let bytes = std::fs::read(dir.path().join(&file.key)).unwrap();
+            assert_eq!(bytes.len() as u64, file.bytes);
+            let reader = decompressing_reader(manifest.compression, &bytes[..]).unwrap();
+            for line in std::io::BufReader::new(reader).lines() {
+                let item = decode_dynamodb_json_line(&line.unwrap()).unwrap();
+                assert_eq!(item["bin"], every_type()["bin"]);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 8000);
+        assert!(
+            !dir.path().join(".uploads").exists(),
+            "part files left behind"
+        );
+        let progress = backup.progress();
+        assert_eq!(progress.items.load(Ordering::Relaxed), 8000);
+        assert_eq!(progress.segments_done.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_that_cannot_be_encoded_fails_the_job_without_manifest_or_open_upload() {
+        let mut all = items(3000);
+        all[2500].insert("broken".into(), AttributeValue::N("not-a-number".into()));
+        let store = MemoryStore::new();
+        let backup = Backup::new(
+            Arc::new(MemorySource::new("tbl", "id", all, 500)),
+            Arc::new(store.clone()),
+            Tuning::default(),
+        );
+        let err = backup
+            .run(&job(r#","compression":"none","segments":1"#))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackupError::Encode { .. }), "{err}");
+        assert_eq!(err.stage(), Stage::Encode);
+        assert!(err.to_string().contains("broken"), "{err}");
+        assert_eq!(store.open_uploads(), 0, "multipart upload left open");
+        assert!(store.keys().is_empty(), "files stored: {:?}", store.keys());
+    }
+
+    #[tokio::test]
+    async fn objects_carry_the_content_metadata_of_format_and_compression() {
+        let store = MemoryStore::new();
+        let backup = Backup::new(
+            Arc::new(MemorySource::new("tbl", "id", items(10), 500)),
+            Arc::new(store.clone()),
+            Tuning::default(),
+        );
+        let manifest = backup
+            .run(&job(
+                r#","format":"json","compression":"zstd","segments":1"#,
+            ))
+            .await
+            .unwrap();
+        let meta = store.meta(&manifest.files[0].key).unwrap();
+        assert_eq!(meta.content_type, "application/x-ndjson");
+        assert_eq!(meta.content_encoding, Some("zstd"));
+        assert!(manifest.files[0].key.ends_with(".jsonl.zst"));
     }
 }

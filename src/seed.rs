@@ -131,7 +131,9 @@ pub fn student(index: u64) -> Item {
 }
 
 /// An in-process table of `count` generated students, served in pages of `page_size`, for
-/// benchmarks: it measures our pipeline, not an emulator or network.
+/// benchmarks: it measures our pipeline, not an emulator or network. Every item is generated
+/// afresh (no pool of repeated items, which would flatter the compressors); the benchmark
+/// measures this generation on its own so that its cost can be told apart from the pipeline's.
 #[derive(Debug, Clone)]
 pub struct SyntheticSource {
     table: String,

@@ -125,6 +125,20 @@ async fn every_type_round_trips_through_both_formats_and_every_compression() {
             assert_eq!(content_type.as_deref(), Some("application/json"));
             assert_eq!(Manifest::from_json(&stored).unwrap(), manifest);
 
+            let head = aws
+                .s3()
+                .head_object()
+                .bucket(&bucket)
+                .key(&manifest.files[0].key)
+                .send()
+                .await
+                .expect("head object");
+            assert_eq!(
+                head.server_side_encryption().map(|s| s.as_str()),
+                Some("AES256"),
+                "data files are encrypted at rest"
+            );
+
             let lines = read_backup(&aws, &bucket, &manifest).await;
             match format {
                 Format::DynamodbJson => {

@@ -17,6 +17,11 @@ use ddb_backup::pipeline::Progress;
 use ddb_backup::{Compression, Format, Manifest};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Scanned items are allocated on one thread and freed on another, millions of small strings and
+/// maps; mimalloc handles that pattern much better than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ddb-backup",

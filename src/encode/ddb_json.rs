@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::number::json_number;
 use super::text::{write_base64_str, write_json_str};
-use super::{child_path, EncodeError, Item, LineBuffer, RecordEncoder};
+use super::{AttrPath, EncodeError, Item, LineBuffer, RecordEncoder};
 
 /// Lossless encoder: every attribute keeps its DynamoDB type tag.
 #[derive(Default)]
@@ -19,7 +19,7 @@ impl RecordEncoder for DynamoDbJsonEncoder {
     fn encode_batch(&mut self, items: &[Item], out: &mut dyn Write) -> Result<(), EncodeError> {
         self.lines.encode_lines(items, out, |item, buf| {
             buf.extend_from_slice(b"{\"Item\":");
-            write_map(buf, item, "")?;
+            write_map(buf, item, None)?;
             buf.push(b'}');
             Ok(())
         })
@@ -30,7 +30,8 @@ impl RecordEncoder for DynamoDbJsonEncoder {
     }
 }
 
-fn write_map(buf: &mut Vec<u8>, map: &Item, path: &str) -> Result<(), EncodeError> {
+/// Writes a map of attributes; `parent` is the map's own path (`None` for the item itself).
+fn write_map(buf: &mut Vec<u8>, map: &Item, parent: Option<&AttrPath>) -> Result<(), EncodeError> {
     buf.push(b'{');
     for (i, (name, value)) in map.iter().enumerate() {
         if i > 0 {
@@ -38,7 +39,11 @@ fn write_map(buf: &mut Vec<u8>, map: &Item, path: &str) -> Result<(), EncodeErro
         }
         write_json_str(buf, name);
         buf.push(b':');
-        write_value(buf, value, path, name)?;
+        let path = match parent {
+            None => AttrPath::Top(name),
+            Some(p) => AttrPath::Field(p, name),
+        };
+        write_value(buf, value, &path)?;
     }
     buf.push(b'}');
     Ok(())
@@ -47,8 +52,7 @@ fn write_map(buf: &mut Vec<u8>, map: &Item, path: &str) -> Result<(), EncodeErro
 fn write_value(
     buf: &mut Vec<u8>,
     value: &AttributeValue,
-    parent: &str,
-    name: &str,
+    path: &AttrPath,
 ) -> Result<(), EncodeError> {
     match value {
         AttributeValue::S(s) => {
@@ -56,7 +60,7 @@ fn write_value(
             write_json_str(buf, s);
         }
         AttributeValue::N(n) => {
-            check_number(n, parent, name)?;
+            check_number(n, path)?;
             buf.extend_from_slice(b"{\"N\":");
             write_json_str(buf, n);
         }
@@ -82,7 +86,7 @@ fn write_value(
         AttributeValue::Ns(set) => {
             buf.extend_from_slice(b"{\"NS\":");
             write_array(buf, set, |buf, n| {
-                check_number(n, parent, name)?;
+                check_number(n, path)?;
                 write_json_str(buf, n);
                 Ok(())
             })?;
@@ -96,23 +100,21 @@ fn write_value(
         }
         AttributeValue::M(map) => {
             buf.extend_from_slice(b"{\"M\":");
-            write_map(buf, map, &child_path(parent, name))?;
+            write_map(buf, map, Some(path))?;
         }
         AttributeValue::L(list) => {
-            buf.extend_from_slice(b"{\"L\":");
-            let path = child_path(parent, name);
-            buf.push(b'[');
+            buf.extend_from_slice(b"{\"L\":[");
             for (i, v) in list.iter().enumerate() {
                 if i > 0 {
                     buf.push(b',');
                 }
-                write_value(buf, v, &path, &format!("[{i}]"))?;
+                write_value(buf, v, &AttrPath::Index(path, i))?;
             }
             buf.push(b']');
         }
         _ => {
             return Err(EncodeError::UnknownType {
-                attribute: child_path(parent, name),
+                attribute: path.render(),
             })
         }
     }
@@ -122,11 +124,11 @@ fn write_value(
 
 /// DynamoDB JSON keeps numbers as strings, so the text is written unchanged; it is still checked,
 /// so a corrupt value fails the backup instead of producing a file restore cannot load.
-fn check_number(n: &str, parent: &str, name: &str) -> Result<(), EncodeError> {
+fn check_number(n: &str, path: &AttrPath) -> Result<(), EncodeError> {
     json_number(n)
         .map(|_| ())
         .map_err(|source| EncodeError::InvalidNumber {
-            attribute: child_path(parent, name),
+            attribute: path.render(),
             source,
         })
 }

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::ddb_json::write_array;
 use super::number::json_number;
 use super::text::{write_base64_str, write_json_str};
-use super::{child_path, EncodeError, Item, LineBuffer, RecordEncoder};
+use super::{AttrPath, EncodeError, Item, LineBuffer, RecordEncoder};
 
 /// Readable but lossy: a set and a list, or a binary and a string, look alike afterwards.
 #[derive(Default)]
@@ -20,7 +20,7 @@ pub struct JsonLinesEncoder {
 impl RecordEncoder for JsonLinesEncoder {
     fn encode_batch(&mut self, items: &[Item], out: &mut dyn Write) -> Result<(), EncodeError> {
         self.lines
-            .encode_lines(items, out, |item, buf| write_object(buf, item, ""))
+            .encode_lines(items, out, |item, buf| write_object(buf, item, None))
     }
 
     fn finish(&mut self, _out: &mut dyn Write) -> Result<(), EncodeError> {
@@ -28,7 +28,11 @@ impl RecordEncoder for JsonLinesEncoder {
     }
 }
 
-fn write_object(buf: &mut Vec<u8>, map: &Item, path: &str) -> Result<(), EncodeError> {
+fn write_object(
+    buf: &mut Vec<u8>,
+    map: &Item,
+    parent: Option<&AttrPath>,
+) -> Result<(), EncodeError> {
     buf.push(b'{');
     for (i, (name, value)) in map.iter().enumerate() {
         if i > 0 {
@@ -36,15 +40,19 @@ fn write_object(buf: &mut Vec<u8>, map: &Item, path: &str) -> Result<(), EncodeE
         }
         write_json_str(buf, name);
         buf.push(b':');
-        write_value(buf, value, path, name)?;
+        let path = match parent {
+            None => AttrPath::Top(name),
+            Some(p) => AttrPath::Field(p, name),
+        };
+        write_value(buf, value, &path)?;
     }
     buf.push(b'}');
     Ok(())
 }
 
-fn write_number(buf: &mut Vec<u8>, n: &str, parent: &str, name: &str) -> Result<(), EncodeError> {
+fn write_number(buf: &mut Vec<u8>, n: &str, path: &AttrPath) -> Result<(), EncodeError> {
     let text = json_number(n).map_err(|source| EncodeError::InvalidNumber {
-        attribute: child_path(parent, name),
+        attribute: path.render(),
         source,
     })?;
     buf.extend_from_slice(text.as_bytes());
@@ -54,12 +62,11 @@ fn write_number(buf: &mut Vec<u8>, n: &str, parent: &str, name: &str) -> Result<
 fn write_value(
     buf: &mut Vec<u8>,
     value: &AttributeValue,
-    parent: &str,
-    name: &str,
+    path: &AttrPath,
 ) -> Result<(), EncodeError> {
     match value {
         AttributeValue::S(s) => write_json_str(buf, s),
-        AttributeValue::N(n) => write_number(buf, n, parent, name)?,
+        AttributeValue::N(n) => write_number(buf, n, path)?,
         AttributeValue::B(b) => write_base64_str(buf, b.as_ref()),
         AttributeValue::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
         AttributeValue::Null(_) => buf.extend_from_slice(b"null"),
@@ -67,28 +74,25 @@ fn write_value(
             write_json_str(buf, s);
             Ok(())
         })?,
-        AttributeValue::Ns(set) => {
-            write_array(buf, set, |buf, n| write_number(buf, n, parent, name))?
-        }
+        AttributeValue::Ns(set) => write_array(buf, set, |buf, n| write_number(buf, n, path))?,
         AttributeValue::Bs(set) => write_array(buf, set, |buf, b| {
             write_base64_str(buf, b.as_ref());
             Ok(())
         })?,
-        AttributeValue::M(map) => write_object(buf, map, &child_path(parent, name))?,
+        AttributeValue::M(map) => write_object(buf, map, Some(path))?,
         AttributeValue::L(list) => {
-            let path = child_path(parent, name);
             buf.push(b'[');
             for (i, v) in list.iter().enumerate() {
                 if i > 0 {
                     buf.push(b',');
                 }
-                write_value(buf, v, &path, &format!("[{i}]"))?;
+                write_value(buf, v, &AttrPath::Index(path, i))?;
             }
             buf.push(b']');
         }
         _ => {
             return Err(EncodeError::UnknownType {
-                attribute: child_path(parent, name),
+                attribute: path.render(),
             })
         }
     }

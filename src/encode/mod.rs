@@ -100,12 +100,26 @@ impl LineBuffer {
     }
 }
 
-/// Path of a nested attribute for error messages (`address.city`, `tags[2]`).
-pub(crate) fn child_path(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}.{name}")
+/// Where a value sits inside an item, kept as a chain of borrows so that the hot path allocates
+/// nothing; it is rendered (`address.city`, `tags.[2]`) only when an error needs it.
+#[derive(Clone, Copy)]
+pub(crate) enum AttrPath<'a> {
+    /// A top-level attribute.
+    Top(&'a str),
+    /// A field of a map.
+    Field(&'a AttrPath<'a>, &'a str),
+    /// An element of a list.
+    Index(&'a AttrPath<'a>, usize),
+}
+
+impl AttrPath<'_> {
+    /// The dotted path for messages.
+    pub(crate) fn render(&self) -> String {
+        match self {
+            AttrPath::Top(name) => name.to_string(),
+            AttrPath::Field(parent, name) => format!("{}.{name}", parent.render()),
+            AttrPath::Index(parent, i) => format!("{}.[{i}]", parent.render()),
+        }
     }
 }
 

@@ -66,7 +66,7 @@ impl MemoryStore {
     fn keep(&self, body: Bytes, key: &str) -> Bytes {
         self.bytes_received
             .fetch_add(body.len() as u64, Ordering::Relaxed);
-        if self.discard_data && !key.ends_with(".json") {
+        if self.discard_data && !key.ends_with(crate::manifest::MANIFEST_FILE) {
             Bytes::new()
         } else {
             body

@@ -121,6 +121,11 @@ impl ObjectUploader {
         part_size_for(self.limits.base_part_size, self.next_part)
     }
 
+    /// Size of the part after the next one, to reserve its buffer ahead.
+    pub fn part_size_after_next(&self) -> usize {
+        part_size_for(self.limits.base_part_size, self.next_part + 1)
+    }
+
     /// The object's key.
     pub fn key(&self) -> &str {
         &self.key

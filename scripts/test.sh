@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: installs and starts the AWS emulator (moto, in .venv) if it is not
+# running, runs every test against it, and stops it again if this script started it.
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh --test cli).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=0
+if ! scripts/emulator.sh env >/dev/null 2>&1; then
+  started=1
+fi
+eval "$(scripts/emulator.sh start)"
+if [ "$started" = 1 ]; then
+  trap 'scripts/emulator.sh stop' EXIT
+fi
+
+cargo test --locked "$@"

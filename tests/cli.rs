@@ -1,0 +1,142 @@
+//! The `ddb-backup` binary as a user runs it: against the emulator, to a local directory, with
+//! `--json`, and with one-line errors and exit codes for bad input.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use ddb_backup::compress::decompressing_reader;
+use ddb_backup::decode::decode_dynamodb_json_line;
+use ddb_backup::{Item, Manifest};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ddb-backup"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("DDB_BACKUP_BUCKET")
+        .env_remove("DDB_BACKUP_TABLE")
+        .output()
+        .expect("run ddb-backup")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_to_a_directory_prints_the_manifest_and_the_files_match_it() {
+    let aws = aws().await;
+    let table = unique("cli");
+    create_table(&aws, &table).await;
+    let items = every_type_items(12);
+    put_items(&aws, &table, &items).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&[
+        "backup",
+        "--table",
+        &table,
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+        "--compression",
+        "zstd",
+        "--segments",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = Manifest::from_json(&out.stdout).expect("manifest JSON on stdout");
+    assert_eq!(manifest.item_count, 12);
+    assert_eq!(manifest.trigger, "cli");
+    let mut decoded: Vec<Item> = Vec::new();
+    for file in &manifest.files {
+        let bytes = std::fs::read(dir.path().join(&file.key)).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), file.sha256);
+        let reader = decompressing_reader(manifest.compression, &bytes[..]).unwrap();
+        for line in BufReader::new(reader).lines() {
+            decoded.push(decode_dynamodb_json_line(&line.unwrap()).unwrap());
+        }
+    }
+    assert_eq!(sorted(decoded), sorted(items));
+    let manifest_path = dir
+        .path()
+        .join(manifest.files[0].key.split("/data/").next().unwrap())
+        .join("manifest.json");
+    assert!(manifest_path.exists(), "{manifest_path:?}");
+    assert!(
+        !dir.path().join(".uploads").exists(),
+        "temporary upload state left behind"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_one_line_cause_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (args, code, needle) in [
+        (
+            vec![
+                "backup",
+                "--table",
+                "studentData",
+                "--out-dir",
+                d,
+                "--segments",
+                "0",
+            ],
+            2,
+            "segments",
+        ),
+        (vec!["backup", "--table", "x", "--out-dir", d], 2, "table"),
+        (
+            vec!["backup", "--table", "studentData"],
+            2,
+            "DDB_BACKUP_BUCKET",
+        ),
+        (
+            vec!["backup", "--table", "studentData", "--bucket", "Bad_Name"],
+            2,
+            "bucket",
+        ),
+        (
+            vec![
+                "backup",
+                "--table",
+                "studentData",
+                "--out-dir",
+                d,
+                "--format",
+                "xml",
+            ],
+            2,
+            "xml",
+        ),
+        (
+            vec!["backup", "--table", "no-such-table-here", "--out-dir", d],
+            1,
+            "not found",
+        ),
+        (
+            vec![
+                "backup",
+                "--table",
+                "studentData",
+                "--bucket",
+                "no-such-bucket-here",
+            ],
+            1,
+            "does not exist",
+        ),
+    ] {
+        let out = cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+}
