@@ -74,8 +74,11 @@ async fn backup_to_a_directory_prints_the_manifest_and_the_files_match_it() {
     );
 }
 
-#[test]
-fn bad_input_gets_a_one_line_cause_and_a_non_zero_exit() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_one_line_cause_and_a_non_zero_exit() {
+    let aws = aws().await;
+    let table = unique("cli-bad");
+    create_table(&aws, &table).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     for (args, code, needle) in [
@@ -125,7 +128,7 @@ fn bad_input_gets_a_one_line_cause_and_a_non_zero_exit() {
             vec![
                 "backup",
                 "--table",
-                "studentData",
+                &table,
                 "--bucket",
                 "no-such-bucket-here",
             ],
