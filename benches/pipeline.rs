@@ -6,6 +6,8 @@
 //!   cargo bench --bench pipeline                # full run (100k and 1M items)
 //!   cargo bench --bench pipeline -- --smoke     # quick run used by CI to keep this working
 //!
+//! BENCH_SEGMENTS (default 2) and BENCH_PAGE_ITEMS (default 2000) change the shape of the run.
+//!
 //! Each measurement runs in its own child process so that peak RSS (VmHWM) belongs to it alone.
 
 use std::io::Write;
@@ -25,6 +27,13 @@ use ddb_backup::{Backup, BackupJob, Compression, Format, Tuning};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PAGE_ITEMS: u64 = 2000;
+
+fn page_items() -> u64 {
+    std::env::var("BENCH_PAGE_ITEMS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(PAGE_ITEMS)
+}
 fn segments() -> u32 {
     std::env::var("BENCH_SEGMENTS")
         .ok()
@@ -81,6 +90,11 @@ fn main() {
             let p = run_child("pipeline", n, format, compression);
             print_row(&p);
             rows.push(p);
+            if compression == Compression::None {
+                let e = run_child("encoder", n, format, compression);
+                print_row(&e);
+                rows.push(e);
+            }
             if compression != Compression::None && format == Format::DynamodbJson {
                 let c = run_child("compressor", n, format, compression);
                 print_row(&c);
@@ -220,6 +234,7 @@ fn child(args: &[String]) {
         "pipeline" => pipeline(n, format, compression),
         "compressor" => compressor_alone(n, format, compression),
         "source" => source_alone(n),
+        "encoder" => encoder_alone(n, format),
         other => panic!("unknown mode {other}"),
     };
     println!("{wall} {cpu} {uncompressed} {stored} {}", peak_rss_kib());
@@ -258,11 +273,11 @@ fn pipeline(n: u64, format: Format, compression: Compression) -> (f64, f64, u64,
 
 /// Pages of the synthetic table, exactly as the pipeline's scan receives them.
 fn source_pages(n: u64) -> impl Iterator<Item = Vec<ddb_backup::Item>> {
-    let source = SyntheticSource::new("studentData", n, PAGE_ITEMS);
+    let source = SyntheticSource::new("studentData", n, page_items());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    (0..n).step_by(PAGE_ITEMS as usize).map(move |start| {
+    (0..n).step_by(page_items() as usize).map(move |start| {
         let request = ddb_backup::scan::PageRequest {
             table: "studentData".into(),
             segment: 0,
@@ -294,6 +309,22 @@ fn source_alone(n: u64) -> (f64, f64, u64, u64) {
     }
     assert_eq!(generated, n);
     (t0.elapsed().as_secs_f64(), process_cpu_secs() - cpu0, 0, 1)
+}
+
+/// The encoder by itself over the same pages, timing only `encode_batch` into a reused buffer.
+fn encoder_alone(n: u64, format: Format) -> (f64, f64, u64, u64) {
+    let mut encoder = encoder_for(format);
+    let mut chunk = Vec::with_capacity(4 << 20);
+    let (mut cpu, mut wall, mut bytes) = (0.0, 0.0, 0u64);
+    for page in source_pages(n) {
+        chunk.clear();
+        let (c0, t0) = (thread_cpu_secs(), Instant::now());
+        encoder.encode_batch(&page, &mut chunk).expect("encode");
+        cpu += thread_cpu_secs() - c0;
+        wall += t0.elapsed().as_secs_f64();
+        bytes += chunk.len() as u64;
+    }
+    (wall, cpu, bytes, bytes)
 }
 
 /// The bound: compress the same encoded bytes on one thread, timing only the compressor.

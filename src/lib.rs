@@ -20,6 +20,7 @@ pub mod scan;
 pub mod seed;
 pub mod service;
 pub mod store;
+pub mod verify;
 
 pub use encode::Item;
 pub use format::{Compression, Format};

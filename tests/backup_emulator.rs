@@ -232,6 +232,14 @@ async fn large_output_goes_through_multipart_and_rolls_files() {
         file_size_target: 1,
         ..tuning
     };
+    // verify streams the 10 MB object back from S3 and finds it whole.
+    let report =
+        ddb_backup::verify::verify_backup(s3_store(&aws, &bucket), &manifest, str::to_string)
+            .await
+            .expect("verify");
+    assert!(report.is_ok(), "{:?}", report.problems());
+    assert_eq!(report.items(), 36);
+
     let job2 = job(&table, &bucket, r#","compression":"zstd","segments":2"#);
     let manifest = backup(&aws, s3_store(&aws, &bucket), rolling)
         .run(&job2)
@@ -311,6 +319,9 @@ impl ObjectStore for FailingPartStore {
     }
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         self.inner.get(key).await
+    }
+    async fn open(&self, key: &str) -> Result<ddb_backup::store::ObjectReader, StoreError> {
+        self.inner.open(key).await
     }
 }
 

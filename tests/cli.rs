@@ -72,6 +72,34 @@ async fn backup_to_a_directory_prints_the_manifest_and_the_files_match_it() {
         !dir.path().join(".uploads").exists(),
         "temporary upload state left behind"
     );
+
+    // verify accepts the backup folder, then names the file once a byte in it changes.
+    let folder = manifest_path
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let out = cli(&["verify", &folder]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK: backup"));
+    let victim = dir.path().join(&manifest.files[0].key);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&victim, bytes).unwrap();
+    let out = cli(&["verify", manifest_path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr.contains(name) && stderr.contains("sha256"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

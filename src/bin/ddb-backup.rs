@@ -55,8 +55,21 @@ struct AwsFlags {
 enum Command {
     /// Back up a table (the same pipeline the Lambda worker runs).
     Backup(BackupArgs),
+    /// Check a backup against its manifest: every file's size, SHA-256 and item count, and that
+    /// every record decodes.
+    Verify(VerifyArgs),
     /// Load generated `studentData`-style items into a table, creating it if needed.
     Seed(SeedArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The manifest: `s3://bucket/…/manifest.json` (or its folder), or a local manifest.json or
+    /// backup folder.
+    manifest: String,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -156,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Backup(args) => backup(args, &settings, &options).await,
+        Command::Verify(args) => verify(args, &settings, &options).await,
         Command::Seed(args) => seed(args, &options).await,
     }
 }
@@ -270,6 +284,83 @@ fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+async fn verify(args: VerifyArgs, settings: &Settings, options: &AwsOptions) -> anyhow::Result<()> {
+    use ddb_backup::store::{LocalStore, ObjectStore, S3Store};
+    let (store, manifest_key, local): (Arc<dyn ObjectStore>, String, bool) =
+        if let Some(rest) = args.manifest.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            let bucket = ddb_backup::job::BucketName::new(bucket).map_err(anyhow::Error::msg)?;
+            let key = if key.is_empty() || key.ends_with('/') {
+                format!("{key}{}", ddb_backup::manifest::MANIFEST_FILE)
+            } else {
+                key.to_string()
+            };
+            let aws = AwsContext::load(options).await;
+            let store = S3Store::new(
+                aws.s3(),
+                bucket,
+                settings.sse.clone(),
+                settings.expected_bucket_owner.clone(),
+            );
+            (Arc::new(store), key, false)
+        } else {
+            let path = PathBuf::from(&args.manifest);
+            let file = if path.is_dir() {
+                path.join(ddb_backup::manifest::MANIFEST_FILE)
+            } else {
+                path
+            };
+            let dir = file
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            (Arc::new(LocalStore::new(dir)), name, true)
+        };
+    let body = store
+        .get(&manifest_key)
+        .await
+        .with_context(|| format!("cannot read the manifest {}", store.uri(&manifest_key)))?;
+    let manifest = Manifest::from_json(&body).map_err(anyhow::Error::msg)?;
+    // In a directory, data files sit in `data/` beside the manifest wherever the folder was moved.
+    let locate = |key: &str| {
+        if local {
+            key.rfind("data/").map_or(key, |i| &key[i..]).to_string()
+        } else {
+            key.to_string()
+        }
+    };
+    let report = ddb_backup::verify::verify_backup(store.clone(), &manifest, locate).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if report.is_ok() {
+        if !args.json {
+            println!(
+                "OK: backup {} of table {}: {} files, {} items, {} verified against the manifest",
+                manifest.job_id,
+                manifest.table,
+                report.files.len(),
+                report.items(),
+                human_bytes(report.bytes())
+            );
+        }
+        Ok(())
+    } else {
+        for problem in report.problems() {
+            eprintln!("{problem}");
+        }
+        anyhow::bail!(
+            "backup {} does not match its manifest: {} problem(s)",
+            manifest.job_id,
+            report.problems().len()
+        )
     }
 }
 

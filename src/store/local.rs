@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
-use super::{CompletedPart, ObjectMeta, ObjectStore, StoreError};
+use super::{CompletedPart, ObjectMeta, ObjectReader, ObjectStore, StoreError};
 
 /// Directory adapter. Multipart parts are kept in `<root>/.uploads/<id>/` until completed.
 #[derive(Debug, Clone)]
@@ -171,6 +171,17 @@ impl ObjectStore for LocalStore {
                 uri: path.display().to_string(),
             }),
             Err(e) => Err(io_err("reading", &path, e)),
+        }
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        let path = self.path(key);
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => Ok(Box::new(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound {
+                uri: path.display().to_string(),
+            }),
+            Err(e) => Err(io_err("opening", &path, e)),
         }
     }
 }

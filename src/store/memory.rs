@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{CompletedPart, ObjectMeta, ObjectStore, StoreError};
+use super::{CompletedPart, ObjectMeta, ObjectReader, ObjectStore, StoreError};
 
 #[derive(Default)]
 struct State {
@@ -181,5 +181,10 @@ impl ObjectStore for MemoryStore {
             .ok_or_else(|| StoreError::NotFound {
                 uri: format!("memory://{key}"),
             })
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        let body = self.get(key).await?;
+        Ok(Box::new(std::io::Cursor::new(body)))
     }
 }

@@ -131,4 +131,10 @@ pub trait ObjectStore: Send + Sync {
 
     /// Reads a whole object; for manifests and small files.
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+
+    /// Streams an object, so that verify and restore read files of any size in flat memory.
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError>;
 }
+
+/// A stored object being read.
+pub type ObjectReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;

@@ -6,7 +6,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload};
 use bytes::Bytes;
 
-use super::{CompletedPart, ObjectMeta, ObjectStore, StoreError};
+use super::{CompletedPart, ObjectMeta, ObjectReader, ObjectStore, StoreError};
 use crate::aws::error_facts;
 use crate::job::BucketName;
 
@@ -282,5 +282,24 @@ impl ObjectStore for S3Store {
             message: e.to_string(),
         })?;
         Ok(data.into_bytes())
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|err| {
+                if error_facts(&err).code.as_deref() == Some("NoSuchKey") {
+                    StoreError::NotFound { uri: self.uri(key) }
+                } else {
+                    self.fail("GetObject", key, err)
+                }
+            })?;
+        Ok(Box::new(out.body.into_async_read()))
     }
 }
