@@ -126,3 +126,76 @@ mod tests {
         assert!(decode_dynamodb_json_line("not json").is_err());
     }
 }
+
+/// Decodes one plain JSON line (the lossy `json` format) with the documented rules: string → S,
+/// number → N (exact digits), true/false → BOOL, null → NULL, array → L, object → M. Sets come
+/// back as lists and binaries as base64 strings: that is why this format is lossy.
+pub fn decode_plain_json_line(line: &str) -> Result<Item, DecodeError> {
+    match serde_json::from_str::<Value>(line).map_err(|e| err("", e.to_string()))? {
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(name, v)| {
+                let value = plain_value(v, &name)?;
+                Ok((name, value))
+            })
+            .collect(),
+        _ => Err(err("", "expected a JSON object")),
+    }
+}
+
+fn plain_value(value: Value, path: &str) -> Result<AttributeValue, DecodeError> {
+    Ok(match value {
+        Value::String(s) => AttributeValue::S(s),
+        // serde_json keeps the number's digits (arbitrary_precision); only `E` may become `e`.
+        Value::Number(n) => AttributeValue::N(number(n.to_string(), path)?),
+        Value::Bool(b) => AttributeValue::Bool(b),
+        Value::Null => AttributeValue::Null(true),
+        Value::Array(items) => AttributeValue::L(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| plain_value(v, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => AttributeValue::M(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let child = format!("{path}.{k}");
+                    Ok((k, plain_value(v, &child)?))
+                })
+                .collect::<Result<_, DecodeError>>()?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::*;
+
+    #[test]
+    fn plain_json_follows_the_documented_rules_and_keeps_every_digit() {
+        let item = decode_plain_json_line(
+            r#"{"id":"a","big":12345678901234567890123456789012345678,"tiny":1E-130,"ok":true,"none":null,"l":[1,"x"],"m":{"k":{}}}"#,
+        )
+        .unwrap();
+        assert_eq!(item["id"], AttributeValue::S("a".into()));
+        assert_eq!(
+            item["big"],
+            AttributeValue::N("12345678901234567890123456789012345678".into())
+        );
+        assert_eq!(item["tiny"], AttributeValue::N("1e-130".into()));
+        assert_eq!(item["ok"], AttributeValue::Bool(true));
+        assert_eq!(item["none"], AttributeValue::Null(true));
+        assert_eq!(
+            item["l"],
+            AttributeValue::L(vec![
+                AttributeValue::N("1".into()),
+                AttributeValue::S("x".into())
+            ])
+        );
+        assert!(
+            matches!(&item["m"], AttributeValue::M(m) if matches!(&m["k"], AttributeValue::M(inner) if inner.is_empty()))
+        );
+        assert!(decode_plain_json_line("[1]").is_err());
+    }
+}

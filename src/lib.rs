@@ -16,10 +16,12 @@ pub mod format;
 pub mod job;
 pub mod manifest;
 pub mod pipeline;
+pub mod restore;
 pub mod scan;
 pub mod seed;
 pub mod service;
 pub mod store;
+pub mod table_writer;
 pub mod verify;
 
 pub use encode::Item;

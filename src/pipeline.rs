@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -126,6 +126,9 @@ pub enum BackupError {
     /// A task panicked or was cancelled (a bug, reported instead of hanging).
     #[error("internal error: {0}")]
     Internal(String),
+    /// This segment stopped because another one failed (never the job's reported cause).
+    #[error("stopped because another segment failed")]
+    Cancelled,
 }
 
 impl BackupError {
@@ -133,7 +136,9 @@ impl BackupError {
     pub fn stage(&self) -> Stage {
         match self {
             BackupError::Scan(_) => Stage::Scan,
-            BackupError::Encode { .. } | BackupError::Internal(_) => Stage::Encode,
+            BackupError::Encode { .. } | BackupError::Internal(_) | BackupError::Cancelled => {
+                Stage::Encode
+            }
             BackupError::Store(_) => Stage::Upload,
             BackupError::AlreadyComplete { .. } | BackupError::Manifest(_) => Stage::Manifest,
         }
@@ -301,23 +306,27 @@ impl Backup {
     }
 }
 
-/// Runs every segment, at most `max_concurrent_segments` at once; the first failure cancels the
-/// rest.
+/// Runs every segment, at most `max_concurrent_segments` at once. The first failure asks the
+/// others to stop; they finish the request in flight (so every multipart upload S3 created is
+/// known) and abort their own uploads before this returns.
 async fn run_segments(ctx: &Arc<SegmentContext>) -> Result<Vec<SegmentResult>, BackupError> {
     let permits = Arc::new(Semaphore::new(ctx.tuning.max_concurrent_segments.max(1)));
+    let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for segment in 0..ctx.total_segments {
         let ctx = ctx.clone();
         let permits = permits.clone();
+        let stopped = stopped.clone();
         tasks.spawn(async move {
             let _permit = permits
                 .acquire_owned()
                 .await
                 .map_err(|e| BackupError::Internal(e.to_string()))?;
-            run_segment(ctx, segment).await
+            run_segment(ctx, segment, stopped).await
         });
     }
     let mut results = Vec::with_capacity(ctx.total_segments as usize);
+    let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         let result = joined
             .map_err(|e| BackupError::Internal(format!("segment task: {e}")))
@@ -325,15 +334,24 @@ async fn run_segments(ctx: &Arc<SegmentContext>) -> Result<Vec<SegmentResult>, B
         match result {
             Ok(r) => results.push(r),
             Err(err) => {
-                tasks.shutdown().await;
-                return Err(err);
+                let _ = stop.send(true);
+                if first_error.is_none() && !matches!(err, BackupError::Cancelled) {
+                    first_error = Some(err);
+                }
             }
         }
     }
-    Ok(results)
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(results),
+    }
 }
 
-async fn run_segment(ctx: Arc<SegmentContext>, segment: u32) -> Result<SegmentResult, BackupError> {
+async fn run_segment(
+    ctx: Arc<SegmentContext>,
+    segment: u32,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<SegmentResult, BackupError> {
     let (pages_tx, mut pages) = mpsc::channel::<Vec<Item>>(ctx.tuning.page_queue.max(1));
     let mut scan = JoinSet::new();
     let source = ctx.source.clone();
@@ -348,8 +366,15 @@ async fn run_segment(ctx: Arc<SegmentContext>, segment: u32) -> Result<SegmentRe
 
     let mut output = SegmentOutput::new(ctx.clone(), segment);
     let result: Result<SegmentResult, BackupError> = async {
-        while let Some(items) = pages.recv().await {
-            output.write_page(items).await?;
+        loop {
+            let items = tokio::select! {
+                items = pages.recv() => items,
+                _ = stopped.wait_for(|stop| *stop) => return Err(BackupError::Cancelled),
+            };
+            match items {
+                Some(items) => output.write_page(items).await?,
+                None => break,
+            }
         }
         let scan_stats = scan
             .join_next()

@@ -171,3 +171,72 @@ async fn bad_input_gets_a_one_line_cause_and_a_non_zero_exit() {
         assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_from_a_directory_recreates_the_table_and_refuses_lossy_backups() {
+    let aws = aws().await;
+    let table = unique("cli-restore");
+    create_table(&aws, &table).await;
+    let items = every_type_items(20);
+    put_items(&aws, &table, &items).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let backup = |format: &str| {
+        let out = cli(&[
+            "backup",
+            "--table",
+            &table,
+            "--out-dir",
+            d,
+            "--format",
+            format,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest = Manifest::from_json(&out.stdout).unwrap();
+        dir.path()
+            .join(
+                manifest
+                    .location
+                    .trim_start_matches(d)
+                    .trim_start_matches('/'),
+            )
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let folder = backup("dynamodb-json");
+    let target = unique("cli-restored");
+    let out = cli(&[
+        "restore",
+        &folder,
+        "--table",
+        &target,
+        "--create-table",
+        "--write-budget",
+        "500",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Restored 20 items"));
+    assert_eq!(sorted(scan_all(&aws, &target).await), sorted(items));
+
+    let lossy = backup("json");
+    let out = cli(&[
+        "restore",
+        &lossy,
+        "--table",
+        &unique("cli-lossy"),
+        "--create-table",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--allow-lossy"), "{stderr}");
+}

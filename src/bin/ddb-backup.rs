@@ -58,8 +58,35 @@ enum Command {
     /// Check a backup against its manifest: every file's size, SHA-256 and item count, and that
     /// every record decodes.
     Verify(VerifyArgs),
+    /// Write a backup's items into a table (idempotent: running it twice gives the same table).
+    Restore(RestoreArgs),
     /// Load generated `studentData`-style items into a table, creating it if needed.
     Seed(SeedArgs),
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The manifest: `s3://bucket/…/manifest.json` (or its folder), or a local manifest.json or
+    /// backup folder.
+    manifest: String,
+    /// Table to write into.
+    #[arg(long)]
+    table: String,
+    /// Create the table (on-demand) with the backup's key schema and indexes.
+    #[arg(long)]
+    create_table: bool,
+    /// At most this many write capacity units per second (default: as fast as the table takes).
+    #[arg(long)]
+    write_budget: Option<f64>,
+    /// BatchWriteItem calls in flight.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Restore from a plain `json` backup (sets come back as lists, binary as base64 strings).
+    #[arg(long)]
+    allow_lossy: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -170,6 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Backup(args) => backup(args, &settings, &options).await,
         Command::Verify(args) => verify(args, &settings, &options).await,
+        Command::Restore(args) => restore(args, &settings, &options).await,
         Command::Seed(args) => seed(args, &options).await,
     }
 }
@@ -288,71 +316,16 @@ fn human_bytes(n: u64) -> String {
 }
 
 async fn verify(args: VerifyArgs, settings: &Settings, options: &AwsOptions) -> anyhow::Result<()> {
-    use ddb_backup::store::{LocalStore, ObjectStore, S3Store};
-    let (store, manifest_key, local): (Arc<dyn ObjectStore>, String, bool) =
-        if let Some(rest) = args.manifest.strip_prefix("s3://") {
-            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-            let bucket = ddb_backup::job::BucketName::new(bucket).map_err(anyhow::Error::msg)?;
-            let key = if key.is_empty() || key.ends_with('/') {
-                format!("{key}{}", ddb_backup::manifest::MANIFEST_FILE)
-            } else {
-                key.to_string()
-            };
-            let aws = AwsContext::load(options).await;
-            let store = S3Store::new(
-                aws.s3(),
-                bucket,
-                settings.sse.clone(),
-                settings.expected_bucket_owner.clone(),
-            );
-            (Arc::new(store), key, false)
-        } else {
-            let path = PathBuf::from(&args.manifest);
-            let file = if path.is_dir() {
-                path.join(ddb_backup::manifest::MANIFEST_FILE)
-            } else {
-                path
-            };
-            let dir = file
-                .parent()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            (Arc::new(LocalStore::new(dir)), name, true)
-        };
-    let body = store
-        .get(&manifest_key)
-        .await
-        .with_context(|| format!("cannot read the manifest {}", store.uri(&manifest_key)))?;
-    let manifest = Manifest::from_json(&body).map_err(anyhow::Error::msg)?;
-    // In a directory, data files sit in `data/` beside the manifest wherever the folder was moved.
-    let locate = |key: &str| {
-        if local {
-            key.rfind("data/").map_or(key, |i| &key[i..]).to_string()
-        } else {
-            key.to_string()
-        }
-    };
-    let report = ddb_backup::verify::verify_backup(store.clone(), &manifest, locate).await?;
+    let aws = AwsContext::load(options).await;
+    let backup = ddb_backup::service::open_backup(&args.manifest, &aws, settings).await?;
+    let manifest = &backup.manifest;
+    let report =
+        ddb_backup::verify::verify_backup(backup.store.clone(), manifest, |k| backup.locate(k))
+            .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    if report.is_ok() {
-        if !args.json {
-            println!(
-                "OK: backup {} of table {}: {} files, {} items, {} verified against the manifest",
-                manifest.job_id,
-                manifest.table,
-                report.files.len(),
-                report.items(),
-                human_bytes(report.bytes())
-            );
-        }
-        Ok(())
-    } else {
+    if !report.is_ok() {
         for problem in report.problems() {
             eprintln!("{problem}");
         }
@@ -360,8 +333,101 @@ async fn verify(args: VerifyArgs, settings: &Settings, options: &AwsOptions) -> 
             "backup {} does not match its manifest: {} problem(s)",
             manifest.job_id,
             report.problems().len()
-        )
+        );
     }
+    if !args.json {
+        println!(
+            "OK: backup {} of table {}: {} files, {} items, {} verified against the manifest",
+            manifest.job_id,
+            manifest.table,
+            report.files.len(),
+            report.items(),
+            human_bytes(report.bytes())
+        );
+    }
+    Ok(())
+}
+
+async fn restore(
+    args: RestoreArgs,
+    settings: &Settings,
+    options: &AwsOptions,
+) -> anyhow::Result<()> {
+    let table = ddb_backup::job::TableName::new(&args.table).map_err(|message| {
+        ddb_backup::JobError::Field {
+            field: "table".into(),
+            message,
+        }
+    })?;
+    if args.write_budget.is_some_and(|b| b < 1.0) || args.concurrency == 0 {
+        return Err(ddb_backup::JobError::Field {
+            field: "write-budget/concurrency".into(),
+            message: "--write-budget must be at least 1 WCU/s and --concurrency at least 1".into(),
+        }
+        .into());
+    }
+    let aws = AwsContext::load(options).await;
+    let backup = ddb_backup::service::open_backup(&args.manifest, &aws, settings).await?;
+    let restore_options = ddb_backup::restore::RestoreOptions {
+        table,
+        create_table: args.create_table,
+        write_budget: args.write_budget,
+        concurrency: args.concurrency,
+        allow_lossy: args.allow_lossy,
+    };
+    let progress = Arc::new(ddb_backup::restore::RestoreProgress::default());
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(backup.manifest.item_count);
+        let shown = bar.clone();
+        let counters = progress.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                shown.set_position(counters.items.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        (bar, ticker)
+    });
+    let writer = Arc::new(ddb_backup::table_writer::DynamoDbWriter::new(
+        aws.dynamodb(),
+    ));
+    let result = ddb_backup::restore::restore(
+        backup.store.clone(),
+        &backup.manifest,
+        |k| backup.locate(k),
+        writer,
+        &restore_options,
+        progress,
+    )
+    .await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let report = match result {
+        Err(e @ ddb_backup::restore::RestoreError::Lossy { .. }) => {
+            return Err(ddb_backup::JobError::Field {
+                field: "allow-lossy".into(),
+                message: e.to_string(),
+            }
+            .into())
+        }
+        other => other?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let secs = (report.duration_ms as f64 / 1000.0).max(0.001);
+        println!(
+            "Restored {} items of backup {} into table {} in {secs:.1} s ({:.0} items/s, {} resubmissions)",
+            report.items,
+            backup.manifest.job_id,
+            report.table,
+            report.items as f64 / secs,
+            report.retries
+        );
+    }
+    Ok(())
 }
 
 async fn seed(args: SeedArgs, options: &AwsOptions) -> anyhow::Result<()> {

@@ -208,9 +208,9 @@ impl ObjectUploader {
             .await
     }
 
-    /// Stops in-flight parts and aborts the multipart upload, if one was started.
+    /// Aborts the multipart upload, if one was started. Parts in flight are let finish first:
+    /// S3 says a part still uploading during an abort may survive it.
     pub async fn abort(&mut self) {
-        self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         if let Some(upload_id) = self.upload_id.take() {
             self.open.remove(&upload_id);

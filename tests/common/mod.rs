@@ -319,3 +319,65 @@ pub fn sorted(mut items: Vec<Item>) -> Vec<Item> {
     items.sort_by(|a, b| a["id"].as_s().ok().cmp(&b["id"].as_s().ok()));
     items
 }
+
+/// Every item of a table (a plain paged Scan).
+pub async fn scan_all(aws: &AwsContext, table: &str) -> Vec<Item> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = aws
+            .dynamodb()
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(key) => start = Some(key),
+            None => return items,
+        }
+    }
+}
+
+/// Creates an on-demand table keyed by `id` (S) with a global secondary index `byGroup` on `grp` (S).
+pub async fn create_table_with_gsi(aws: &AwsContext, name: &str) {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    let def = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(KeyType::Hash)
+            .build()
+            .unwrap()
+    };
+    aws.dynamodb()
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(def("id"))
+        .attribute_definitions(def("grp"))
+        .key_schema(key("id"))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("byGroup")
+                .key_schema(key("grp"))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table with GSI");
+}
