@@ -9,6 +9,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::encode::{json_number, Item};
+use crate::format::Format;
 
 /// A line that is not a DynamoDB JSON item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +25,14 @@ fn err(path: &str, message: impl Into<String>) -> DecodeError {
     DecodeError {
         path: path.to_string(),
         message: message.into(),
+    }
+}
+
+/// Decodes one line of a backup file in `format`.
+pub fn decode_line(format: Format, line: &str) -> Result<Item, DecodeError> {
+    match format {
+        Format::DynamodbJson => decode_dynamodb_json_line(line),
+        Format::Json => decode_plain_json_line(line),
     }
 }
 

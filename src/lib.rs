@@ -24,6 +24,9 @@ pub mod store;
 pub mod table_writer;
 pub mod verify;
 
+#[cfg(test)]
+mod test_support;
+
 pub use encode::Item;
 pub use format::{Compression, Format};
 pub use job::{BackupJob, JobDefaults, JobError, JobRequest};

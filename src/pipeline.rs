@@ -543,39 +543,16 @@ mod tests {
     use crate::compress::decompressing_reader;
     use crate::decode::decode_dynamodb_json_line;
     use crate::encode::test_items::every_type;
-    use crate::job::{Destination, JobDefaults, JobRequest, Prefix};
     use crate::scan::MemorySource;
     use crate::store::{LocalStore, MemoryStore};
+    use crate::test_support::{directory_job, numbered_items};
     use aws_sdk_dynamodb::types::AttributeValue;
     use std::io::BufRead;
-
-    fn items(n: usize) -> Vec<Item> {
-        (0..n)
-            .map(|i| {
-                let mut item = every_type();
-                item.insert("id".into(), AttributeValue::S(format!("id-{i:05}")));
-                item
-            })
-            .collect()
-    }
-
-    fn job(extra: &str) -> BackupJob {
-        JobRequest::from_json(&format!(r#"{{"table":"tbl"{extra}}}"#))
-            .unwrap()
-            .into_job(
-                &JobDefaults::default(),
-                Some(Destination::Directory {
-                    root: "unused".into(),
-                    prefix: Prefix::default(),
-                }),
-            )
-            .unwrap()
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn local_directory_backup_uses_multipart_and_leaves_only_whole_files() {
         let dir = tempfile::tempdir().unwrap();
-        let source = Arc::new(MemorySource::new("tbl", "id", items(8000), 500));
+        let source = Arc::new(MemorySource::new("tbl", "id", numbered_items(8000), 500));
         let store = Arc::new(LocalStore::new(dir.path()));
         let tuning = Tuning {
             part_size: 1024 * 1024,
@@ -583,7 +560,7 @@ mod tests {
         };
         let backup = Backup::new(source, store, tuning);
         let manifest = backup
-            .run(&job(r#","compression":"none","segments":2"#))
+            .run(&directory_job(r#","compression":"none","segments":2"#))
             .await
             .unwrap();
         assert_eq!(manifest.item_count, 8000);
@@ -617,7 +594,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_item_that_cannot_be_encoded_fails_the_job_without_manifest_or_open_upload() {
-        let mut all = items(3000);
+        let mut all = numbered_items(3000);
         all[2500].insert("broken".into(), AttributeValue::N("not-a-number".into()));
         let store = MemoryStore::new();
         let backup = Backup::new(
@@ -626,7 +603,7 @@ mod tests {
             Tuning::default(),
         );
         let err = backup
-            .run(&job(r#","compression":"none","segments":1"#))
+            .run(&directory_job(r#","compression":"none","segments":1"#))
             .await
             .unwrap_err();
         assert!(matches!(err, BackupError::Encode { .. }), "{err}");
@@ -640,12 +617,12 @@ mod tests {
     async fn objects_carry_the_content_metadata_of_format_and_compression() {
         let store = MemoryStore::new();
         let backup = Backup::new(
-            Arc::new(MemorySource::new("tbl", "id", items(10), 500)),
+            Arc::new(MemorySource::new("tbl", "id", numbered_items(10), 500)),
             Arc::new(store.clone()),
             Tuning::default(),
         );
         let manifest = backup
-            .run(&job(
+            .run(&directory_job(
                 r#","format":"json","compression":"zstd","segments":1"#,
             ))
             .await

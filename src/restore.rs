@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use crate::compress::decompressing_reader;
-use crate::decode::{decode_dynamodb_json_line, decode_plain_json_line};
+use crate::decode::decode_line;
 use crate::encode::Item;
 use crate::format::Format;
 use crate::job::TableName;
@@ -277,11 +277,8 @@ async fn read_files(
             for (i, line) in lines.lines().enumerate() {
                 let record = i as u64 + 1;
                 let line = line.map_err(|e| decode_error(record, e.to_string()))?;
-                let item = match format {
-                    Format::DynamodbJson => decode_dynamodb_json_line(&line),
-                    Format::Json => decode_plain_json_line(&line),
-                }
-                .map_err(|e| decode_error(record, e.to_string()))?;
+                let item =
+                    decode_line(format, &line).map_err(|e| decode_error(record, e.to_string()))?;
                 batch.push(item);
                 if batch.len() == BATCH_ITEMS
                     && tx
@@ -419,49 +416,17 @@ impl WriteBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::test_items::every_type;
-    use crate::job::{Destination, JobRequest, Prefix};
-    use crate::pipeline::{Backup, Tuning};
-    use crate::scan::MemorySource;
     use crate::store::MemoryStore;
     use crate::table_writer::MemoryWriter;
-
-    fn items(n: usize) -> Vec<Item> {
-        (0..n)
-            .map(|i| {
-                let mut item = every_type();
-                item.insert("id".into(), AttributeValue::S(format!("id-{i:04}")));
-                item
-            })
-            .collect()
-    }
-
-    fn sorted(mut items: Vec<Item>) -> Vec<Item> {
-        items.sort_by(|a, b| a["id"].as_s().ok().cmp(&b["id"].as_s().ok()));
-        items
-    }
+    use crate::test_support::{memory_backup, numbered_items as items, sorted_by_id as sorted};
 
     async fn backup(store: &MemoryStore, items: Vec<Item>, format: &str) -> Manifest {
-        let job = JobRequest::from_json(&format!(
-            r#"{{"table":"src","format":"{format}","segments":3}}"#
-        ))
-        .unwrap()
-        .into_job(
-            &Default::default(),
-            Some(Destination::Directory {
-                root: "unused".into(),
-                prefix: Prefix::default(),
-            }),
+        memory_backup(
+            store,
+            items,
+            &format!(r#","format":"{format}","segments":3"#),
         )
-        .unwrap();
-        Backup::new(
-            Arc::new(MemorySource::new("src", "id", items, 40)),
-            Arc::new(store.clone()),
-            Tuning::default(),
-        )
-        .run(&job)
         .await
-        .unwrap()
     }
 
     fn options(table: &str, create: bool) -> RestoreOptions {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::compress::decompressing_reader;
-use crate::decode::decode_dynamodb_json_line;
+use crate::decode::decode_line;
 use crate::format::{Compression, Format};
 use crate::manifest::{FileEntry, Manifest};
 use crate::store::{ObjectStore, StoreError};
@@ -241,18 +241,7 @@ fn decode_records<R: Read>(
                 ),
             )
         })?;
-        let decoded = match format {
-            Format::DynamodbJson => decode_dynamodb_json_line(record)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Format::Json => serde_json::from_str::<serde_json::Value>(record)
-                .map_err(|e| e.to_string())
-                .and_then(|v| {
-                    v.is_object()
-                        .then_some(())
-                        .ok_or_else(|| "not a JSON object".to_string())
-                }),
-        };
+        let decoded = decode_line(format, record);
         if let Err(e) = decoded {
             return Err((
                 (items, plain),
@@ -266,41 +255,13 @@ fn decode_records<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Destination, JobRequest, Prefix};
-    use crate::pipeline::{Backup, Tuning};
-    use crate::scan::MemorySource;
     use crate::store::{MemoryStore, ObjectMeta};
-    use aws_sdk_dynamodb::types::AttributeValue;
+    use crate::test_support::{memory_backup, numbered_items};
     use bytes::Bytes;
 
     async fn backup(store: &MemoryStore, compression: &str) -> Manifest {
-        let items = (0..600)
-            .map(|i| {
-                let mut item = crate::encode::test_items::every_type();
-                item.insert("id".into(), AttributeValue::S(format!("{i}")));
-                item
-            })
-            .collect();
-        let job = JobRequest::from_json(&format!(
-            r#"{{"table":"tbl","compression":"{compression}","segments":2}}"#
-        ))
-        .unwrap()
-        .into_job(
-            &Default::default(),
-            Some(Destination::Directory {
-                root: "unused".into(),
-                prefix: Prefix::default(),
-            }),
-        )
-        .unwrap();
-        Backup::new(
-            Arc::new(MemorySource::new("tbl", "id", items, 100)),
-            Arc::new(store.clone()),
-            Tuning::default(),
-        )
-        .run(&job)
-        .await
-        .unwrap()
+        let extra = format!(r#","compression":"{compression}","segments":2"#);
+        memory_backup(store, numbered_items(600), &extra).await
     }
 
     async fn verify(store: &MemoryStore, manifest: &Manifest) -> VerifyReport {

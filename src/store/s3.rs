@@ -261,32 +261,31 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(self.bucket.as_str())
-            .key(key)
-            .set_expected_bucket_owner(self.expected_owner.clone())
-            .send()
+        let data = self
+            .get_object(key)
+            .await?
+            .body
+            .collect()
             .await
-            .map_err(|err| {
-                if error_facts(&err).code.as_deref() == Some("NoSuchKey") {
-                    StoreError::NotFound { uri: self.uri(key) }
-                } else {
-                    self.fail("GetObject", key, err)
-                }
+            .map_err(|e| StoreError::Request {
+                operation: "GetObject",
+                target: self.uri(key),
+                message: e.to_string(),
             })?;
-        let data = out.body.collect().await.map_err(|e| StoreError::Request {
-            operation: "GetObject",
-            target: self.uri(key),
-            message: e.to_string(),
-        })?;
         Ok(data.into_bytes())
     }
 
     async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        let out = self
-            .client
+        Ok(Box::new(self.get_object(key).await?.body.into_async_read()))
+    }
+}
+
+impl S3Store {
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client
             .get_object()
             .bucket(self.bucket.as_str())
             .key(key)
@@ -299,7 +298,6 @@ impl ObjectStore for S3Store {
                 } else {
                     self.fail("GetObject", key, err)
                 }
-            })?;
-        Ok(Box::new(out.body.into_async_read()))
+            })
     }
 }
