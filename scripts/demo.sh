@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local demo, no AWS account needed: starts the emulator, seeds a `studentData` table, creates the
-# tutorial's backup bucket, runs a backup and prints its manifest.
+# tutorial's backup bucket, runs a backup, prints its manifest and verifies it.
 #   scripts/demo.sh [ITEMS]      (default 2000; the emulator scans a few hundred items/s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,7 +20,11 @@ except s3.exceptions.BucketAlreadyOwnedByYou:
     pass
 PY
 echo "Backing up studentData to s3://student-backup-20250706/backups/ ..." >&2
-"$bin" backup --table studentData --bucket student-backup-20250706 --compression zstd --json
+manifest="$("$bin" backup --table studentData --bucket student-backup-20250706 --compression zstd --json)"
+echo "$manifest"
+location="$(printf '%s' "$manifest" | python3 -c 'import json,sys; print(json.load(sys.stdin)["location"])')"
+echo "Verifying $location ..." >&2
+"$bin" verify "$location" >&2
 cat >&2 <<MSG
 
 Done. The emulator is still running at $AWS_ENDPOINT_URL; to use the CLI against it:

@@ -421,3 +421,35 @@ async fn a_job_id_is_backed_up_once_and_empty_tables_still_get_a_manifest() {
     assert!(matches!(err, BackupError::AlreadyComplete { .. }), "{err}");
     assert_eq!(list_keys(&aws, &bucket).await.len(), 1, "only the manifest");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_encryption_is_requested_when_configured() {
+    let aws = aws().await;
+    let table = unique("kms");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    put_items(&aws, &table, &every_type_items(4)).await;
+    let store = Arc::new(S3Store::new(
+        aws.s3(),
+        BucketName::new(&bucket).unwrap(),
+        ServerSideEncryption::Kms { key_id: None },
+        None,
+    ));
+    let manifest = backup(&aws, store, Tuning::default())
+        .run(&job(&table, &bucket, ""))
+        .await
+        .expect("backup");
+    let head = aws
+        .s3()
+        .head_object()
+        .bucket(&bucket)
+        .key(&manifest.files[0].key)
+        .send()
+        .await
+        .expect("head object");
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms")
+    );
+}
