@@ -124,6 +124,13 @@ async fn bad_input_gets_a_one_line_cause_and_a_non_zero_exit() {
             "segments",
         ),
         (vec!["backup", "--table", "x", "--out-dir", d], 2, "table"),
+        (vec!["seed", "--table", "x", "--items", "1"], 2, "table"),
+        (
+            vec!["restore", d, "--table", "new-table", "--concurrency", "0"],
+            2,
+            "concurrency",
+        ),
+        (vec!["verify", "s3://Not_A_Bucket/x/"], 1, "bucket"),
         (
             vec!["backup", "--table", "studentData"],
             2,

@@ -431,6 +431,12 @@ async fn restore(
 }
 
 async fn seed(args: SeedArgs, options: &AwsOptions) -> anyhow::Result<()> {
+    ddb_backup::job::TableName::new(&args.table).map_err(|message| {
+        ddb_backup::JobError::Field {
+            field: "table".into(),
+            message,
+        }
+    })?;
     let aws = AwsContext::load(options).await;
     let client = aws.dynamodb();
     let bar = if std::io::stderr().is_terminal() {
