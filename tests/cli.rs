@@ -130,7 +130,8 @@ async fn bad_input_gets_a_one_line_cause_and_a_non_zero_exit() {
             2,
             "concurrency",
         ),
-        (vec!["verify", "s3://Not_A_Bucket/x/"], 1, "bucket"),
+        (vec!["verify", "s3://Not_A_Bucket/x/"], 2, "bucket"),
+        (vec!["verify", d], 1, "cannot read the manifest"),
         (
             vec!["backup", "--table", "studentData"],
             2,

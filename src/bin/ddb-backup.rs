@@ -166,7 +166,11 @@ fn main() -> ExitCode {
             let bad_input = err.downcast_ref::<ddb_backup::JobError>().is_some()
                 || err
                     .downcast_ref::<ddb_backup::config::ConfigError>()
-                    .is_some();
+                    .is_some()
+                || matches!(
+                    err.downcast_ref::<ddb_backup::service::OpenError>(),
+                    Some(ddb_backup::service::OpenError::Location { .. })
+                );
             ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
         }
     }
