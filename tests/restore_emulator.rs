@@ -119,3 +119,140 @@ async fn backup_verify_restore_gives_back_the_same_items_and_indexes() {
         assert_eq!(sorted(scan_all(&aws, &target).await), sorted(items.clone()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_table_rebuilds_a_composite_key_and_local_index() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    let aws = aws().await;
+    let source = unique("lsi-src");
+    let bucket = unique("bkt");
+    let def = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    aws.dynamodb()
+        .create_table()
+        .table_name(&source)
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .attribute_definitions(def("sk", ScalarAttributeType::N))
+        .attribute_definitions(def("score", ScalarAttributeType::N))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name("byScore")
+                .key_schema(key("pk", KeyType::Hash))
+                .key_schema(key("score", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("name")
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table with LSI");
+    create_bucket(&aws, &bucket).await;
+    let items: Vec<_> = (0..12)
+        .map(|i| {
+            std::collections::HashMap::from([
+                (
+                    "pk".to_string(),
+                    AttributeValue::S(format!("class-{}", i % 3)),
+                ),
+                ("sk".to_string(), AttributeValue::N(i.to_string())),
+                (
+                    "score".to_string(),
+                    AttributeValue::N(format!("{}.5", 100 - i)),
+                ),
+                (
+                    "name".to_string(),
+                    AttributeValue::S(format!("student {i}")),
+                ),
+            ])
+        })
+        .collect();
+    put_items(&aws, &source, &items).await;
+    let store = Arc::new(S3Store::new(
+        aws.s3(),
+        BucketName::new(&bucket).unwrap(),
+        ServerSideEncryption::Aes256,
+        None,
+    ));
+    let job = BackupJob::parse(
+        &format!(r#"{{"table":"{source}","bucket":"{bucket}","segments":2}}"#),
+        &JobDefaults::default(),
+    )
+    .unwrap();
+    let manifest = Backup::new(
+        Arc::new(DynamoDbSource::new(aws.dynamodb())),
+        store.clone(),
+        Tuning::default(),
+    )
+    .run(&job)
+    .await
+    .expect("backup");
+    let target = unique("lsi-copy");
+    let options = RestoreOptions {
+        table: TableName::new(&target).unwrap(),
+        create_table: true,
+        write_budget: Some(100.0),
+        concurrency: 2,
+        allow_lossy: false,
+    };
+    restore(
+        store,
+        &manifest,
+        str::to_string,
+        Arc::new(DynamoDbWriter::new(aws.dynamodb())),
+        &options,
+        Arc::new(RestoreProgress::default()),
+    )
+    .await
+    .expect("restore");
+    let table = aws
+        .dynamodb()
+        .describe_table()
+        .table_name(&target)
+        .send()
+        .await
+        .unwrap();
+    let table = table.table().unwrap();
+    let keys: Vec<_> = table
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect();
+    assert_eq!(keys, [("pk", "HASH"), ("sk", "RANGE")]);
+    let lsi = &table.local_secondary_indexes()[0];
+    assert_eq!(lsi.index_name(), Some("byScore"));
+    assert_eq!(lsi.key_schema()[1].attribute_name(), "score");
+    let projection = lsi.projection().unwrap();
+    assert_eq!(
+        projection.projection_type().map(|p| p.as_str()),
+        Some("INCLUDE")
+    );
+    assert_eq!(projection.non_key_attributes(), ["name"]);
+    let sort = |mut v: Vec<ddb_backup::Item>| {
+        v.sort_by_key(|i| format!("{:?}{:?}", i["pk"], i["sk"]));
+        v
+    };
+    assert_eq!(sort(scan_all(&aws, &target).await), sort(items));
+}
