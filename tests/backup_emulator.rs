@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::*;
 use ddb_backup::compress::decompressing_reader;
 use ddb_backup::decode::decode_dynamodb_json_line;
-use ddb_backup::job::{BucketName, JobDefaults};
+use ddb_backup::job::JobDefaults;
 use ddb_backup::scan::DynamoDbSource;
 use ddb_backup::store::{
     CompletedPart, ObjectMeta, ObjectStore, S3Store, ServerSideEncryption, StoreError,
@@ -24,15 +24,6 @@ use sha2::{Digest, Sha256};
 fn job(table: &str, bucket: &str, extra: &str) -> BackupJob {
     let json = format!(r#"{{"table":"{table}","bucket":"{bucket}","trigger":"cli"{extra}}}"#);
     BackupJob::parse(&json, &JobDefaults::default()).expect("valid job")
-}
-
-fn s3_store(aws: &ddb_backup::aws::AwsContext, bucket: &str) -> Arc<S3Store> {
-    Arc::new(S3Store::new(
-        aws.s3(),
-        BucketName::new(bucket).unwrap(),
-        ServerSideEncryption::Aes256,
-        None,
-    ))
 }
 
 fn backup(
@@ -125,16 +116,10 @@ async fn every_type_round_trips_through_both_formats_and_every_compression() {
             assert_eq!(content_type.as_deref(), Some("application/json"));
             assert_eq!(Manifest::from_json(&stored).unwrap(), manifest);
 
-            let head = aws
-                .s3()
-                .head_object()
-                .bucket(&bucket)
-                .key(&manifest.files[0].key)
-                .send()
-                .await
-                .expect("head object");
             assert_eq!(
-                head.server_side_encryption().map(|s| s.as_str()),
+                server_side_encryption(&aws, &bucket, &manifest.files[0].key)
+                    .await
+                    .as_deref(),
                 Some("AES256"),
                 "data files are encrypted at rest"
             );
@@ -430,26 +415,15 @@ async fn kms_encryption_is_requested_when_configured() {
     create_table(&aws, &table).await;
     create_bucket(&aws, &bucket).await;
     put_items(&aws, &table, &every_type_items(4)).await;
-    let store = Arc::new(S3Store::new(
-        aws.s3(),
-        BucketName::new(&bucket).unwrap(),
-        ServerSideEncryption::Kms { key_id: None },
-        None,
-    ));
+    let store = s3_store_with(&aws, &bucket, ServerSideEncryption::Kms { key_id: None });
     let manifest = backup(&aws, store, Tuning::default())
         .run(&job(&table, &bucket, ""))
         .await
         .expect("backup");
-    let head = aws
-        .s3()
-        .head_object()
-        .bucket(&bucket)
-        .key(&manifest.files[0].key)
-        .send()
-        .await
-        .expect("head object");
     assert_eq!(
-        head.server_side_encryption().map(|s| s.as_str()),
+        server_side_encryption(&aws, &bucket, &manifest.files[0].key)
+            .await
+            .as_deref(),
         Some("aws:kms")
     );
 }

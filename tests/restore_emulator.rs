@@ -7,12 +7,10 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
-use ddb_backup::job::{BucketName, JobDefaults, TableName};
+use ddb_backup::job::TableName;
 use ddb_backup::restore::{restore, RestoreOptions, RestoreProgress};
-use ddb_backup::scan::DynamoDbSource;
-use ddb_backup::store::{S3Store, ServerSideEncryption};
 use ddb_backup::table_writer::DynamoDbWriter;
-use ddb_backup::{Backup, BackupJob, Compression, Tuning};
+use ddb_backup::Compression;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_verify_restore_gives_back_the_same_items_and_indexes() {
@@ -30,27 +28,15 @@ async fn backup_verify_restore_gives_back_the_same_items_and_indexes() {
         })
         .collect();
     put_items(&aws, &source, &items).await;
-    let store = Arc::new(S3Store::new(
-        aws.s3(),
-        BucketName::new(&bucket).unwrap(),
-        ServerSideEncryption::Aes256,
-        None,
-    ));
+    let store = s3_store(&aws, &bucket);
 
     for compression in Compression::ALL {
-        let job = BackupJob::parse(
-            &format!(r#"{{"table":"{source}","bucket":"{bucket}","compression":"{compression}","segments":2}}"#),
-            &JobDefaults::default(),
-        )
-        .unwrap();
-        let manifest = Backup::new(
-            Arc::new(DynamoDbSource::new(aws.dynamodb())),
+        let manifest = run_backup(
+            &aws,
             store.clone(),
-            Tuning::default(),
+            &format!(r#"{{"table":"{source}","bucket":"{bucket}","compression":"{compression}","segments":2}}"#),
         )
-        .run(&job)
-        .await
-        .expect("backup");
+        .await;
         assert_eq!(manifest.global_secondary_indexes[0].index_name, "byGroup");
 
         let report = ddb_backup::verify::verify_backup(store.clone(), &manifest, str::to_string)
@@ -123,39 +109,24 @@ async fn backup_verify_restore_gives_back_the_same_items_and_indexes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_table_rebuilds_a_composite_key_and_local_index() {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex,
-        Projection, ProjectionType, ScalarAttributeType,
+        BillingMode, KeyType, LocalSecondaryIndex, Projection, ProjectionType, ScalarAttributeType,
     };
     let aws = aws().await;
     let source = unique("lsi-src");
     let bucket = unique("bkt");
-    let def = |n: &str, t: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(t)
-            .build()
-            .unwrap()
-    };
-    let key = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
     aws.dynamodb()
         .create_table()
         .table_name(&source)
-        .attribute_definitions(def("pk", ScalarAttributeType::S))
-        .attribute_definitions(def("sk", ScalarAttributeType::N))
-        .attribute_definitions(def("score", ScalarAttributeType::N))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attr_def("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr_def("sk", ScalarAttributeType::N))
+        .attribute_definitions(attr_def("score", ScalarAttributeType::N))
+        .key_schema(key_element("pk", KeyType::Hash))
+        .key_schema(key_element("sk", KeyType::Range))
         .local_secondary_indexes(
             LocalSecondaryIndex::builder()
                 .index_name("byScore")
-                .key_schema(key("pk", KeyType::Hash))
-                .key_schema(key("score", KeyType::Range))
+                .key_schema(key_element("pk", KeyType::Hash))
+                .key_schema(key_element("score", KeyType::Range))
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::Include)
@@ -190,25 +161,13 @@ async fn create_table_rebuilds_a_composite_key_and_local_index() {
         })
         .collect();
     put_items(&aws, &source, &items).await;
-    let store = Arc::new(S3Store::new(
-        aws.s3(),
-        BucketName::new(&bucket).unwrap(),
-        ServerSideEncryption::Aes256,
-        None,
-    ));
-    let job = BackupJob::parse(
-        &format!(r#"{{"table":"{source}","bucket":"{bucket}","segments":2}}"#),
-        &JobDefaults::default(),
-    )
-    .unwrap();
-    let manifest = Backup::new(
-        Arc::new(DynamoDbSource::new(aws.dynamodb())),
+    let store = s3_store(&aws, &bucket);
+    let manifest = run_backup(
+        &aws,
         store.clone(),
-        Tuning::default(),
+        &format!(r#"{{"table":"{source}","bucket":"{bucket}","segments":2}}"#),
     )
-    .run(&job)
-    .await
-    .expect("backup");
+    .await;
     let target = unique("lsi-copy");
     let options = RestoreOptions {
         table: TableName::new(&target).unwrap(),

@@ -65,20 +65,8 @@ pub async fn create_table(aws: &AwsContext, name: &str) {
     aws.dynamodb()
         .create_table()
         .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
+        .attribute_definitions(attr_def("id", ScalarAttributeType::S))
+        .key_schema(key_element("id", KeyType::Hash))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -344,30 +332,16 @@ pub async fn scan_all(aws: &AwsContext, table: &str) -> Vec<Item> {
 /// Creates an on-demand table keyed by `id` (S) with a global secondary index `byGroup` on `grp` (S).
 pub async fn create_table_with_gsi(aws: &AwsContext, name: &str) {
     use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
-    let def = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |n: &str| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(KeyType::Hash)
-            .build()
-            .unwrap()
-    };
     aws.dynamodb()
         .create_table()
         .table_name(name)
-        .attribute_definitions(def("id"))
-        .attribute_definitions(def("grp"))
-        .key_schema(key("id"))
+        .attribute_definitions(attr_def("id", ScalarAttributeType::S))
+        .attribute_definitions(attr_def("grp", ScalarAttributeType::S))
+        .key_schema(key_element("id", KeyType::Hash))
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name("byGroup")
-                .key_schema(key("grp"))
+                .key_schema(key_element("grp", KeyType::Hash))
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::All)
@@ -380,4 +354,72 @@ pub async fn create_table_with_gsi(aws: &AwsContext, name: &str) {
         .send()
         .await
         .expect("create table with GSI");
+}
+
+/// The S3 store for a bucket, with SSE-S3 unless told otherwise.
+pub fn s3_store_with(
+    aws: &AwsContext,
+    bucket: &str,
+    sse: ddb_backup::store::ServerSideEncryption,
+) -> std::sync::Arc<ddb_backup::store::S3Store> {
+    std::sync::Arc::new(ddb_backup::store::S3Store::new(
+        aws.s3(),
+        ddb_backup::job::BucketName::new(bucket).expect("bucket name"),
+        sse,
+        None,
+    ))
+}
+
+/// The S3 store for a bucket with SSE-S3.
+pub fn s3_store(aws: &AwsContext, bucket: &str) -> std::sync::Arc<ddb_backup::store::S3Store> {
+    s3_store_with(aws, bucket, ddb_backup::store::ServerSideEncryption::Aes256)
+}
+
+/// Runs the job JSON against the emulator's DynamoDB into `store`, with default tuning.
+pub async fn run_backup(
+    aws: &AwsContext,
+    store: std::sync::Arc<dyn ddb_backup::store::ObjectStore>,
+    job_json: &str,
+) -> ddb_backup::Manifest {
+    let job = ddb_backup::BackupJob::parse(job_json, &ddb_backup::JobDefaults::default())
+        .expect("valid job");
+    ddb_backup::Backup::new(
+        std::sync::Arc::new(ddb_backup::scan::DynamoDbSource::new(aws.dynamodb())),
+        store,
+        ddb_backup::Tuning::default(),
+    )
+    .run(&job)
+    .await
+    .expect("backup")
+}
+
+/// The server-side encryption S3 reports for an object.
+pub async fn server_side_encryption(aws: &AwsContext, bucket: &str, key: &str) -> Option<String> {
+    aws.s3()
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("head object")
+        .server_side_encryption()
+        .map(|s| s.as_str().to_string())
+}
+
+/// An attribute definition.
+pub fn attr_def(name: &str, ty: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ty)
+        .build()
+        .expect("attribute definition")
+}
+
+/// A key schema element.
+pub fn key_element(name: &str, ty: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(ty)
+        .build()
+        .expect("key element")
 }
