@@ -427,3 +427,90 @@ async fn kms_encryption_is_requested_when_configured() {
         Some("aws:kms")
     );
 }
+
+/// Replaces every `every`-th DynamoDB response (DescribeTable and Scan) from the emulator with a
+/// throttling error or a 500, alternating, as a busy table or a failing front end would answer.
+#[derive(Debug)]
+struct ScanFaults {
+    every: u32,
+    seen: Arc<AtomicU32>,
+    injected: Arc<AtomicU32>,
+}
+
+impl aws_sdk_dynamodb::config::Intercept for ScanFaults {
+    fn name(&self) -> &'static str {
+        "ScanFaults"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if (self.seen.fetch_add(1, Ordering::SeqCst) + 1) % self.every != 0 {
+            return Ok(());
+        }
+        let n = self.injected.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = if n % 2 == 0 {
+            (
+                400,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"injected throttling"}"#,
+            )
+        } else {
+            (
+                500,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected failure"}"#,
+            )
+        };
+        let response = context.response_mut();
+        *response.status_mut() = status.try_into()?;
+        *response.body_mut() = aws_smithy_types::body::SdkBody::from(body);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_and_failing_scans_are_retried_without_losing_or_repeating_a_page() {
+    let aws = aws().await;
+    let table = unique("faults");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    // Items of ~20 KB make 1 MB pages of ~50 items: many pages per segment.
+    let mut items = large_items(120, 20_000);
+    items.extend(every_type_items(40));
+    put_items(&aws, &table, &items).await;
+    let faults = ScanFaults {
+        every: 3,
+        seen: Arc::new(AtomicU32::new(0)),
+        injected: Arc::new(AtomicU32::new(0)),
+    };
+    let injected = faults.injected.clone();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&aws.sdk)
+            .interceptor(faults)
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(5)
+                    .with_initial_backoff(std::time::Duration::from_millis(10)),
+            )
+            .build(),
+    );
+    let manifest = Backup::new(
+        Arc::new(DynamoDbSource::new(client)),
+        s3_store(&aws, &bucket),
+        Tuning::default(),
+    )
+    .run(&job(&table, &bucket, r#","segments":2"#))
+    .await
+    .expect("backup through injected faults");
+    assert!(injected.load(Ordering::SeqCst) >= 2, "faults were injected");
+    let lines = read_backup(&aws, &bucket, &manifest).await;
+    let decoded: Vec<Item> = lines
+        .iter()
+        .map(|l| decode_dynamodb_json_line(l).unwrap())
+        .collect();
+    assert_eq!(decoded.len(), items.len(), "no page lost or read twice");
+    assert_eq!(sorted(decoded), sorted(items));
+}
