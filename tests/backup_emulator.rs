@@ -448,11 +448,11 @@ impl aws_sdk_dynamodb::config::Intercept for ScanFaults {
         _components: &aws_sdk_dynamodb::config::RuntimeComponents,
         _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        if (self.seen.fetch_add(1, Ordering::SeqCst) + 1) % self.every != 0 {
+        if !(self.seen.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(self.every) {
             return Ok(());
         }
         let n = self.injected.fetch_add(1, Ordering::SeqCst);
-        let (status, body) = if n % 2 == 0 {
+        let (status, body) = if n.is_multiple_of(2) {
             (
                 400,
                 r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"injected throttling"}"#,
