@@ -37,12 +37,8 @@ pub struct Settings {
 
 /// The tutorial's defaults, used for the CLI demo and documented in the README.
 pub mod tutorial {
-    /// Backup bucket.
-    pub const BUCKET: &str = "student-backup-20250706";
     /// Table.
     pub const TABLE: &str = "studentData";
-    /// Region.
-    pub const REGION: &str = "us-east-1";
 }
 
 const MIB: u64 = 1024 * 1024;

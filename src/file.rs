@@ -131,11 +131,6 @@ impl EncodingFile {
         self.stream.inner.get_mut().total
     }
 
-    /// Items encoded so far.
-    pub fn items(&self) -> u64 {
-        self.items
-    }
-
     /// Writes trailers and returns the last bytes with the file's totals.
     pub fn finish(mut self) -> Result<FinishedFile, EncodeError> {
         self.encoder.finish(&mut self.stream)?;

@@ -150,14 +150,6 @@ impl Destination {
             Destination::S3 { prefix, .. } | Destination::Directory { prefix, .. } => prefix,
         }
     }
-
-    /// A URI for a key at this destination (`s3://bucket/key` or a filesystem path).
-    pub fn uri(&self, key: &str) -> String {
-        match self {
-            Destination::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
-            Destination::Directory { root, .. } => root.join(key).display().to_string(),
-        }
-    }
 }
 
 /// A validated backup job. Construct it with [`BackupJob::parse`] or [`JobRequest::into_job`].

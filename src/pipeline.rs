@@ -60,8 +60,6 @@ pub struct Progress {
     pub items: AtomicU64,
     /// Stored bytes produced.
     pub bytes: AtomicU64,
-    /// Files completed.
-    pub files: AtomicU64,
     /// Segments finished.
     pub segments_done: AtomicU32,
     /// Segments in the job (known after describe).
@@ -513,7 +511,6 @@ impl SegmentOutput {
             }
         };
         file.upload.finish(finished.rest).await?;
-        self.ctx.progress.files.fetch_add(1, Ordering::Relaxed);
         self.files.push(FileEntry {
             key: file.key,
             segment: self.segment,

@@ -54,16 +54,6 @@ impl OpenUploads {
         }
     }
 
-    /// Number of uploads still open.
-    pub fn len(&self) -> usize {
-        self.inner.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// Whether no upload is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Aborts every upload still open; failures are logged, since the job has already failed.
     pub async fn abort_all(&self, store: &dyn ObjectStore) {
         let open: Vec<(String, String)> = match self.inner.lock() {
@@ -124,11 +114,6 @@ impl ObjectUploader {
     /// Size of the part after the next one, to reserve its buffer ahead.
     pub fn part_size_after_next(&self) -> usize {
         part_size_for(self.limits.base_part_size, self.next_part + 1)
-    }
-
-    /// The object's key.
-    pub fn key(&self) -> &str {
-        &self.key
     }
 
     /// Uploads a full part in the background; waits while too many parts are in flight.
