@@ -7,6 +7,7 @@
 //! wrappers over [`pipeline::Backup`].
 
 pub mod aws;
+pub mod checkpoint;
 pub mod compress;
 pub mod config;
 pub mod decode;

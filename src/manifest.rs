@@ -3,9 +3,10 @@
 //!
 //! Key layout (documented in the README):
 //! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/data/seg-{segment:04}-{file:05}.{ext}` and
-//! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/manifest.json`. The date is the job's `requested_at`
-//! (UTC) and the job id is unique, so backups never overwrite each other, and `dt=` lets Athena or
-//! Glue treat dates as partitions.
+//! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/manifest.json`, and for a backup that spans several
+//! Lambda invocations, `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/checkpoints/{sequence:05}.json`.
+//! The date is the job's `requested_at` (UTC) and the job id is unique, so backups never overwrite
+//! each other, and `dt=` lets Athena or Glue treat dates as partitions.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,11 @@ impl Layout {
     /// Key of the manifest.
     pub fn manifest_key(&self) -> String {
         format!("{}{MANIFEST_FILE}", self.base)
+    }
+
+    /// Key of checkpoint `sequence` (from 1) of a backup that spans several legs.
+    pub fn checkpoint_key(&self, sequence: u32) -> String {
+        format!("{}checkpoints/{sequence:05}.json", self.base)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
@@ -13,6 +13,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::info;
 
+use crate::checkpoint::{
+    key_from_json, key_to_json, Checkpoint, SegmentCheckpoint, CHECKPOINT_VERSION,
+};
 use crate::encode::{EncodeError, Item};
 use crate::file::EncodingFile;
 use crate::format::{Compression, Format};
@@ -110,6 +113,9 @@ pub enum BackupError {
     /// Writing to the destination failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A checkpoint could not be written or read back.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// The job already completed: its manifest exists and is never overwritten.
     #[error("backup {job_id} is already complete: {manifest}")]
     AlreadyComplete {
@@ -138,9 +144,20 @@ impl BackupError {
                 Stage::Encode
             }
             BackupError::Store(_) => Stage::Upload,
-            BackupError::AlreadyComplete { .. } | BackupError::Manifest(_) => Stage::Manifest,
+            BackupError::AlreadyComplete { .. }
+            | BackupError::Manifest(_)
+            | BackupError::Checkpoint(_) => Stage::Manifest,
         }
     }
+}
+
+/// How a leg of a backup ended.
+#[derive(Debug)]
+pub enum LegOutcome {
+    /// The backup is complete; its manifest is stored.
+    Complete(Manifest),
+    /// The deadline came first; the checkpoint is stored and the job continues from it.
+    Suspended(Checkpoint),
 }
 
 /// A backup run: a table source, an object store and the tuning to use.
@@ -167,12 +184,16 @@ struct SegmentContext {
     open_uploads: OpenUploads,
     tuning: Tuning,
     progress: Arc<Progress>,
+    /// When the scan should stop and leave the rest to the next leg.
+    deadline: Option<Instant>,
 }
 
-/// What one segment produced.
+/// What one segment produced in this leg.
 struct SegmentResult {
+    segment: u32,
     scan: SegmentScan,
     files: Vec<FileEntry>,
+    next_file: u32,
 }
 
 impl Backup {
@@ -194,14 +215,35 @@ impl Backup {
     /// Runs `job` to completion and returns its manifest, or fails leaving no manifest and no
     /// open multipart upload.
     pub async fn run(&self, job: &BackupJob) -> Result<Manifest, BackupError> {
+        match self.run_leg(job, None, None).await? {
+            LegOutcome::Complete(manifest) => Ok(manifest),
+            LegOutcome::Suspended(_) => Err(BackupError::Internal(
+                "a backup without a deadline was suspended".to_string(),
+            )),
+        }
+    }
+
+    /// Runs one leg of `job`: from `resume` (or the start) until the table is read, or until
+    /// `deadline` passes. At the deadline every segment stops at a page boundary, closes its file,
+    /// and the leg stores the next checkpoint and returns it; the caller continues the job later
+    /// from there. On failure nothing is left that looks complete: no manifest, no open upload.
+    pub async fn run_leg(
+        &self,
+        job: &BackupJob,
+        resume: Option<Checkpoint>,
+        deadline: Option<Instant>,
+    ) -> Result<LegOutcome, BackupError> {
         let started_at = Utc::now();
         let clock = Instant::now();
         let layout = Layout::new(job);
         let info = self.source.describe(job.table.as_str()).await?;
-        let segments = job
-            .segments
-            .map(|n| n.get())
-            .unwrap_or_else(|| auto_segments(&info, self.tuning.max_auto_segments));
+        let segments = match &resume {
+            Some(checkpoint) => checkpoint.total_segments,
+            None => job
+                .segments
+                .map(|n| n.get())
+                .unwrap_or_else(|| auto_segments(&info, self.tuning.max_auto_segments)),
+        };
         self.progress
             .segments_total
             .store(segments, Ordering::Relaxed);
@@ -217,8 +259,45 @@ impl Backup {
                 manifest: self.store.uri(&manifest_key),
             });
         }
+        let prior = match resume {
+            Some(checkpoint) => checkpoint,
+            None => Checkpoint {
+                version: CHECKPOINT_VERSION,
+                job_id: job.job_id.to_string(),
+                sequence: 0,
+                total_segments: segments,
+                started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                elapsed_ms: 0,
+                segments: (0..segments)
+                    .map(|segment| SegmentCheckpoint {
+                        segment,
+                        resume_key: Some(serde_json::Value::Null),
+                        next_file: 0,
+                        pages: 0,
+                        items: 0,
+                        consumed_capacity: 0.0,
+                        files: Vec::new(),
+                    })
+                    .collect(),
+            },
+        };
+        let mut starts = Vec::new();
+        for state in prior.segments.iter().filter(|s| !s.is_done()) {
+            let start_key = match &state.resume_key {
+                Some(serde_json::Value::Null) | None => None,
+                Some(key) => Some(key_from_json(key).map_err(|e| {
+                    BackupError::Checkpoint(format!("segment {}: {e}", state.segment))
+                })?),
+            };
+            starts.push(SegmentStart {
+                segment: state.segment,
+                start_key,
+                next_file: state.next_file,
+            });
+        }
         info!(job_id = %job.job_id, table = %job.table, segments, format = %job.format,
-              compression = %job.compression, destination = %self.store.uri(layout.base()), "backup started");
+              compression = %job.compression, destination = %self.store.uri(layout.base()),
+              leg = prior.sequence + 1, segments_left = starts.len(), "backup started");
 
         let ctx = Arc::new(SegmentContext {
             source: self.source.clone(),
@@ -241,8 +320,9 @@ impl Backup {
             open_uploads: OpenUploads::default(),
             tuning: self.tuning.clone(),
             progress: self.progress.clone(),
+            deadline,
         });
-        let results = match run_segments(&ctx).await {
+        let results = match run_segments(&ctx, starts).await {
             Ok(results) => results,
             Err(err) => {
                 ctx.open_uploads.abort_all(self.store.as_ref()).await;
@@ -250,7 +330,42 @@ impl Backup {
             }
         };
 
-        let mut files: Vec<FileEntry> = results.iter().flat_map(|r| r.files.clone()).collect();
+        let mut state = prior;
+        for result in results {
+            let segment = &mut state.segments[result.segment as usize];
+            segment.resume_key = match &result.scan.resume_key {
+                Some(key) => {
+                    Some(key_to_json(key).map_err(|e| BackupError::Checkpoint(e.to_string()))?)
+                }
+                None => None,
+            };
+            segment.next_file = result.next_file;
+            segment.pages += result.scan.pages;
+            segment.items += result.scan.items;
+            segment.consumed_capacity += result.scan.consumed_capacity;
+            segment.files.extend(result.files);
+        }
+        state.elapsed_ms += clock.elapsed().as_millis() as u64;
+        if !state.is_complete() {
+            state.sequence += 1;
+            let body =
+                serde_json::to_vec(&state).map_err(|e| BackupError::Checkpoint(e.to_string()))?;
+            let key = layout.checkpoint_key(state.sequence);
+            self.store
+                .put_object(&key, Bytes::from(body), &JSON_META)
+                .await?;
+            let items: u64 = state.segments.iter().map(|s| s.items).sum();
+            info!(job_id = %job.job_id, table = %job.table, checkpoint = state.sequence, items,
+                  segments_left = state.segments.iter().filter(|s| !s.is_done()).count(),
+                  checkpoint_uri = %self.store.uri(&key), "backup suspended at the deadline");
+            return Ok(LegOutcome::Suspended(state));
+        }
+
+        let mut files: Vec<FileEntry> = state
+            .segments
+            .iter()
+            .flat_map(|s| s.files.iter().cloned())
+            .collect();
         files.sort_by(|a, b| a.key.cmp(&b.key));
         let finished_at = Utc::now();
         let manifest = Manifest {
@@ -266,11 +381,11 @@ impl Backup {
             requested_at: job
                 .requested_at
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
-            started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            started_at: state.started_at.clone(),
             finished_at: finished_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            duration_ms: clock.elapsed().as_millis() as u64,
+            duration_ms: state.elapsed_ms,
             item_count: files.iter().map(|f| f.item_count).sum(),
-            consumed_read_capacity: results.iter().map(|r| r.scan.consumed_capacity).sum(),
+            consumed_read_capacity: state.segments.iter().map(|s| s.consumed_capacity).sum(),
             segments,
             consistent_read: job.consistent_read,
             location: self.store.uri(layout.base()),
@@ -287,31 +402,42 @@ impl Backup {
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| BackupError::Manifest(e.to_string()))?;
         self.store
-            .put_object(
-                &manifest_key,
-                Bytes::from(body),
-                &ObjectMeta {
-                    content_type: "application/json",
-                    content_encoding: None,
-                },
-            )
+            .put_object(&manifest_key, Bytes::from(body), &JSON_META)
             .await?;
         info!(job_id = %manifest.job_id, table = %manifest.table, items = manifest.item_count,
               bytes = manifest.bytes, files = manifest.files.len(), segments,
-              consumed_rcu = manifest.consumed_read_capacity, duration_ms = manifest.duration_ms,
+              legs = state.sequence + 1, consumed_rcu = manifest.consumed_read_capacity,
+              duration_ms = manifest.duration_ms,
               manifest = %self.store.uri(&manifest_key), "backup complete");
-        Ok(manifest)
+        Ok(LegOutcome::Complete(manifest))
     }
+}
+
+/// Metadata of the JSON documents the pipeline writes (manifest, checkpoints).
+const JSON_META: ObjectMeta = ObjectMeta {
+    content_type: "application/json",
+    content_encoding: None,
+};
+
+/// Where a segment starts in this leg.
+struct SegmentStart {
+    segment: u32,
+    start_key: Option<Item>,
+    next_file: u32,
 }
 
 /// Runs every segment, at most `max_concurrent_segments` at once. The first failure asks the
 /// others to stop; they finish the request in flight (so every multipart upload S3 created is
 /// known) and abort their own uploads before this returns.
-async fn run_segments(ctx: &Arc<SegmentContext>) -> Result<Vec<SegmentResult>, BackupError> {
+async fn run_segments(
+    ctx: &Arc<SegmentContext>,
+    starts: Vec<SegmentStart>,
+) -> Result<Vec<SegmentResult>, BackupError> {
     let permits = Arc::new(Semaphore::new(ctx.tuning.max_concurrent_segments.max(1)));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    for segment in 0..ctx.total_segments {
+    let count = starts.len();
+    for start in starts {
         let ctx = ctx.clone();
         let permits = permits.clone();
         let stopped = stopped.clone();
@@ -320,10 +446,10 @@ async fn run_segments(ctx: &Arc<SegmentContext>) -> Result<Vec<SegmentResult>, B
                 .acquire_owned()
                 .await
                 .map_err(|e| BackupError::Internal(e.to_string()))?;
-            run_segment(ctx, segment, stopped).await
+            run_segment(ctx, start, stopped).await
         });
     }
-    let mut results = Vec::with_capacity(ctx.total_segments as usize);
+    let mut results = Vec::with_capacity(count);
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         let result = joined
@@ -347,9 +473,10 @@ async fn run_segments(ctx: &Arc<SegmentContext>) -> Result<Vec<SegmentResult>, B
 
 async fn run_segment(
     ctx: Arc<SegmentContext>,
-    segment: u32,
+    start: SegmentStart,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<SegmentResult, BackupError> {
+    let segment = start.segment;
     let (pages_tx, mut pages) = mpsc::channel::<Vec<Item>>(ctx.tuning.page_queue.max(1));
     let mut scan = JoinSet::new();
     let source = ctx.source.clone();
@@ -357,12 +484,13 @@ async fn run_segment(
         table: ctx.table.clone(),
         segment,
         total_segments: ctx.total_segments,
-        exclusive_start_key: None,
+        exclusive_start_key: start.start_key,
         consistent_read: ctx.consistent_read,
     };
-    scan.spawn(async move { scan_segment(source.as_ref(), request, pages_tx).await });
+    let deadline = ctx.deadline;
+    scan.spawn(async move { scan_segment(source.as_ref(), request, pages_tx, deadline).await });
 
-    let mut output = SegmentOutput::new(ctx.clone(), segment);
+    let mut output = SegmentOutput::new(ctx.clone(), segment, start.next_file);
     let result: Result<SegmentResult, BackupError> = async {
         loop {
             let items = tokio::select! {
@@ -381,12 +509,19 @@ async fn run_segment(
             .map_err(|e| BackupError::Internal(format!("scan task: {e}")))??;
         let files = output.finish().await?;
         Ok(SegmentResult {
+            segment,
             scan: scan_stats,
             files,
+            next_file: output.next_file,
         })
     }
     .await;
     match &result {
+        Ok(r) if r.scan.resume_key.is_some() => {
+            info!(job_id = %ctx.job_id, segment, items = r.scan.items, pages = r.scan.pages,
+                  files = r.files.len(), bytes = r.files.iter().map(|f| f.bytes).sum::<u64>(),
+                  consumed_rcu = r.scan.consumed_capacity, "segment paused at the deadline");
+        }
         Ok(r) => {
             ctx.progress.segments_done.fetch_add(1, Ordering::Relaxed);
             info!(job_id = %ctx.job_id, segment, items = r.scan.items, pages = r.scan.pages,
@@ -416,11 +551,11 @@ struct OpenFile {
 }
 
 impl SegmentOutput {
-    fn new(ctx: Arc<SegmentContext>, segment: u32) -> Self {
+    fn new(ctx: Arc<SegmentContext>, segment: u32, next_file: u32) -> Self {
         SegmentOutput {
             ctx,
             segment,
-            next_file: 0,
+            next_file,
             open: None,
             files: Vec::new(),
         }
@@ -540,9 +675,10 @@ mod tests {
     use crate::compress::decompressing_reader;
     use crate::decode::decode_dynamodb_json_line;
     use crate::encode::test_items::every_type;
+    use crate::manifest::MANIFEST_FILE;
     use crate::scan::MemorySource;
     use crate::store::{LocalStore, MemoryStore};
-    use crate::test_support::{directory_job, numbered_items};
+    use crate::test_support::{directory_job, numbered_items, sorted_by_id};
     use aws_sdk_dynamodb::types::AttributeValue;
     use std::io::BufRead;
 
@@ -628,5 +764,62 @@ mod tests {
         assert_eq!(meta.content_type, "application/x-ndjson");
         assert_eq!(meta.content_encoding, Some("zstd"));
         assert!(manifest.files[0].key.ends_with(".jsonl.zst"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_split_into_legs_at_deadlines_covers_every_item_exactly_once() {
+        let items = numbered_items(1000);
+        let store = MemoryStore::new();
+        let backup = Backup::new(
+            Arc::new(MemorySource::new("tbl", "id", items.clone(), 100)),
+            Arc::new(store.clone()),
+            Tuning::default(),
+        );
+        let job = directory_job(r#","compression":"zstd","segments":3"#);
+        let layout = Layout::new(&job);
+        let mut resume = None;
+        let mut legs = 0;
+        let manifest = loop {
+            legs += 1;
+            // A deadline already past: each leg reads one page per segment, then stops.
+            match backup
+                .run_leg(&job, resume.take(), Some(Instant::now()))
+                .await
+                .unwrap()
+            {
+                LegOutcome::Complete(manifest) => break manifest,
+                LegOutcome::Suspended(checkpoint) => {
+                    assert_eq!(checkpoint.sequence, legs);
+                    let stored = store.get(&layout.checkpoint_key(legs)).await.unwrap();
+                    let reread = Checkpoint::from_json(&stored, job.job_id.as_str()).unwrap();
+                    assert_eq!(reread, checkpoint);
+                    assert!(
+                        !store.keys().iter().any(|k| k.ends_with(MANIFEST_FILE)),
+                        "manifest before the last leg"
+                    );
+                    resume = Some(reread);
+                }
+            }
+        };
+        // 333 or 334 items per segment at 100 per page: 4 pages, so 4 legs of one file each.
+        assert_eq!(legs, 4);
+        assert_eq!(manifest.item_count, 1000);
+        assert_eq!(manifest.segments, 3);
+        let keys: std::collections::BTreeSet<_> =
+            manifest.files.iter().map(|f| f.key.clone()).collect();
+        assert_eq!(keys.len(), manifest.files.len(), "a file listed twice");
+        assert_eq!(manifest.files.len(), 12, "{keys:?}");
+        let mut seen = Vec::new();
+        for file in &manifest.files {
+            let bytes = store.get(&file.key).await.unwrap();
+            let reader = decompressing_reader(manifest.compression, &bytes[..]).unwrap();
+            for line in std::io::BufReader::new(reader).lines() {
+                seen.push(decode_dynamodb_json_line(&line.unwrap()).unwrap());
+            }
+        }
+        assert_eq!(sorted_by_id(seen), sorted_by_id(items));
+        assert_eq!(store.open_uploads(), 0);
+        let err = backup.run_leg(&job, None, None).await.unwrap_err();
+        assert!(matches!(err, BackupError::AlreadyComplete { .. }), "{err}");
     }
 }

@@ -335,7 +335,7 @@ pub fn auto_segments(info: &TableInfo, max: u32) -> u32 {
 }
 
 /// What one segment's scan read.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SegmentScan {
     /// Pages read.
     pub pages: u64,
@@ -343,14 +343,19 @@ pub struct SegmentScan {
     pub items: u64,
     /// Read capacity consumed.
     pub consumed_capacity: f64,
+    /// Where to resume when the scan stopped at the deadline; `None` when the segment is done.
+    pub resume_key: Option<Item>,
 }
 
-/// Reads every page of one segment into `pages`, in order. Stops early without error when the
-/// receiver is gone (the consumer failed and reports why).
+/// Reads the pages of one segment into `pages`, in order, from `request.exclusive_start_key`.
+/// With a `deadline`, stops after the first page that ends past it and returns the key to resume
+/// from; at least one page is read per call, so a resumed job always makes progress. Stops early
+/// without error when the receiver is gone (the consumer failed and reports why).
 pub async fn scan_segment(
     source: &dyn TableSource,
     mut request: PageRequest,
     pages: mpsc::Sender<Vec<Item>>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<SegmentScan, ScanError> {
     let mut stats = SegmentScan::default();
     loop {
@@ -362,6 +367,10 @@ pub async fn scan_segment(
             return Ok(stats);
         }
         match page.last_evaluated_key {
+            Some(key) if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) => {
+                stats.resume_key = Some(key);
+                return Ok(stats);
+            }
             Some(key) => request.exclusive_start_key = Some(key),
             None => return Ok(stats),
         }
@@ -503,7 +512,7 @@ mod tests {
                 exclusive_start_key: None,
                 consistent_read: false,
             };
-            let stats = scan_segment(&source, request, tx).await.unwrap();
+            let stats = scan_segment(&source, request, tx, None).await.unwrap();
             while let Some(page) = rx.recv().await {
                 seen.extend(page);
             }
