@@ -155,7 +155,7 @@ impl BackupError {
 #[derive(Debug)]
 pub enum LegOutcome {
     /// The backup is complete; its manifest is stored.
-    Complete(Manifest),
+    Complete(Box<Manifest>),
     /// The deadline came first; the checkpoint is stored and the job continues from it.
     Suspended(Checkpoint),
 }
@@ -216,7 +216,7 @@ impl Backup {
     /// open multipart upload.
     pub async fn run(&self, job: &BackupJob) -> Result<Manifest, BackupError> {
         match self.run_leg(job, None, None).await? {
-            LegOutcome::Complete(manifest) => Ok(manifest),
+            LegOutcome::Complete(manifest) => Ok(*manifest),
             LegOutcome::Suspended(_) => Err(BackupError::Internal(
                 "a backup without a deadline was suspended".to_string(),
             )),
@@ -409,7 +409,7 @@ impl Backup {
               legs = state.sequence + 1, consumed_rcu = manifest.consumed_read_capacity,
               duration_ms = manifest.duration_ms,
               manifest = %self.store.uri(&manifest_key), "backup complete");
-        Ok(LegOutcome::Complete(manifest))
+        Ok(LegOutcome::Complete(Box::new(manifest)))
     }
 }
 
