@@ -73,6 +73,16 @@ impl AwsContext {
         aws_sdk_dynamodb::Client::new(&self.sdk)
     }
 
+    /// SQS client.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    /// SES v2 client.
+    pub fn sesv2(&self) -> aws_sdk_sesv2::Client {
+        aws_sdk_sesv2::Client::new(&self.sdk)
+    }
+
     /// S3 client; path-style addressing on custom endpoints, where virtual hosts do not resolve.
     pub fn s3(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::config::Builder::from(&self.sdk)

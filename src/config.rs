@@ -8,6 +8,7 @@ use crate::aws::AwsOptions;
 use crate::format::{Compression, Format};
 use crate::job::{BucketName, EmailAddress, JobDefaults, Prefix, TableName, Trigger, MAX_SEGMENTS};
 use crate::pipeline::Tuning;
+use crate::status::DEFAULT_STATUS_PREFIX;
 use crate::store::ServerSideEncryption;
 
 /// A configuration variable with a bad value.
@@ -33,7 +34,28 @@ pub struct Settings {
     pub expected_bucket_owner: Option<String>,
     /// Region, endpoint, retries.
     pub aws: AwsOptions,
+    /// The job queue: the API sends jobs there, the worker its continuations.
+    pub queue_url: Option<String>,
+    /// The dead-letter queue: the worker moves messages that can never succeed there at once.
+    pub dead_letter_queue_url: Option<String>,
+    /// Sender of summary emails (a verified SES identity); no email without it.
+    pub sender: Option<EmailAddress>,
+    /// Where job status documents live in the default bucket.
+    pub status_prefix: Prefix,
+    /// Browser origins allowed to call the API (CORS), e.g. the web front end's CloudFront URL.
+    pub cors_origins: Vec<String>,
+    /// Time a worker keeps in hand before its invocation deadline to close files and hand over.
+    pub deadline_margin: std::time::Duration,
+    /// Deliveries after which SQS moves a message to the dead-letter queue (the queue's
+    /// `maxReceiveCount`); the last one sends the failure email.
+    pub max_receives: u32,
 }
+
+/// Default [`Settings::deadline_margin`]: closing the open files of every segment and writing a
+/// checkpoint takes seconds; a minute covers slow part uploads too.
+pub const DEFAULT_DEADLINE_MARGIN_SECS: u64 = 60;
+/// Default [`Settings::max_receives`], matching the queue's redrive policy in `infra/`.
+pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 
 /// The tutorial's defaults, used for the CLI demo and documented in the README.
 pub mod tutorial {
@@ -163,13 +185,77 @@ impl Settings {
             max_attempts: number("DDB_BACKUP_MAX_ATTEMPTS", 1, 50)?.unwrap_or(0) as u32,
             ..AwsOptions::default()
         };
+        let url = |var: &'static str| {
+            parse(var, &|v| {
+                if v.starts_with("https://") || v.starts_with("http://") {
+                    Ok(())
+                } else {
+                    Err(format!("`{v}` is not a queue URL; expected https://sqs.<region>.amazonaws.com/<account>/<queue>"))
+                }
+            })
+        };
+        let queue_url = url("DDB_BACKUP_QUEUE_URL")?;
+        let dead_letter_queue_url = url("DDB_BACKUP_DLQ_URL")?;
+        let sender = match get("DDB_BACKUP_SENDER") {
+            Some(a) => Some(EmailAddress::new(&a).map_err(err("DDB_BACKUP_SENDER"))?),
+            None => None,
+        };
+        let status_prefix = match lookup("DDB_BACKUP_STATUS_PREFIX") {
+            Some(p) => Prefix::new(p.trim()).map_err(err("DDB_BACKUP_STATUS_PREFIX"))?,
+            None => Prefix::new(DEFAULT_STATUS_PREFIX).map_err(err("DDB_BACKUP_STATUS_PREFIX"))?,
+        };
+        let cors_origins = match get("DDB_BACKUP_CORS_ORIGINS") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(|o| {
+                    validate_origin(o)
+                        .map(|()| o.to_string())
+                        .map_err(err("DDB_BACKUP_CORS_ORIGINS"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let deadline_margin = std::time::Duration::from_secs(
+            number("DDB_BACKUP_DEADLINE_MARGIN_SECS", 1, 600)?
+                .unwrap_or(DEFAULT_DEADLINE_MARGIN_SECS),
+        );
+        let max_receives =
+            number("DDB_BACKUP_MAX_RECEIVES", 1, 1000)?.map_or(DEFAULT_MAX_RECEIVES, |n| n as u32);
         Ok(Settings {
             defaults,
             tuning,
             sse,
             expected_bucket_owner,
             aws,
+            queue_url,
+            dead_letter_queue_url,
+            sender,
+            status_prefix,
+            cors_origins,
+            deadline_margin,
+            max_receives,
         })
+    }
+}
+
+/// An origin is scheme, host and optional port, exactly as a browser sends it: no path, no
+/// trailing slash, no wildcard (a wildcard would let any site spend the API key's quota).
+fn validate_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let ok = rest.is_some_and(|host| {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{origin}` is not an origin; expected e.g. https://d111111abcdef8.cloudfront.net (scheme and host, no path, no trailing slash, no wildcard)"))
     }
 }
 

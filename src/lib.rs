@@ -16,14 +16,18 @@ pub mod file;
 pub mod format;
 pub mod job;
 pub mod manifest;
+pub mod notify;
 pub mod pipeline;
+pub mod queue;
 pub mod restore;
 pub mod scan;
 pub mod seed;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod table_writer;
 pub mod verify;
+pub mod worker;
 
 #[cfg(test)]
 mod test_support;

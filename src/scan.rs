@@ -383,6 +383,7 @@ pub struct MemorySource {
     info: TableInfo,
     items: Vec<Item>,
     page_size: usize,
+    page_delay: Option<std::time::Duration>,
 }
 
 impl MemorySource {
@@ -410,7 +411,14 @@ impl MemorySource {
             },
             items,
             page_size: page_size.max(1),
+            page_delay: None,
         }
+    }
+
+    /// Makes every page take `delay`, like a remote table, so deadlines can be tested.
+    pub fn with_page_delay(mut self, delay: std::time::Duration) -> Self {
+        self.page_delay = Some(delay);
+        self
     }
 }
 
@@ -428,6 +436,9 @@ impl TableSource for MemorySource {
     }
 
     async fn scan_page(&self, request: &PageRequest) -> Result<Page, ScanError> {
+        if let Some(delay) = self.page_delay {
+            tokio::time::sleep(delay).await;
+        }
         // Segment s owns items s, s+n, s+2n…; the start key carries the next index.
         let start = match request
             .exclusive_start_key
