@@ -3,13 +3,18 @@
 
 use std::sync::Arc;
 
+use crate::api::Api;
 use crate::aws::AwsContext;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::job::{BackupJob, Destination};
 use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::notify::SesNotifier;
 use crate::pipeline::Backup;
+use crate::queue::SqsQueue;
 use crate::scan::{DynamoDbSource, TableSource};
+use crate::status::StatusBoard;
 use crate::store::{LocalStore, ObjectStore, S3Store};
+use crate::worker::{StoreFactory, Worker};
 
 /// The store for a job's destination.
 pub fn store_for(
@@ -148,4 +153,79 @@ pub async fn open_backup(
         manifest,
         local,
     })
+}
+
+/// Job status documents in the default bucket, when one is configured.
+pub fn status_board(aws: &AwsContext, settings: &Settings) -> Option<StatusBoard> {
+    let bucket = settings.defaults.bucket.clone()?;
+    let store = S3Store::new(
+        aws.s3(),
+        bucket,
+        settings.sse.clone(),
+        settings.expected_bucket_owner.clone(),
+    );
+    Some(StatusBoard::new(
+        Arc::new(store),
+        settings.status_prefix.clone(),
+    ))
+}
+
+/// The SQS worker with every port the settings configure: continuations need
+/// `DDB_BACKUP_QUEUE_URL`, immediate dead letters `DDB_BACKUP_DLQ_URL`, email `DDB_BACKUP_SENDER`.
+pub fn worker(aws: &AwsContext, settings: &Settings) -> Worker {
+    let store_aws = aws.clone();
+    let store_settings = settings.clone();
+    let stores: StoreFactory =
+        Arc::new(move |destination| store_for(destination, &store_aws, &store_settings));
+    let mut worker = Worker::new(
+        dynamodb_source(aws),
+        stores,
+        settings.defaults.clone(),
+        settings.tuning.clone(),
+    )
+    .with_limits(settings.deadline_margin, settings.max_receives);
+    if let Some(url) = &settings.queue_url {
+        worker = worker.with_queue(Arc::new(SqsQueue::new(aws.sqs(), url)));
+    }
+    if let Some(url) = &settings.dead_letter_queue_url {
+        worker = worker.with_dead_letters(Arc::new(SqsQueue::new(aws.sqs(), url)));
+    }
+    if let Some(sender) = &settings.sender {
+        worker = worker.with_notifier(Arc::new(SesNotifier::new(aws.sesv2())), sender.clone());
+    }
+    if let Some(board) = status_board(aws, settings) {
+        worker = worker.with_status(board);
+    }
+    worker
+}
+
+/// The API handler; it needs the queue (`DDB_BACKUP_QUEUE_URL`).
+pub fn api(aws: &AwsContext, settings: &Settings) -> Result<Api, ConfigError> {
+    let url = settings.queue_url.as_ref().ok_or_else(|| ConfigError {
+        var: "DDB_BACKUP_QUEUE_URL",
+        message: "required by the API: the URL of the job queue".to_string(),
+    })?;
+    let mut api = Api::new(
+        Arc::new(SqsQueue::new(aws.sqs(), url)),
+        settings.defaults.clone(),
+        settings.cors_origins.clone(),
+    )
+    .with_tables(dynamodb_source(aws));
+    if let Some(board) = status_board(aws, settings) {
+        api = api.with_status(board);
+    }
+    Ok(api)
+}
+
+/// JSON logs for Lambda: one object per line, which CloudWatch Logs Insights queries by field.
+/// `RUST_LOG` overrides the level (default `info`).
+pub fn init_lambda_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_target(false)
+        .init();
 }

@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ddb_backup::aws::{AwsContext, AwsOptions};
-use ddb_backup::config::{tutorial, Settings};
+use ddb_backup::config::{tutorial, ConfigError, Settings};
 use ddb_backup::job::{Destination, JobRequest, Prefix, Trigger};
 use ddb_backup::pipeline::Progress;
+use ddb_backup::queue::{JobQueue, SqsQueue};
 use ddb_backup::{Compression, Format, Manifest};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -60,6 +61,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Write a backup's items into a table (idempotent: running it twice gives the same table).
     Restore(RestoreArgs),
+    /// Put a backup job on the SQS queue, as an operator would by hand; the worker Lambda runs it.
+    Enqueue(EnqueueArgs),
     /// Load generated `studentData`-style items into a table, creating it if needed.
     Seed(SeedArgs),
 }
@@ -99,20 +102,18 @@ struct VerifyArgs {
     json: bool,
 }
 
+/// The job fields shared by `backup` and `enqueue`; unset flags fall back to `DDB_BACKUP_*`.
 #[derive(Args)]
-struct BackupArgs {
+struct JobFlags {
     /// Table to back up (default: DDB_BACKUP_TABLE).
     #[arg(long)]
     table: Option<String>,
     /// Destination bucket (default: DDB_BACKUP_BUCKET).
-    #[arg(long, conflicts_with = "out_dir")]
+    #[arg(long)]
     bucket: Option<String>,
     /// Key prefix inside the bucket or directory (default: DDB_BACKUP_PREFIX or "backups/").
     #[arg(long)]
     prefix: Option<String>,
-    /// Write to a local directory instead of S3.
-    #[arg(long)]
-    out_dir: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Format::ALL.map(|f| f.name())))]
     format: Option<String>,
@@ -128,9 +129,47 @@ struct BackupArgs {
     /// Job id; the same id never produces a second backup (default: generated).
     #[arg(long)]
     job_id: Option<String>,
+}
+
+impl JobFlags {
+    fn into_request(self, trigger: Trigger) -> anyhow::Result<JobRequest> {
+        Ok(JobRequest {
+            table: self.table,
+            format: self.format.map(|f| f.parse()).transpose()?,
+            compression: self.compression.map(|c| c.parse()).transpose()?,
+            segments: self.segments,
+            bucket: self.bucket,
+            prefix: self.prefix,
+            consistent_read: self.consistent_read.then_some(true),
+            job_id: self.job_id,
+            trigger: Some(trigger),
+            ..JobRequest::default()
+        })
+    }
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    job: JobFlags,
+    /// Write to a local directory instead of S3.
+    #[arg(long, conflicts_with = "bucket")]
+    out_dir: Option<PathBuf>,
     /// Print the manifest as JSON on stdout instead of a human summary.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct EnqueueArgs {
+    #[command(flatten)]
+    job: JobFlags,
+    /// The job queue (default: DDB_BACKUP_QUEUE_URL).
+    #[arg(long)]
+    queue_url: Option<String>,
+    /// Summary email recipients, comma-separated (default: DDB_BACKUP_NOTIFY).
+    #[arg(long, value_delimiter = ',')]
+    notify: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -203,22 +242,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify(args, &settings, &options).await,
         Command::Restore(args) => restore(args, &settings, &options).await,
         Command::Seed(args) => seed(args, &options).await,
+        Command::Enqueue(args) => enqueue(args, &settings, &options).await,
     }
 }
 
+async fn enqueue(
+    args: EnqueueArgs,
+    settings: &Settings,
+    options: &AwsOptions,
+) -> anyhow::Result<()> {
+    let queue_url = args
+        .queue_url
+        .or_else(|| settings.queue_url.clone())
+        .ok_or_else(|| {
+            anyhow::Error::new(ConfigError {
+                var: "DDB_BACKUP_QUEUE_URL",
+                message: "no queue: pass --queue-url or set DDB_BACKUP_QUEUE_URL".to_string(),
+            })
+        })?;
+    let mut request = args.job.into_request(Trigger::Manual)?;
+    request.notify = args.notify;
+    let job = request.into_job(&settings.defaults, None)?;
+    let aws = AwsContext::load(options).await;
+    let body = serde_json::to_string(&job.to_request())?;
+    let message_id = SqsQueue::new(aws.sqs(), &queue_url)
+        .send(&body, None)
+        .await
+        .with_context(|| format!("queueing the backup of table `{}` failed", job.table))?;
+    println!(
+        "{}",
+        serde_json::json!({"job_id": job.job_id.as_str(), "message_id": message_id, "queue_url": queue_url})
+    );
+    Ok(())
+}
+
 async fn backup(args: BackupArgs, settings: &Settings, options: &AwsOptions) -> anyhow::Result<()> {
-    let request = JobRequest {
-        table: args.table,
-        format: args.format.map(|f| f.parse()).transpose()?,
-        compression: args.compression.map(|c| c.parse()).transpose()?,
-        segments: args.segments,
-        bucket: args.bucket,
-        prefix: args.prefix,
-        consistent_read: args.consistent_read.then_some(true),
-        job_id: args.job_id,
-        trigger: Some(Trigger::Cli),
-        ..JobRequest::default()
-    };
+    let request = args.job.into_request(Trigger::Cli)?;
     let destination = args.out_dir.map(|root| Destination::Directory {
         root,
         prefix: Prefix::default(),

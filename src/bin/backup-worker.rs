@@ -1,0 +1,28 @@
+//! `BackupDynamoDBAndSendEmail`: the SQS-triggered worker Lambda. It parses the event, hands the
+//! messages to the library's worker, and returns the partial batch response. Configuration is
+//! the `DDB_BACKUP_*` environment (README, "Configuration").
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use ddb_backup::aws::AwsContext;
+use ddb_backup::config::Settings;
+use ddb_backup::service;
+use ddb_backup::worker::deadline_from_epoch_ms;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    service::init_lambda_logging();
+    let settings = Settings::from_env()?;
+    let aws = AwsContext::load(&settings.aws).await;
+    let worker = Arc::new(service::worker(&aws, &settings));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let worker = worker.clone();
+        async move {
+            let deadline = deadline_from_epoch_ms(event.context.deadline);
+            Ok::<SqsBatchResponse, Error>(worker.handle_sqs_event(event.payload, deadline).await)
+        }
+    }))
+    .await
+}
