@@ -320,10 +320,15 @@ impl Worker {
             detail,
             keep_on_queue,
         };
-        if deadline.saturating_duration_since(Instant::now()) <= self.deadline_margin {
+        let time_left = deadline.saturating_duration_since(Instant::now());
+        if time_left <= self.deadline_margin {
             return report(
                 Disposition::Retry,
-                "not started: the invocation is too close to its deadline".to_string(),
+                format!(
+                    "not started: {} ms left before the invocation's deadline, {} ms needed in hand",
+                    time_left.as_millis(),
+                    self.deadline_margin.as_millis()
+                ),
                 true,
             );
         }
@@ -659,8 +664,22 @@ pub fn advice(err: &BackupError, job: &BackupJob) -> String {
     }
 }
 
-/// The instant of a Lambda deadline given in milliseconds since the epoch.
+/// Lambda's longest invocation.
+pub const MAX_INVOCATION: Duration = Duration::from_secs(15 * 60);
+
+/// The instant of a Lambda deadline (`Lambda-Runtime-Deadline-Ms`, milliseconds since the epoch).
+/// Some local runtime emulators send the timeout itself instead (cargo lambda sends 600000): a
+/// value before 2001 cannot be a wall-clock deadline, so it is read as milliseconds from now,
+/// at most Lambda's 15 minutes.
 pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    const YEAR_2001_MS: u64 = 1_000_000_000_000;
+    if deadline_ms < YEAR_2001_MS {
+        warn!(
+            deadline_ms,
+            "the runtime's deadline is not a wall-clock time; reading it as a timeout"
+        );
+        return Instant::now() + Duration::from_millis(deadline_ms).min(MAX_INVOCATION);
+    }
     let now_ms = Utc::now().timestamp_millis().max(0) as u64;
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
@@ -979,6 +998,23 @@ mod tests {
         assert_eq!(report.disposition, Disposition::Retry);
         assert!(report.keep_on_queue);
         assert!(h.store.keys().is_empty());
+    }
+
+    #[test]
+    fn deadlines_are_wall_clock_epoch_milliseconds_or_a_local_emulators_timeout() {
+        let now_ms = Utc::now().timestamp_millis() as u64;
+        let left = deadline_from_epoch_ms(now_ms + 90_000) - Instant::now();
+        assert!(
+            left > Duration::from_secs(85) && left <= Duration::from_secs(90),
+            "{left:?}"
+        );
+        assert!(deadline_from_epoch_ms(now_ms - 1000) <= Instant::now());
+        let left = deadline_from_epoch_ms(600_000) - Instant::now();
+        assert!(
+            left > Duration::from_secs(595) && left <= Duration::from_secs(600),
+            "{left:?}"
+        );
+        assert!(deadline_from_epoch_ms(999_999_999) - Instant::now() <= MAX_INVOCATION);
     }
 
     #[test]

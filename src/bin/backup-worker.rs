@@ -21,6 +21,8 @@ async fn main() -> Result<(), Error> {
         let worker = worker.clone();
         async move {
             let deadline = deadline_from_epoch_ms(event.context.deadline);
+            tracing::info!(request_id = %event.context.request_id, deadline_ms = event.context.deadline,
+                           records = event.payload.records.len(), "invocation");
             Ok::<SqsBatchResponse, Error>(worker.handle_sqs_event(event.payload, deadline).await)
         }
     }))
