@@ -330,4 +330,35 @@ mod tests {
             assert_eq!(e.var, var, "{e}");
         }
     }
+
+    #[test]
+    fn trigger_settings_are_validated_with_the_variable_named() {
+        let s = settings(&[
+            (
+                "DDB_BACKUP_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/jobs",
+            ),
+            ("DDB_BACKUP_SENDER", "backup@example.com"),
+            (
+                "DDB_BACKUP_CORS_ORIGINS",
+                "https://d111111abcdef8.cloudfront.net, http://localhost:5173",
+            ),
+            ("DDB_BACKUP_DEADLINE_MARGIN_SECS", "90"),
+        ])
+        .unwrap();
+        assert_eq!(s.cors_origins.len(), 2);
+        assert_eq!(s.deadline_margin.as_secs(), 90);
+        assert_eq!(s.max_receives, DEFAULT_MAX_RECEIVES);
+        assert_eq!(s.status_prefix.as_str(), "backup-status/");
+        for (var, value) in [
+            ("DDB_BACKUP_QUEUE_URL", "jobs"),
+            ("DDB_BACKUP_SENDER", "backup"),
+            ("DDB_BACKUP_CORS_ORIGINS", "https://example.com/"),
+            ("DDB_BACKUP_CORS_ORIGINS", "*"),
+            ("DDB_BACKUP_DEADLINE_MARGIN_SECS", "0"),
+        ] {
+            let err = settings(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
 }

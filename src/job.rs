@@ -791,4 +791,64 @@ mod tests {
         assert_eq!(Prefix::new("a/b/").unwrap().as_str(), "a/b/");
         assert!(Prefix::new("a//b").is_err());
     }
+
+    /// The README's JSON Schema must describe the job the code accepts: the same fields, the same
+    /// enum values, the same limits.
+    #[test]
+    fn the_readme_schema_matches_the_job_the_code_accepts() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("\"title\": \"ddb-backup job\"")
+            .expect("schema in README");
+        let open = readme[..start].rfind("```json").expect("schema block") + "```json".len();
+        let close = open + readme[open..].find("```").expect("end of schema block");
+        let schema: serde_json::Value = serde_json::from_str(&readme[open..close]).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+
+        let full = JobRequest {
+            table: Some("t".repeat(3)),
+            format: Some(Format::Json),
+            compression: Some(Compression::Zstd),
+            segments: Some(1),
+            bucket: Some("b".repeat(3)),
+            prefix: Some("p/".into()),
+            consistent_read: Some(true),
+            notify: Some(vec![]),
+            job_id: Some("j".into()),
+            trigger: Some(Trigger::Api),
+            requested_at: Some("2025-07-06T02:00:00Z".into()),
+        };
+        let wire = serde_json::to_value(&full).unwrap();
+        let mut code_fields: Vec<_> = wire.as_object().unwrap().keys().cloned().collect();
+        let mut doc_fields: Vec<_> = properties.keys().cloned().collect();
+        code_fields.sort();
+        doc_fields.sort();
+        assert_eq!(doc_fields, code_fields);
+
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            v["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(&properties["format"]),
+            Format::ALL.map(|f| f.name().to_string())
+        );
+        assert_eq!(
+            names(&properties["compression"]),
+            Compression::ALL.map(|c| c.name().to_string())
+        );
+        for trigger in names(&properties["trigger"]) {
+            let json = format!(r#"{{"table":"tbl","bucket":"b-1","trigger":"{trigger}"}}"#);
+            assert!(
+                BackupJob::parse(&json, &JobDefaults::default()).is_ok(),
+                "{trigger}"
+            );
+        }
+        assert_eq!(properties["segments"]["maximum"], MAX_SEGMENTS);
+        assert_eq!(properties["notify"]["maxItems"], MAX_RECIPIENTS);
+    }
 }
