@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs and starts the AWS emulator (moto, in .venv) if it is not
-# running, runs every test against it, and stops it again if this script started it.
-# Extra arguments go to `cargo test` (e.g. scripts/test.sh --test cli).
+# The whole test suite: installs and starts the AWS emulator (moto, in .venv, with cargo-lambda
+# for the Lambda runtime tests) if it is not running, runs every test against it, and stops it
+# again if this script started it; then validates infra/ offline (cfn-lint, checkov, invariants).
+# Extra arguments go to `cargo test` and skip the infra check (e.g. scripts/test.sh --test cli).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,3 +16,6 @@ if [ "$started" = 1 ]; then
 fi
 
 cargo test --locked "$@"
+if [ "$#" = 0 ]; then
+  scripts/infra-check.sh
+fi
