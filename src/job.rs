@@ -250,7 +250,15 @@ impl JobRequest {
                     message: strip_position(&inner.to_string()),
                 }
             } else {
-                JobError::field_error(&path, strip_position(&inner.to_string()))
+                let message = strip_position(&inner.to_string());
+                // serde reports a repeated key at the object's path; name the key itself.
+                let field = message
+                    .strip_prefix("duplicate field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .filter(|_| path == ".")
+                    .unwrap_or(&path)
+                    .to_string();
+                JobError::field_error(&field, message)
             }
         })?;
         de.end().map_err(|inner| JobError::Syntax {
