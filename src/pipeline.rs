@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::checkpoint::{
     key_from_json, key_to_json, Checkpoint, SegmentCheckpoint, CHECKPOINT_VERSION,
@@ -258,6 +258,12 @@ impl Backup {
                 job_id: job.job_id.to_string(),
                 manifest: self.store.uri(&manifest_key),
             });
+        }
+        // An earlier attempt of this job that was killed (a Lambda timeout, a crash) could not
+        // abort its uploads; only one attempt of a job runs at a time, so they are leftovers.
+        let stale = self.store.abort_uploads_under(layout.base()).await?;
+        if stale > 0 {
+            warn!(job_id = %job.job_id, uploads = stale, "aborted multipart uploads left by an earlier attempt");
         }
         let prior = match resume {
             Some(checkpoint) => checkpoint,

@@ -299,6 +299,9 @@ impl ObjectStore for FailingPartStore {
     async fn abort_multipart(&self, key: &str, id: &str) -> Result<(), StoreError> {
         self.inner.abort_multipart(key, id).await
     }
+    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError> {
+        self.inner.abort_uploads_under(prefix).await
+    }
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         self.inner.exists(key).await
     }

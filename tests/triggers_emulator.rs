@@ -20,7 +20,7 @@ use ddb_backup::pipeline::Tuning;
 use ddb_backup::queue::{SqsQueue, REASON_ATTRIBUTE};
 use ddb_backup::scan::DynamoDbSource;
 use ddb_backup::service;
-use ddb_backup::worker::{StoreFactory, Worker};
+use ddb_backup::worker::{Disposition, StoreFactory, Worker};
 use tokio::time::Instant;
 
 const FRONT_END: &str = "https://d111111abcdef8.cloudfront.net";
@@ -447,4 +447,95 @@ async fn poison_messages_go_to_the_dlq_while_the_schedule_and_valid_jobs_in_the_
         .exists("backups/missingTable/dt=2026-11-28/missing-table-job/manifest.json")
         .await
         .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_abandoned_mid_upload_is_completed_by_the_redelivery_with_no_upload_left_open(
+) {
+    let items = large_items(36, 300_000);
+    let stack = Stack::new(&items).await;
+    let settings = stack.settings();
+    let stores: StoreFactory = {
+        let aws = stack.aws.clone();
+        let settings = settings.clone();
+        Arc::new(move |d| service::store_for(d, &aws, &settings))
+    };
+    let defaults = JobDefaults {
+        bucket: Some(BucketName::new(&stack.bucket).unwrap()),
+        ..JobDefaults::default()
+    };
+    let worker = Arc::new(
+        Worker::new(
+            Arc::new(DynamoDbSource::new(stack.aws.dynamodb()).with_page_limit(2)),
+            stores,
+            defaults,
+            Tuning {
+                part_size: 5 * 1024 * 1024,
+                ..Tuning::default()
+            },
+        )
+        .with_limits(Duration::from_secs(1), 5),
+    );
+    let message = ddb_backup::worker::QueueMessage {
+        id: "c0ffee00-0000-4000-8000-00000000abcd".to_string(),
+        body: format!(
+            r#"{{"table": "{}", "segments": 2, "compression": "none"}}"#,
+            stack.table
+        ),
+        sent_at: Some(chrono::Utc::now()),
+        receive_count: 1,
+    };
+    // The first invocation is abandoned (as when Lambda kills a timed-out worker) as soon as a
+    // multipart upload is open.
+    let first = {
+        let worker = worker.clone();
+        let message = message.clone();
+        tokio::spawn(async move {
+            worker
+                .handle_message(&message, Instant::now() + Duration::from_secs(600))
+                .await
+        })
+    };
+    let started = Instant::now();
+    while open_multipart_uploads(&stack.aws, &stack.bucket).await == 0 {
+        assert!(
+            !first.is_finished(),
+            "the job finished before it could be abandoned"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no multipart upload opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.abort();
+    let _ = first.await;
+    assert!(
+        stack.manifests().await.is_empty(),
+        "an abandoned job looks complete"
+    );
+    assert!(open_multipart_uploads(&stack.aws, &stack.bucket).await > 0);
+
+    let mut redelivered = message.clone();
+    redelivered.receive_count = 2;
+    let report = worker
+        .handle_message(&redelivered, Instant::now() + Duration::from_secs(600))
+        .await;
+    assert_eq!(report.disposition, Disposition::Done, "{}", report.detail);
+    assert_eq!(
+        open_multipart_uploads(&stack.aws, &stack.bucket).await,
+        0,
+        "the redelivery aborts what the abandoned attempt left open"
+    );
+    let manifests = stack.manifests().await;
+    assert_eq!(manifests.len(), 1);
+    let manifest = stack.manifest(&manifests[0]).await;
+    assert_eq!(manifest.item_count, 36);
+    let listed: std::collections::BTreeSet<_> =
+        manifest.files.iter().map(|f| f.key.clone()).collect();
+    for file in &manifest.files {
+        let (bytes, _, _) = get_object(&stack.aws, &stack.bucket, &file.key).await;
+        assert_eq!(bytes.len() as u64, file.bytes, "{}", file.key);
+    }
+    assert_eq!(listed.len(), manifest.files.len());
 }

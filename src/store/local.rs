@@ -77,6 +77,9 @@ impl LocalStore {
     }
 }
 
+/// File in an upload's directory holding its object key.
+const UPLOAD_KEY_FILE: &str = "key";
+
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn preflight(&self) -> Result<(), StoreError> {
@@ -102,12 +105,17 @@ impl ObjectStore for LocalStore {
         self.write_atomically(key, Vec::new(), Some(body)).await
     }
 
-    async fn create_multipart(&self, _key: &str, _meta: &ObjectMeta) -> Result<String, StoreError> {
+    async fn create_multipart(&self, key: &str, _meta: &ObjectMeta) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.upload_dir(&id);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_err("creating upload directory", &dir, e))?;
+        // The key, so that a later attempt can find this upload by prefix and abort it.
+        let key_file = dir.join(UPLOAD_KEY_FILE);
+        tokio::fs::write(&key_file, key)
+            .await
+            .map_err(|e| io_err("writing upload key", &key_file, e))?;
         Ok(id)
     }
 
@@ -154,6 +162,31 @@ impl ObjectStore for LocalStore {
         // Leave no empty `.uploads` behind; it fails harmlessly while other uploads are open.
         let _ = tokio::fs::remove_dir(self.root.join(".uploads")).await;
         Ok(())
+    }
+
+    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError> {
+        let uploads = self.root.join(".uploads");
+        let mut entries = match tokio::fs::read_dir(&uploads).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err("listing uploads", &uploads, e)),
+        };
+        let mut aborted = 0;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| io_err("listing uploads", &uploads, e))?
+        {
+            let id = entry.file_name().to_string_lossy().to_string();
+            let key = tokio::fs::read_to_string(entry.path().join(UPLOAD_KEY_FILE))
+                .await
+                .unwrap_or_default();
+            if key.starts_with(prefix) {
+                self.abort_multipart(&key, &id).await?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {

@@ -160,6 +160,15 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError> {
+        let mut state = self.lock();
+        let before = state.uploads.len();
+        state
+            .uploads
+            .retain(|_, (key, _, _)| !key.starts_with(prefix));
+        Ok(before - state.uploads.len())
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         Ok(self.lock().objects.contains_key(key))
     }

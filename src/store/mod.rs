@@ -126,6 +126,10 @@ pub trait ObjectStore: Send + Sync {
     /// Discards an unfinished upload and its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
 
+    /// Aborts every unfinished multipart upload whose key starts with `prefix` and returns how
+    /// many there were: the leftovers of an attempt that was killed before it could abort them.
+    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError>;
+
     /// Whether an object exists (manifest checks).
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
 
