@@ -289,6 +289,7 @@ fn source_pages(n: u64) -> impl Iterator<Item = Vec<ddb_backup::Item>> {
                 )])
             }),
             consistent_read: false,
+            limit: None,
         };
         runtime
             .block_on(ddb_backup::scan::TableSource::scan_page(&source, &request))

@@ -130,6 +130,20 @@ impl Settings {
         })? {
             defaults.consistent_read = v == "true";
         }
+        let float = |var: &'static str, max: f64| -> Result<Option<f64>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => match v.parse::<f64>() {
+                    Ok(n) if n.is_finite() && n > 0.0 && n <= max => Ok(Some(n)),
+                    _ => Err(ConfigError {
+                        var,
+                        message: format!("`{v}` is not a number above 0 and at most {max}"),
+                    }),
+                },
+            }
+        };
+        defaults.read_budget = float("DDB_BACKUP_READ_BUDGET", crate::job::MAX_READ_BUDGET)?;
+        defaults.read_budget_percent = float("DDB_BACKUP_READ_BUDGET_PERCENT", 100.0)?;
         if let Some(list) = get("DDB_BACKUP_NOTIFY") {
             defaults.notify = list
                 .split(',')

@@ -13,6 +13,33 @@ use crate::format::{Compression, Format};
 /// Largest `segments` a job may ask for. DynamoDB accepts up to 1,000,000, but every segment costs
 /// at least one request and its own buffers; past a thousand nothing gets faster.
 pub const MAX_SEGMENTS: u32 = 1000;
+/// Largest read budget a job may ask for, in RCU/s (far above any table's need; a typo guard).
+pub const MAX_READ_BUDGET: f64 = 1_000_000.0;
+
+/// A positive, finite read budget figure (RCU/s or a percentage).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadBudgetLimit(f64);
+
+impl Eq for ReadBudgetLimit {}
+
+impl ReadBudgetLimit {
+    /// Accepts `value` in (0, `max`].
+    pub fn new(value: f64, max: f64) -> Result<ReadBudgetLimit, String> {
+        if value.is_finite() && value > 0.0 && value <= max {
+            Ok(ReadBudgetLimit(value))
+        } else {
+            Err(format!(
+                "must be a number above 0 and at most {max}, got {value}; leave it out for no limit"
+            ))
+        }
+    }
+
+    /// The figure.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
 /// SES accepts at most 50 recipients per message.
 pub const MAX_RECIPIENTS: usize = 50;
 
@@ -43,6 +70,12 @@ pub struct JobRequest {
     /// Strongly consistent scan (twice the read capacity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_read: Option<bool>,
+    /// Ceiling on read capacity units per second for the whole job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_budget: Option<f64>,
+    /// Ceiling as a percentage of the table's provisioned read capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_budget_percent: Option<f64>,
     /// Who gets the summary email.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Vec<String>>,
@@ -102,6 +135,10 @@ pub struct JobDefaults {
     pub segments: Option<NonZeroU32>,
     /// Consistent read when the job does not say.
     pub consistent_read: bool,
+    /// Read budget (RCU/s) when the job gives none.
+    pub read_budget: Option<f64>,
+    /// Read budget (% of provisioned) when the job gives none.
+    pub read_budget_percent: Option<f64>,
     /// Recipients when the job names none.
     pub notify: Vec<EmailAddress>,
     /// Trigger recorded when the job does not say.
@@ -118,6 +155,8 @@ impl Default for JobDefaults {
             compression: Compression::Gzip,
             segments: None,
             consistent_read: false,
+            read_budget: None,
+            read_budget_percent: None,
             notify: Vec::new(),
             trigger: Trigger::Manual,
         }
@@ -169,6 +208,10 @@ pub struct BackupJob {
     pub destination: Destination,
     /// Strongly consistent scan.
     pub consistent_read: bool,
+    /// Ceiling on read capacity units per second.
+    pub read_budget: Option<ReadBudgetLimit>,
+    /// Ceiling as a percentage (0–100] of the table's provisioned read capacity.
+    pub read_budget_percent: Option<ReadBudgetLimit>,
     /// Summary email recipients.
     pub notify: Vec<EmailAddress>,
     /// What started the job.
@@ -352,6 +395,20 @@ impl JobRequest {
             segments,
             destination,
             consistent_read: self.consistent_read.unwrap_or(defaults.consistent_read),
+            read_budget: match self.read_budget.or(defaults.read_budget) {
+                None => None,
+                Some(v) => Some(
+                    ReadBudgetLimit::new(v, MAX_READ_BUDGET)
+                        .map_err(|m| JobError::field_error("read_budget", m))?,
+                ),
+            },
+            read_budget_percent: match self.read_budget_percent.or(defaults.read_budget_percent) {
+                None => None,
+                Some(v) => Some(
+                    ReadBudgetLimit::new(v, 100.0)
+                        .map_err(|m| JobError::field_error("read_budget_percent", m))?,
+                ),
+            },
             notify,
             trigger: self.trigger.unwrap_or(defaults.trigger),
             requested_at,
@@ -380,6 +437,8 @@ impl BackupJob {
             bucket,
             prefix: Some(prefix.to_string()),
             consistent_read: Some(self.consistent_read),
+            read_budget: self.read_budget.map(ReadBudgetLimit::get),
+            read_budget_percent: self.read_budget_percent.map(ReadBudgetLimit::get),
             notify: Some(self.notify.iter().map(|e| e.to_string()).collect()),
             job_id: Some(self.job_id.to_string()),
             trigger: Some(self.trigger),
@@ -821,6 +880,8 @@ mod tests {
             bucket: Some("b".repeat(3)),
             prefix: Some("p/".into()),
             consistent_read: Some(true),
+            read_budget: Some(10.0),
+            read_budget_percent: Some(50.0),
             notify: Some(vec![]),
             job_id: Some("j".into()),
             trigger: Some(Trigger::Api),

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod budget;
 pub mod checkpoint;
 pub mod compress;
 pub mod config;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::budget::ReadBudget;
 use crate::checkpoint::{
     key_from_json, key_to_json, Checkpoint, SegmentCheckpoint, CHECKPOINT_VERSION,
 };
@@ -69,6 +70,8 @@ pub struct Progress {
     pub segments_total: AtomicU32,
     /// The table's approximate item count (0 if unknown).
     pub estimated_items: AtomicU64,
+    /// Segments that DynamoDB throttled (the read budget slowed down).
+    pub throttled_segments: AtomicU32,
 }
 
 /// The step of the pipeline where a job failed, for logs and the failure email.
@@ -113,6 +116,9 @@ pub enum BackupError {
     /// Writing to the destination failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The read budget cannot apply to this table.
+    #[error("read budget: {0}")]
+    Budget(String),
     /// A checkpoint could not be written or read back.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
@@ -139,7 +145,7 @@ impl BackupError {
     /// The pipeline step that failed.
     pub fn stage(&self) -> Stage {
         match self {
-            BackupError::Scan(_) => Stage::Scan,
+            BackupError::Scan(_) | BackupError::Budget(_) => Stage::Scan,
             BackupError::Encode { .. } | BackupError::Internal(_) | BackupError::Cancelled => {
                 Stage::Encode
             }
@@ -186,6 +192,8 @@ struct SegmentContext {
     progress: Arc<Progress>,
     /// When the scan should stop and leave the rest to the next leg.
     deadline: Option<Instant>,
+    /// The job's read budget, shared by every segment.
+    budget: Option<Arc<ReadBudget>>,
 }
 
 /// What one segment produced in this leg.
@@ -301,9 +309,11 @@ impl Backup {
                 next_file: state.next_file,
             });
         }
+        let budget = read_budget(job, &info)?;
         info!(job_id = %job.job_id, table = %job.table, segments, format = %job.format,
               compression = %job.compression, destination = %self.store.uri(layout.base()),
-              leg = prior.sequence + 1, segments_left = starts.len(), "backup started");
+              leg = prior.sequence + 1, segments_left = starts.len(),
+              read_budget_rcu = budget.unwrap_or(0.0), "backup started");
 
         let ctx = Arc::new(SegmentContext {
             source: self.source.clone(),
@@ -327,6 +337,7 @@ impl Backup {
             tuning: self.tuning.clone(),
             progress: self.progress.clone(),
             deadline,
+            budget: budget.map(|rcu| Arc::new(ReadBudget::new(rcu))),
         });
         let results = match run_segments(&ctx, starts).await {
             Ok(results) => results,
@@ -419,6 +430,31 @@ impl Backup {
     }
 }
 
+/// The job's read budget in RCU/s: the absolute figure, a percentage of the table's provisioned
+/// read capacity, or the smaller of both. A percentage of an on-demand table (which reports no
+/// read capacity) is an error unless an absolute figure is given too.
+fn read_budget(job: &BackupJob, info: &crate::scan::TableInfo) -> Result<Option<f64>, BackupError> {
+    let provisioned = info
+        .provisioned_read_capacity
+        .filter(|rcu| *rcu > 0 && info.billing_mode.as_deref() != Some("PAY_PER_REQUEST"));
+    let from_percent = match (job.read_budget_percent, provisioned) {
+        (None, _) => None,
+        (Some(pct), Some(rcu)) => Some(rcu as f64 * pct.get() / 100.0),
+        (Some(_), None) if job.read_budget.is_some() => None,
+        (Some(pct), None) => {
+            return Err(BackupError::Budget(format!(
+                "table `{}` is on-demand (no provisioned read capacity), so {}% of it is no limit; give read_budget in RCU/s instead",
+                job.table,
+                pct.get()
+            )))
+        }
+    };
+    Ok(match (job.read_budget.map(|b| b.get()), from_percent) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
 /// Metadata of the JSON documents the pipeline writes (manifest, checkpoints).
 const JSON_META: ObjectMeta = ObjectMeta {
     content_type: "application/json",
@@ -492,9 +528,20 @@ async fn run_segment(
         total_segments: ctx.total_segments,
         exclusive_start_key: start.start_key,
         consistent_read: ctx.consistent_read,
+        limit: None,
     };
     let deadline = ctx.deadline;
-    scan.spawn(async move { scan_segment(source.as_ref(), request, pages_tx, deadline).await });
+    let budget = ctx.budget.clone();
+    scan.spawn(async move {
+        scan_segment(
+            source.as_ref(),
+            request,
+            pages_tx,
+            deadline,
+            budget.as_deref(),
+        )
+        .await
+    });
 
     let mut output = SegmentOutput::new(ctx.clone(), segment, start.next_file);
     let result: Result<SegmentResult, BackupError> = async {
@@ -522,6 +569,11 @@ async fn run_segment(
         })
     }
     .await;
+    if result.as_ref().is_ok_and(|r| r.scan.throttled) {
+        ctx.progress
+            .throttled_segments
+            .fetch_add(1, Ordering::Relaxed);
+    }
     match &result {
         Ok(r) if r.scan.resume_key.is_some() => {
             info!(job_id = %ctx.job_id, segment, items = r.scan.items, pages = r.scan.pages,
@@ -827,5 +879,30 @@ mod tests {
         assert_eq!(store.open_uploads(), 0);
         let err = backup.run_leg(&job, None, None).await.unwrap_err();
         assert!(matches!(err, BackupError::AlreadyComplete { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_percentage_budget_on_an_on_demand_table_is_refused_unless_an_absolute_one_is_given()
+    {
+        let store = MemoryStore::new();
+        let backup = Backup::new(
+            Arc::new(MemorySource::new("tbl", "id", numbered_items(10), 5)),
+            Arc::new(store.clone()),
+            Tuning::default(),
+        );
+        let err = backup
+            .run(&directory_job(r#","read_budget_percent":25"#))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackupError::Budget(_)), "{err}");
+        assert!(err.to_string().contains("on-demand"), "{err}");
+        assert!(store.keys().is_empty());
+        let manifest = backup
+            .run(&directory_job(
+                r#","read_budget_percent":25,"read_budget":1000"#,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(manifest.item_count, 10);
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::aws::error_facts;
+use crate::budget::ReadBudget;
 use crate::encode::Item;
 
 /// A key attribute of a table or index.
@@ -86,6 +87,8 @@ pub struct PageRequest {
     pub exclusive_start_key: Option<Item>,
     /// Strongly consistent read.
     pub consistent_read: bool,
+    /// At most this many items (the read budget's page size); `None`: up to 1 MB.
+    pub limit: Option<i32>,
 }
 
 /// One page of a Scan.
@@ -140,6 +143,12 @@ pub trait TableSource: Send + Sync {
 
     /// Reads one page of one segment.
     async fn scan_page(&self, request: &PageRequest) -> Result<Page, ScanError>;
+
+    /// Throttled requests seen so far (including those the SDK retried), so the read budget can
+    /// slow the whole job down.
+    fn throttle_count(&self) -> u64 {
+        0
+    }
 }
 
 /// DynamoDB adapter. Throttling (`ProvisionedThroughputExceededException`, `ThrottlingException`,
@@ -150,14 +159,24 @@ pub trait TableSource: Send + Sync {
 pub struct DynamoDbSource {
     client: aws_sdk_dynamodb::Client,
     page_limit: Option<i32>,
+    throttles: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DynamoDbSource {
-    /// A source reading through `client`.
+    /// A source reading through `client` (plus an interceptor that counts throttled attempts).
     pub fn new(client: aws_sdk_dynamodb::Client) -> Self {
+        let throttles = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .interceptor(ThrottleCounter(throttles.clone()))
+                .build(),
+        );
         DynamoDbSource {
             client,
             page_limit: None,
+            throttles,
         }
     }
 
@@ -233,7 +252,10 @@ impl TableSource for DynamoDbSource {
             .segment(request.segment as i32)
             .total_segments(request.total_segments as i32)
             .set_exclusive_start_key(request.exclusive_start_key.clone())
-            .set_limit(self.page_limit)
+            .set_limit(match (request.limit, self.page_limit) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
             .consistent_read(request.consistent_read)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
@@ -247,6 +269,46 @@ impl TableSource for DynamoDbSource {
                 .and_then(|c| c.capacity_units)
                 .unwrap_or(0.0),
         })
+    }
+
+    fn throttle_count(&self) -> u64 {
+        self.throttles.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Counts Scan attempts DynamoDB throttled, including the ones the SDK retries on its own.
+#[derive(Debug)]
+struct ThrottleCounter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl aws_sdk_dynamodb::config::Intercept for ThrottleCounter {
+    fn name(&self) -> &'static str {
+        "ddb-backup throttle counter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+        let code = context
+            .output_or_error()
+            .and_then(|r| r.err())
+            .and_then(|e| e.as_operation_error())
+            .and_then(|e| e.downcast_ref::<aws_sdk_dynamodb::operation::scan::ScanError>())
+            .and_then(|e| e.code().map(str::to_string));
+        if matches!(
+            code.as_deref(),
+            Some(
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+            )
+        ) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -357,21 +419,41 @@ pub struct SegmentScan {
     pub consumed_capacity: f64,
     /// Where to resume when the scan stopped at the deadline; `None` when the segment is done.
     pub resume_key: Option<Item>,
+    /// Whether DynamoDB throttled this segment (the budget slowed down).
+    pub throttled: bool,
 }
 
 /// Reads the pages of one segment into `pages`, in order, from `request.exclusive_start_key`.
 /// With a `deadline`, stops after the first page that ends past it and returns the key to resume
-/// from; at least one page is read per call, so a resumed job always makes progress. Stops early
+/// from; at least one page is read per call, so a resumed job always makes progress. With a
+/// `budget`, waits for it before every page, charges what the page consumed, sizes pages to about
+/// a second of the segment's share, and slows the job down when DynamoDB throttles. Stops early
 /// without error when the receiver is gone (the consumer failed and reports why).
 pub async fn scan_segment(
     source: &dyn TableSource,
     mut request: PageRequest,
     pages: mpsc::Sender<Vec<Item>>,
     deadline: Option<tokio::time::Instant>,
+    budget: Option<&ReadBudget>,
 ) -> Result<SegmentScan, ScanError> {
     let mut stats = SegmentScan::default();
     loop {
+        if let Some(budget) = budget {
+            budget.acquire().await;
+            let per_item = stats.consumed_capacity / stats.items.max(1) as f64;
+            if let Some(limit) = budget.page_limit(request.total_segments, per_item) {
+                request.limit = Some(limit);
+            }
+        }
+        let throttles_before = source.throttle_count();
         let page = source.scan_page(&request).await?;
+        if let Some(budget) = budget {
+            budget.consumed(page.consumed_capacity);
+            if source.throttle_count() > throttles_before {
+                budget.throttled();
+                stats.throttled = true;
+            }
+        }
         stats.pages += 1;
         stats.items += page.items.len() as u64;
         stats.consumed_capacity += page.consumed_capacity;
@@ -463,7 +545,10 @@ impl TableSource for MemorySource {
         let step = request.total_segments.max(1) as usize;
         let mut items = Vec::new();
         let mut next = start;
-        while next < self.items.len() && items.len() < self.page_size {
+        let page_size = request
+            .limit
+            .map_or(self.page_size, |l| self.page_size.min(l.max(1) as usize));
+        while next < self.items.len() && items.len() < page_size {
             items.push(self.items[next].clone());
             next += step;
         }
@@ -534,8 +619,11 @@ mod tests {
                 total_segments: 4,
                 exclusive_start_key: None,
                 consistent_read: false,
+                limit: None,
             };
-            let stats = scan_segment(&source, request, tx, None).await.unwrap();
+            let stats = scan_segment(&source, request, tx, None, None)
+                .await
+                .unwrap();
             while let Some(page) = rx.recv().await {
                 seen.extend(page);
             }

@@ -637,6 +637,7 @@ pub fn is_permanent(err: &BackupError) -> bool {
             StoreError::DestinationMissing { .. } | StoreError::AccessDenied { .. },
         )
         | BackupError::Encode { .. }
+        | BackupError::Budget(_)
         | BackupError::Checkpoint(_) => true,
         BackupError::Scan(ScanError::Request { .. })
         | BackupError::Store(_)

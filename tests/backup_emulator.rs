@@ -500,15 +500,25 @@ async fn throttled_and_failing_scans_are_retried_without_losing_or_repeating_a_p
             )
             .build(),
     );
-    let manifest = Backup::new(
+    let backup = Backup::new(
         Arc::new(DynamoDbSource::new(client)),
         s3_store(&aws, &bucket),
         Tuning::default(),
-    )
-    .run(&job(&table, &bucket, r#","segments":2"#))
-    .await
-    .expect("backup through injected faults");
+    );
+    // A generous read budget: it must notice the throttling and slow down, not fail.
+    let manifest = backup
+        .run(&job(
+            &table,
+            &bucket,
+            r#","segments":2,"read_budget":100000"#,
+        ))
+        .await
+        .expect("backup through injected faults");
     assert!(injected.load(Ordering::SeqCst) >= 2, "faults were injected");
+    assert!(
+        backup.progress().throttled_segments.load(Ordering::SeqCst) >= 1,
+        "the read budget saw the throttling"
+    );
     let lines = read_backup(&aws, &bucket, &manifest).await;
     let decoded: Vec<Item> = lines
         .iter()
@@ -516,4 +526,46 @@ async fn throttled_and_failing_scans_are_retried_without_losing_or_repeating_a_p
         .collect();
     assert_eq!(decoded.len(), items.len(), "no page lost or read twice");
     assert_eq!(sorted(decoded), sorted(items));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_budget_holds_the_consumed_capacity_per_second_within_ten_percent() {
+    let aws = aws().await;
+    let table = unique("budget");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    let items = every_type_items(240);
+    put_items(&aws, &table, &items).await;
+    let budget = 12.0;
+    let manifest = Backup::new(
+        // Small pages, so the run is many requests long.
+        Arc::new(DynamoDbSource::new(aws.dynamodb()).with_page_limit(4)),
+        s3_store(&aws, &bucket),
+        Tuning::default(),
+    )
+    .run(&job(
+        &table,
+        &bucket,
+        &format!(r#","segments":3,"read_budget":{budget}"#),
+    ))
+    .await
+    .expect("backup");
+    assert_eq!(manifest.item_count, 240);
+    let seconds = manifest.duration_ms as f64 / 1000.0;
+    let rate = manifest.consumed_read_capacity / seconds;
+    eprintln!(
+        "read budget {budget} RCU/s: consumed {} RCU in {seconds:.2} s = {rate:.2} RCU/s",
+        manifest.consumed_read_capacity
+    );
+    assert!(
+        manifest.consumed_read_capacity >= 3.0 * budget,
+        "too short a run to measure: {} RCU",
+        manifest.consumed_read_capacity
+    );
+    assert!(
+        (budget * 0.9..=budget * 1.1).contains(&rate),
+        "{rate:.2} RCU/s ({} RCU in {seconds:.2} s) for a budget of {budget}",
+        manifest.consumed_read_capacity
+    );
 }

@@ -126,6 +126,14 @@ struct JobFlags {
     /// Strongly consistent scan (uses twice the read capacity).
     #[arg(long)]
     consistent_read: bool,
+    /// At most this many read capacity units per second, all segments together
+    /// (default: DDB_BACKUP_READ_BUDGET, else no limit).
+    #[arg(long)]
+    read_budget: Option<f64>,
+    /// At most this percentage of the table's provisioned read capacity
+    /// (default: DDB_BACKUP_READ_BUDGET_PERCENT).
+    #[arg(long)]
+    read_budget_percent: Option<f64>,
     /// Job id; the same id never produces a second backup (default: generated).
     #[arg(long)]
     job_id: Option<String>,
@@ -141,6 +149,8 @@ impl JobFlags {
             bucket: self.bucket,
             prefix: self.prefix,
             consistent_read: self.consistent_read.then_some(true),
+            read_budget: self.read_budget,
+            read_budget_percent: self.read_budget_percent,
             job_id: self.job_id,
             trigger: Some(trigger),
             ..JobRequest::default()
