@@ -25,6 +25,9 @@ pub struct AwsOptions {
 /// out a throttling burst than fail.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 
+/// Longest wait for a TCP/TLS connection before the attempt fails and is retried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Loaded SDK configuration plus what the S3 client needs to know about the endpoint.
 #[derive(Debug, Clone)]
 pub struct AwsContext {
@@ -47,12 +50,21 @@ impl AwsContext {
         } else {
             options.max_attempts
         };
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(attempts)
-                .with_initial_backoff(Duration::from_millis(100))
-                .with_max_backoff(Duration::from_secs(20)),
-        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(attempts)
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            // A black-holed endpoint fails an attempt in seconds, not at the OS's TCP timeout, so
+            // retries stay bounded in time. No whole-request timeout: a large part upload on a
+            // slow link may legitimately take minutes.
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            );
         if let Some(region) = &options.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
