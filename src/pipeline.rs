@@ -269,9 +269,16 @@ impl Backup {
         }
         // An earlier attempt of this job that was killed (a Lambda timeout, a crash) could not
         // abort its uploads; only one attempt of a job runs at a time, so they are leftovers.
-        let stale = self.store.abort_uploads_under(layout.base()).await?;
-        if stale > 0 {
-            warn!(job_id = %job.job_id, uploads = stale, "aborted multipart uploads left by an earlier attempt");
+        match self.store.abort_uploads_under(layout.base()).await {
+            Ok(0) => {}
+            Ok(stale) => {
+                warn!(job_id = %job.job_id, uploads = stale, "aborted multipart uploads left by an earlier attempt")
+            }
+            // Not worth failing a backup over: the bucket's lifecycle rule aborts them later.
+            Err(err @ StoreError::AccessDenied { .. }) => {
+                warn!(job_id = %job.job_id, error = %err, "cannot list leftover multipart uploads (s3:ListBucketMultipartUploads); the lifecycle rule will abort them")
+            }
+            Err(err) => return Err(err.into()),
         }
         let prior = match resume {
             Some(checkpoint) => checkpoint,
