@@ -1091,4 +1091,50 @@ mod tests {
         assert_eq!(status.stage.as_deref(), Some("scan"));
         assert_eq!(status.will_retry, Some(false));
     }
+
+    struct BrokenMail;
+
+    #[async_trait::async_trait]
+    impl Notifier for BrokenMail {
+        async fn send(&self, _email: &Email) -> Result<String, crate::notify::NotifyError> {
+            Err(crate::notify::NotifyError {
+                message: "MessageRejected: Email address is not verified.".to_string(),
+                hint: "",
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_email_never_turns_a_good_backup_into_a_failed_one() {
+        let mut h = harness(MemorySource::new(
+            "studentData",
+            "id",
+            numbered_items(5),
+            20,
+        ));
+        h.worker.notifier = Some((
+            Arc::new(BrokenMail),
+            EmailAddress::new("backup@example.com").unwrap(),
+        ));
+        let report = h
+            .worker
+            .handle_message(
+                &message("m", r#"{"table":"studentData","job_id":"mail"}"#),
+                far_deadline(),
+            )
+            .await;
+        assert_eq!(report.disposition, Disposition::Done, "{}", report.detail);
+        assert!(!report.keep_on_queue);
+        assert_eq!(manifests(&h.store).len(), 1);
+        let status = StatusBoard::new(
+            Arc::new(h.store.clone()),
+            Prefix::new("backup-status/").unwrap(),
+        )
+        .get(&JobId::new("mail").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(status.state, JobState::Complete);
+        assert!(!status.notified, "the status says the email did not go out");
+    }
 }

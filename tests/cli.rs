@@ -248,3 +248,54 @@ async fn restore_from_a_directory_recreates_the_table_and_refuses_lossy_backups(
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--allow-lossy"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_puts_a_validated_job_on_the_queue_that_the_worker_accepts() {
+    let aws = aws().await;
+    let (queue, _dlq) = create_queues(&aws, &unique("cli-jobs"), 5).await;
+    let out = cli(&[
+        "enqueue",
+        "--queue-url",
+        &queue,
+        "--table",
+        "studentData",
+        "--bucket",
+        "student-backup-20250706",
+        "--compression",
+        "zstd",
+        "--notify",
+        "ops@example.com,dba@example.com",
+        "--read-budget",
+        "50",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let messages = receive(&aws, &queue).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].message_id(),
+        printed["message_id"].as_str(),
+        "{printed}"
+    );
+    let job = ddb_backup::BackupJob::parse(
+        messages[0].body().unwrap(),
+        &ddb_backup::JobDefaults::default(),
+    )
+    .expect("the worker's parser accepts the message");
+    assert_eq!(job.job_id.as_str(), printed["job_id"].as_str().unwrap());
+    assert_eq!(job.table.as_str(), "studentData");
+    assert_eq!(job.trigger, ddb_backup::job::Trigger::Manual);
+    assert_eq!(job.compression, ddb_backup::Compression::Zstd);
+    assert_eq!(job.notify.len(), 2);
+    assert_eq!(job.read_budget.map(|b| b.get()), Some(50.0));
+
+    // A bad job is refused before anything is sent.
+    let out = cli(&["enqueue", "--queue-url", &queue, "--table", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("table"));
+    assert!(receive(&aws, &queue).await.is_empty());
+}
