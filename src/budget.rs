@@ -13,6 +13,8 @@ use tokio::time::Instant;
 const RECOVERY_PER_SEC: f64 = 0.05;
 /// The rate never drops below this share of the limit.
 const FLOOR: f64 = 0.05;
+/// Unused budget kept for later, in seconds of the current rate.
+const SAVED_UP_SECS: f64 = 0.5;
 /// Throttles closer together than this count once (segments see the same burst).
 const THROTTLE_DEBOUNCE: Duration = Duration::from_secs(1);
 
@@ -123,8 +125,9 @@ impl ReadBudget {
         if state.rate < self.limit {
             state.rate = (state.rate + self.limit * RECOVERY_PER_SEC * elapsed).min(self.limit);
         }
-        // At most one second of unused budget is saved up, so an idle spell is no licence to burst.
-        state.balance = (state.balance + state.rate * elapsed).min(state.rate);
+        // At most half a second of unused budget is saved up, so an idle spell is no licence to
+        // burst.
+        state.balance = (state.balance + state.rate * elapsed).min(state.rate * SAVED_UP_SECS);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
