@@ -16,6 +16,7 @@ pub mod decode;
 pub mod encode;
 pub mod file;
 pub mod format;
+pub mod human;
 pub mod job;
 pub mod manifest;
 pub mod notify;

@@ -81,6 +81,13 @@ impl Stack {
         .expect("valid settings")
     }
 
+    /// Stores for job destinations, as the worker Lambda builds them.
+    fn stores(&self, settings: &Settings) -> StoreFactory {
+        let aws = self.aws.clone();
+        let settings = settings.clone();
+        Arc::new(move |d| service::store_for(d, &aws, &settings))
+    }
+
     async fn queue_arn(&self) -> String {
         self.aws
             .sqs()
@@ -266,11 +273,7 @@ async fn a_job_past_the_deadline_continues_through_the_real_queue_and_covers_eve
     let items = every_type_items(150);
     let stack = Stack::new(&items).await;
     let settings = stack.settings();
-    let stores: StoreFactory = {
-        let aws = stack.aws.clone();
-        let settings = settings.clone();
-        Arc::new(move |d| service::store_for(d, &aws, &settings))
-    };
+    let stores = stack.stores(&settings);
     let defaults = JobDefaults {
         bucket: Some(BucketName::new(&stack.bucket).unwrap()),
         notify: vec![EmailAddress::new(&stack.recipient).unwrap()],
@@ -455,11 +458,7 @@ async fn an_invocation_abandoned_mid_upload_is_completed_by_the_redelivery_with_
     let items = large_items(36, 300_000);
     let stack = Stack::new(&items).await;
     let settings = stack.settings();
-    let stores: StoreFactory = {
-        let aws = stack.aws.clone();
-        let settings = settings.clone();
-        Arc::new(move |d| service::store_for(d, &aws, &settings))
-    };
+    let stores = stack.stores(&settings);
     let defaults = JobDefaults {
         bucket: Some(BucketName::new(&stack.bucket).unwrap()),
         ..JobDefaults::default()

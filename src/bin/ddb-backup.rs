@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ddb_backup::aws::{AwsContext, AwsOptions};
 use ddb_backup::config::{tutorial, ConfigError, Settings};
+use ddb_backup::human::human_bytes;
 use ddb_backup::job::{Destination, JobRequest, Prefix, Trigger};
 use ddb_backup::pipeline::Progress;
 use ddb_backup::queue::{JobQueue, SqsQueue};
@@ -371,21 +372,6 @@ fn print_summary(m: &Manifest) {
         m.item_count as f64 / secs
     );
     println!("  manifest  {}manifest.json", m.location);
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 async fn verify(args: VerifyArgs, settings: &Settings, options: &AwsOptions) -> anyhow::Result<()> {
