@@ -292,6 +292,8 @@ impl Backup {
                 segments: (0..segments)
                     .map(|segment| SegmentCheckpoint {
                         segment,
+                        // Not done, and no key yet: start at the segment's beginning. Every
+                        // segment of a leg runs, so a stored checkpoint never holds this.
                         resume_key: Some(serde_json::Value::Null),
                         next_file: 0,
                         pages: 0,
