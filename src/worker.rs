@@ -196,6 +196,14 @@ pub struct MessageReport {
     pub detail: String,
     /// Whether SQS must keep the message (it is reported as a batch item failure).
     pub keep_on_queue: bool,
+    /// The job's table, when the message could be parsed.
+    pub table: Option<String>,
+    /// Items backed up so far (complete or suspended jobs).
+    pub items: Option<u64>,
+    /// Bytes stored so far (complete or suspended jobs).
+    pub bytes: Option<u64>,
+    /// Time spent on this message.
+    pub duration_ms: u64,
 }
 
 /// The worker and its ports.
@@ -293,9 +301,13 @@ impl Worker {
     ) -> Vec<MessageReport> {
         let mut reports = Vec::with_capacity(messages.len());
         for message in messages {
-            let report = self.handle_message(message, deadline).await;
+            let started = Instant::now();
+            let mut report = self.handle_message(message, deadline).await;
+            report.duration_ms = started.elapsed().as_millis() as u64;
             info!(message_id = %report.message_id, job_id = report.job_id.as_deref().unwrap_or("-"),
+                  table = report.table.as_deref().unwrap_or("-"),
                   disposition = ?report.disposition, keep_on_queue = report.keep_on_queue,
+                  items = report.items, bytes = report.bytes, duration_ms = report.duration_ms,
                   detail = %report.detail, "message handled");
             reports.push(report);
         }
@@ -319,6 +331,10 @@ impl Worker {
             disposition,
             detail,
             keep_on_queue,
+            table: Some(job.table.to_string()),
+            items: None,
+            bytes: None,
+            duration_ms: 0,
         };
         let time_left = deadline.saturating_duration_since(Instant::now());
         if time_left <= self.deadline_margin {
@@ -375,6 +391,7 @@ impl Worker {
             .unwrap_or_else(Instant::now);
         match backup.run_leg(job, resume, Some(stop_at)).await {
             Ok(LegOutcome::Complete(manifest)) => {
+                let (items, bytes) = (manifest.item_count, manifest.bytes);
                 let manifest_uri = store.uri(&layout.manifest_key());
                 status = complete_status(status, &manifest, &manifest_uri);
                 status.notified = self
@@ -387,15 +404,28 @@ impl Worker {
                     )
                     .await;
                 self.put_status(&status).await;
-                report(
+                let mut done = report(
                     Disposition::Done,
                     format!("backup complete: {manifest_uri}"),
                     false,
-                )
+                );
+                (done.items, done.bytes) = (Some(items), Some(bytes));
+                done
             }
             Ok(LegOutcome::Suspended(checkpoint)) => {
+                let items = checkpoint.segments.iter().map(|s| s.items).sum();
+                let bytes = checkpoint
+                    .segments
+                    .iter()
+                    .flat_map(|s| &s.files)
+                    .map(|f| f.bytes)
+                    .sum();
                 match self.continue_later(job, checkpoint.sequence).await {
-                    Ok(detail) => report(Disposition::Continued, detail, false),
+                    Ok(detail) => {
+                        let mut continued = report(Disposition::Continued, detail, false);
+                        (continued.items, continued.bytes) = (Some(items), Some(bytes));
+                        continued
+                    }
                     // Keeping the message makes SQS redeliver it; that delivery resumes from the
                     // checkpoint just written, so no work is lost.
                     Err(detail) => {
@@ -519,6 +549,10 @@ impl Worker {
             disposition: Disposition::Rejected,
             detail: reason,
             keep_on_queue: !moved,
+            table: job.map(|j| j.table.to_string()),
+            items: None,
+            bytes: None,
+            duration_ms: 0,
         }
     }
 

@@ -245,4 +245,17 @@ async fn the_api_and_worker_binaries_serve_real_events_through_the_lambda_runtim
     let log = worker.function_log();
     assert!(log.contains("message rejected"), "{log}");
     assert!(log.contains("backup complete"), "{log}");
+    // One summary line per message, with the job, table, items, bytes and duration.
+    let summary: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| {
+            e["fields"]["message"] == "message handled" && e["fields"]["job_id"] == job_id.as_str()
+        })
+        .unwrap_or_else(|| panic!("no summary line for {job_id} in:\n{log}"));
+    let fields = &summary["fields"];
+    assert_eq!(fields["table"], table.as_str(), "{summary}");
+    assert_eq!(fields["items"], 12, "{summary}");
+    assert!(fields["bytes"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert!(fields["duration_ms"].is_u64(), "{summary}");
 }
