@@ -127,3 +127,65 @@ async fn one_request_in_nine_failing_on_dynamodb_and_s3_changes_nothing_in_the_b
     assert_eq!(faulty_items, sorted(items));
     assert_eq!(open_multipart_uploads(&aws, &bucket).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_part_uploads_survive_dropped_connections_delays_and_slowdown() {
+    let aws = aws().await;
+    let table = unique("faulty-parts");
+    let bucket = unique("faulty-parts-bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    // 24 MB in one segment: one file of five 5 MiB parts.
+    let items = large_items(80, 300_000);
+    put_items(&aws, &table, &items).await;
+    let s3_faults = Faults::new(3, true);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws.s3()
+            .config()
+            .to_builder()
+            .interceptor(s3_faults.clone())
+            .retry_config(retries())
+            .build(),
+    );
+    let manifest = Backup::new(
+        Arc::new(DynamoDbSource::new(aws.dynamodb())),
+        Arc::new(S3Store::new(
+            s3,
+            ddb_backup::job::BucketName::new(&bucket).unwrap(),
+            ServerSideEncryption::Aes256,
+            None,
+        )),
+        Tuning {
+            part_size: 5 * 1024 * 1024,
+            ..Tuning::default()
+        },
+    )
+    .run(
+        &BackupJob::parse(
+            &format!(
+                r#"{{"table":"{table}","bucket":"{bucket}","segments":1,"compression":"none"}}"#
+            ),
+            &JobDefaults::default(),
+        )
+        .unwrap(),
+    )
+    .await
+    .expect("the backup completes through the faults");
+    let hit = s3_faults.hit.lock().unwrap().clone();
+    assert!(
+        hit.iter()
+            .any(|r| r.starts_with("PUT") && r.contains("partNumber=")),
+        "no fault hit a part upload: {hit:?}"
+    );
+    eprintln!(
+        "faults on {} S3 requests (dropped, delayed, error responses): {:?}",
+        hit.len(),
+        s3_faults.counts()
+    );
+    assert_eq!(manifest.files.len(), 1);
+    assert_eq!(
+        sorted(items_of(&aws, &bucket, &manifest).await),
+        sorted(items)
+    );
+    assert_eq!(open_multipart_uploads(&aws, &bucket).await, 0);
+}

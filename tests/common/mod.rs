@@ -595,6 +595,8 @@ pub struct Faults {
     seen: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Faults injected, by kind: dropped, latency, error.
     pub injected: std::sync::Arc<[std::sync::atomic::AtomicU32; 3]>,
+    /// `METHOD URI` of every request that got a fault.
+    pub hit: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -612,6 +614,7 @@ impl Faults {
             s3,
             seen: Default::default(),
             injected: Default::default(),
+            hit: Default::default(),
         }
     }
 
@@ -664,6 +667,9 @@ impl aws_sdk_s3::config::Intercept for Faults {
         }
         let n = self.seen.load(SeqCst) / self.every;
         let request = context.request_mut();
+        if let Ok(mut hit) = self.hit.lock() {
+            hit.push(format!("{} {}", request.method(), request.uri()));
+        }
         // DynamoDB reads (Scan, DescribeTable) are all POSTs and all safe to repeat.
         let safe_to_replay = !self.s3 || request.method() != "POST";
         match n % 3 {
