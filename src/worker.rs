@@ -783,6 +783,17 @@ mod tests {
         }
     }
 
+    async fn status_of(store: &MemoryStore, job_id: &str) -> JobStatus {
+        StatusBoard::new(
+            Arc::new(store.clone()),
+            Prefix::new("backup-status/").unwrap(),
+        )
+        .get(&JobId::new(job_id).unwrap())
+        .await
+        .unwrap()
+        .expect("a status document")
+    }
+
     fn far_deadline() -> Instant {
         Instant::now() + Duration::from_secs(600)
     }
@@ -842,14 +853,7 @@ mod tests {
             "{}",
             sent[0].subject
         );
-        let status = StatusBoard::new(
-            Arc::new(h.store.clone()),
-            Prefix::new("backup-status/").unwrap(),
-        )
-        .get(&JobId::new("5f8e6c2a-0000-4000-8000-000000000001").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+        let status = status_of(&h.store, "5f8e6c2a-0000-4000-8000-000000000001").await;
         assert_eq!(status.state, JobState::Complete);
         assert_eq!(status.items, Some(50));
         assert!(status.notified);
@@ -1113,14 +1117,7 @@ mod tests {
         assert!(email.text.contains("service unavailable"), "{}", email.text);
         assert!(manifests(&h.store).is_empty());
         assert_eq!(h.store.open_uploads(), 0);
-        let status = StatusBoard::new(
-            Arc::new(h.store.clone()),
-            Prefix::new("backup-status/").unwrap(),
-        )
-        .get(&JobId::new("flaky").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+        let status = status_of(&h.store, "flaky").await;
         assert_eq!(status.state, JobState::Failed);
         assert_eq!(status.stage.as_deref(), Some("scan"));
         assert_eq!(status.will_retry, Some(false));
@@ -1160,14 +1157,7 @@ mod tests {
         assert_eq!(report.disposition, Disposition::Done, "{}", report.detail);
         assert!(!report.keep_on_queue);
         assert_eq!(manifests(&h.store).len(), 1);
-        let status = StatusBoard::new(
-            Arc::new(h.store.clone()),
-            Prefix::new("backup-status/").unwrap(),
-        )
-        .get(&JobId::new("mail").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+        let status = status_of(&h.store, "mail").await;
         assert_eq!(status.state, JobState::Complete);
         assert!(!status.notified, "the status says the email did not go out");
     }

@@ -32,6 +32,24 @@ fn retries() -> aws_config::retry::RetryConfig {
         .with_initial_backoff(std::time::Duration::from_millis(20))
 }
 
+/// The S3 store for `bucket`, its requests going through `faults`.
+fn faulty_store(aws: &AwsContext, bucket: &str, faults: &Faults) -> Arc<S3Store> {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws.s3()
+            .config()
+            .to_builder()
+            .interceptor(faults.clone())
+            .retry_config(retries())
+            .build(),
+    );
+    Arc::new(S3Store::new(
+        s3,
+        ddb_backup::job::BucketName::new(bucket).unwrap(),
+        ServerSideEncryption::Aes256,
+        None,
+    ))
+}
+
 async fn items_of(aws: &AwsContext, bucket: &str, manifest: &Manifest) -> Vec<Item> {
     let mut items = Vec::new();
     for file in &manifest.files {
@@ -81,22 +99,9 @@ async fn one_request_in_nine_failing_on_dynamodb_and_s3_changes_nothing_in_the_b
             .retry_config(retries())
             .build(),
     );
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws.s3()
-            .config()
-            .to_builder()
-            .interceptor(s3_faults.clone())
-            .retry_config(retries())
-            .build(),
-    );
     let faulty = Backup::new(
         Arc::new(DynamoDbSource::new(dynamodb).with_page_limit(5)),
-        Arc::new(S3Store::new(
-            s3,
-            ddb_backup::job::BucketName::new(&bucket).unwrap(),
-            ServerSideEncryption::Aes256,
-            None,
-        )),
+        faulty_store(&aws, &bucket, &s3_faults),
         tuning,
     )
     .run(&job(&table, &bucket, "faulty"))
@@ -139,22 +144,9 @@ async fn multipart_part_uploads_survive_dropped_connections_delays_and_slowdown(
     let items = large_items(80, 300_000);
     put_items(&aws, &table, &items).await;
     let s3_faults = Faults::new(3, true);
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws.s3()
-            .config()
-            .to_builder()
-            .interceptor(s3_faults.clone())
-            .retry_config(retries())
-            .build(),
-    );
     let manifest = Backup::new(
         Arc::new(DynamoDbSource::new(aws.dynamodb())),
-        Arc::new(S3Store::new(
-            s3,
-            ddb_backup::job::BucketName::new(&bucket).unwrap(),
-            ServerSideEncryption::Aes256,
-            None,
-        )),
+        faulty_store(&aws, &bucket, &s3_faults),
         Tuning {
             part_size: 5 * 1024 * 1024,
             ..Tuning::default()
