@@ -49,6 +49,14 @@ pub fn decode_dynamodb_json_line(line: &str) -> Result<Item, DecodeError> {
     }
 }
 
+/// Decodes an item's attribute map (`{"id":{"S":"a"}}`), the form DynamoDB sends items in.
+pub fn decode_item_map(bytes: &[u8]) -> Result<Item, DecodeError> {
+    match serde_json::from_slice(bytes).map_err(|e| err("", e.to_string()))? {
+        Value::Object(map) => decode_map(map, "Item"),
+        _ => Err(err("", "expected an object of attributes")),
+    }
+}
+
 fn decode_map(map: serde_json::Map<String, Value>, path: &str) -> Result<Item, DecodeError> {
     let mut item = HashMap::with_capacity(map.len());
     for (name, value) in map {

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::compress::Compressor;
-use crate::encode::{encoder_for, EncodeError, Item, RecordEncoder};
+use crate::encode::{encoder_for, EncodeError, RecordEncoder};
 use crate::format::{Compression, Format};
+use crate::scan::PageItems;
 
 /// Counts bytes on their way into the compressor (the manifest's `uncompressed_bytes`).
 struct Counting<W> {
@@ -107,8 +108,11 @@ impl EncodingFile {
     }
 
     /// Encodes a page of items.
-    pub fn encode(&mut self, items: &[Item]) -> Result<(), EncodeError> {
-        self.encoder.encode_batch(items, &mut self.stream)?;
+    pub fn encode(&mut self, items: &PageItems) -> Result<(), EncodeError> {
+        match items {
+            PageItems::Decoded(items) => self.encoder.encode_batch(items, &mut self.stream)?,
+            PageItems::Wire(items) => self.encoder.encode_wire(items, &mut self.stream)?,
+        }
         self.items += items.len() as u64;
         Ok(())
     }
@@ -158,7 +162,7 @@ mod tests {
     fn parts_plus_rest_are_the_whole_hashed_stream() {
         for compression in Compression::ALL {
             let mut file = EncodingFile::new(Format::DynamodbJson, compression, 16 * 1024).unwrap();
-            let page: Vec<Item> = (0..250).map(|_| every_type()).collect();
+            let page = PageItems::Decoded((0..250).map(|_| every_type()).collect());
             let mut stored = Vec::new();
             for _ in 0..8 {
                 file.encode(&page).unwrap();

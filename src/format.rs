@@ -46,6 +46,12 @@ impl Format {
         }
     }
 
+    /// Whether the encoder writes DynamoDB's wire items as they are, so the scan should keep them
+    /// as bytes instead of decoding them into SDK items.
+    pub fn takes_wire_items(self) -> bool {
+        matches!(self, Format::DynamodbJson)
+    }
+
     /// Whether a restore can rebuild every attribute of every item exactly from this format.
     pub fn is_lossless(self) -> bool {
         matches!(self, Format::DynamodbJson)

@@ -30,6 +30,7 @@ pub mod status;
 pub mod store;
 pub mod table_writer;
 pub mod verify;
+pub mod wire;
 pub mod worker;
 
 #[cfg(test)]

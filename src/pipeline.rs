@@ -22,7 +22,9 @@ use crate::file::EncodingFile;
 use crate::format::{Compression, Format};
 use crate::job::BackupJob;
 use crate::manifest::{FileEntry, Layout, Manifest, ToolInfo, MANIFEST_VERSION};
-use crate::scan::{auto_segments, scan_segment, PageRequest, ScanError, SegmentScan, TableSource};
+use crate::scan::{
+    auto_segments, scan_segment, PageItems, PageRequest, ScanError, SegmentScan, TableSource,
+};
 use crate::store::{
     ObjectMeta, ObjectStore, ObjectUploader, OpenUploads, StoreError, UploadLimits,
 };
@@ -528,7 +530,7 @@ async fn run_segment(
     mut stopped: watch::Receiver<bool>,
 ) -> Result<SegmentResult, BackupError> {
     let segment = start.segment;
-    let (pages_tx, mut pages) = mpsc::channel::<Vec<Item>>(ctx.tuning.page_queue.max(1));
+    let (pages_tx, mut pages) = mpsc::channel::<PageItems>(ctx.tuning.page_queue.max(1));
     let mut scan = JoinSet::new();
     let source = ctx.source.clone();
     let request = PageRequest {
@@ -538,6 +540,7 @@ async fn run_segment(
         exclusive_start_key: start.start_key,
         consistent_read: ctx.consistent_read,
         limit: None,
+        wire_items: ctx.format.takes_wire_items(),
     };
     let deadline = ctx.deadline;
     let budget = ctx.budget.clone();
@@ -635,7 +638,7 @@ impl SegmentOutput {
         }
     }
 
-    async fn write_page(&mut self, items: Vec<Item>) -> Result<(), BackupError> {
+    async fn write_page(&mut self, items: PageItems) -> Result<(), BackupError> {
         if self.open.is_none() {
             let key = self.ctx.layout.data_key(self.segment, self.next_file);
             self.next_file += 1;
@@ -796,6 +799,7 @@ mod tests {
     async fn an_item_that_cannot_be_encoded_fails_the_job_without_manifest_or_open_upload() {
         let mut all = numbered_items(3000);
         all[2500].insert("broken".into(), AttributeValue::N("not-a-number".into()));
+        // JSON lines encode from SDK items, so the encoder checks every number.
         let store = MemoryStore::new();
         let backup = Backup::new(
             Arc::new(MemorySource::new("tbl", "id", all, 500)),
@@ -803,7 +807,9 @@ mod tests {
             Tuning::default(),
         );
         let err = backup
-            .run(&directory_job(r#","compression":"none","segments":1"#))
+            .run(&directory_job(
+                r#","format":"json","compression":"none","segments":1"#,
+            ))
             .await
             .unwrap_err();
         assert!(matches!(err, BackupError::Encode { .. }), "{err}");

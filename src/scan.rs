@@ -6,12 +6,15 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, TableDescription};
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::aws::error_facts;
 use crate::budget::ReadBudget;
 use crate::encode::Item;
+use crate::wire::{split_scan_response, WireItems};
 
 /// A key attribute of a table or index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,13 +92,46 @@ pub struct PageRequest {
     pub consistent_read: bool,
     /// At most this many items (the read budget's page size); `None`: up to 1 MB.
     pub limit: Option<i32>,
+    /// Return the items as DynamoDB's wire bytes ([`PageItems::Wire`]) when the source can: the
+    /// `dynamodb-json` format writes them out as they came. Sources that cannot, decode.
+    pub wire_items: bool,
+}
+
+/// A page's items, in whichever form the source produced them.
+#[derive(Debug)]
+pub enum PageItems {
+    /// SDK items.
+    Decoded(Vec<Item>),
+    /// DynamoDB JSON attribute maps exactly as DynamoDB sent them.
+    Wire(WireItems),
+}
+
+impl Default for PageItems {
+    fn default() -> Self {
+        PageItems::Decoded(Vec::new())
+    }
+}
+
+impl PageItems {
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        match self {
+            PageItems::Decoded(items) => items.len(),
+            PageItems::Wire(items) => items.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One page of a Scan.
 #[derive(Debug, Default)]
 pub struct Page {
     /// Items of the page.
-    pub items: Vec<Item>,
+    pub items: PageItems,
     /// Where to continue; `None` when the segment is done.
     pub last_evaluated_key: Option<Item>,
     /// Read capacity units this page consumed.
@@ -245,7 +281,7 @@ impl TableSource for DynamoDbSource {
     }
 
     async fn scan_page(&self, request: &PageRequest) -> Result<Page, ScanError> {
-        let out = self
+        let scan = self
             .client
             .scan()
             .table_name(&request.table)
@@ -257,12 +293,37 @@ impl TableSource for DynamoDbSource {
                 (a, b) => a.or(b),
             })
             .consistent_read(request.consistent_read)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| self.fail("Scan", &request.table, e))?;
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        let wire = WireSlot::default();
+        let out = if request.wire_items {
+            scan.customize()
+                .interceptor(CaptureWireItems(wire.clone()))
+                .send()
+                .await
+        } else {
+            scan.send().await
+        }
+        .map_err(|e| self.fail("Scan", &request.table, e))?;
+        let wire = wire.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let items = match wire {
+            Some(wire) => {
+                let count = out.count as usize;
+                if wire.len() != count {
+                    return Err(ScanError::Request {
+                        operation: "Scan",
+                        table: request.table.clone(),
+                        message: format!(
+                            "the response body held {} items but its Count says {count}",
+                            wire.len()
+                        ),
+                    });
+                }
+                PageItems::Wire(wire)
+            }
+            None => PageItems::Decoded(out.items.unwrap_or_default()),
+        };
         Ok(Page {
-            items: out.items.unwrap_or_default(),
+            items,
             last_evaluated_key: out.last_evaluated_key.filter(|k| !k.is_empty()),
             consumed_capacity: out
                 .consumed_capacity
@@ -273,6 +334,98 @@ impl TableSource for DynamoDbSource {
 
     fn throttle_count(&self) -> u64 {
         self.throttles.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Where [`CaptureWireItems`] leaves a page's items for the caller of `send`.
+type WireSlot = std::sync::Arc<std::sync::Mutex<Option<WireItems>>>;
+
+/// Keeps a Scan page's items as DynamoDB sent them: on a successful response it wraps the body so
+/// that, once the SDK has read it, the items are cut out into the slot and the SDK deserializes
+/// only the rest (count, `LastEvaluatedKey`, consumed capacity). Errors, retries, signing and
+/// timeouts stay the SDK's. A body the splitter cannot read goes to the SDK unchanged, and the
+/// page comes back decoded.
+#[derive(Debug)]
+struct CaptureWireItems(WireSlot);
+
+impl aws_sdk_dynamodb::config::Intercept for CaptureWireItems {
+    fn name(&self) -> &'static str {
+        "ddb-backup wire items"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let response = context.response_mut();
+        if response.status().is_success() {
+            let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+            *response.body_mut() = SdkBody::from_body_1_x(SplitWhenRead {
+                inner: body,
+                buf: Vec::new(),
+                slot: self.0.clone(),
+                done: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A response body that collects the bytes, and at the end hands the items to the slot and only
+/// the rest on to the SDK.
+struct SplitWhenRead {
+    inner: SdkBody,
+    buf: Vec<u8>,
+    slot: WireSlot,
+    done: bool,
+}
+
+impl http_body::Body for SplitWhenRead {
+    type Data = Bytes;
+    type Error = aws_sdk_dynamodb::error::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if this.buf.is_empty() {
+                            let hint = http_body::Body::size_hint(&this.inner);
+                            this.buf.reserve(hint.lower() as usize + data.len());
+                        }
+                        this.buf.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let body = Bytes::from(std::mem::take(&mut this.buf));
+                    let rest = match split_scan_response(body.clone()) {
+                        Ok(split) => {
+                            *this.slot.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(split.items);
+                            split.rest
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Scan response kept whole; the SDK decodes its items");
+                            body
+                        }
+                    };
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(rest))));
+                }
+            }
+        }
     }
 }
 
@@ -432,7 +585,7 @@ pub struct SegmentScan {
 pub async fn scan_segment(
     source: &dyn TableSource,
     mut request: PageRequest,
-    pages: mpsc::Sender<Vec<Item>>,
+    pages: mpsc::Sender<PageItems>,
     deadline: Option<tokio::time::Instant>,
     budget: Option<&ReadBudget>,
 ) -> Result<SegmentScan, ScanError> {
@@ -469,6 +622,23 @@ pub async fn scan_segment(
             None => return Ok(stats),
         }
     }
+}
+
+/// Renders decoded items the way DynamoDB sends them, so in-process sources can serve the wire
+/// path too.
+pub fn wire_items(items: &[Item]) -> Result<WireItems, ScanError> {
+    let fail = |message: String| ScanError::Request {
+        operation: "Scan",
+        table: "<in-process>".to_string(),
+        message,
+    };
+    let mut maps = Vec::with_capacity(items.len());
+    for item in items {
+        let mut map = Vec::new();
+        crate::encode::write_item_map(item, &mut map).map_err(|e| fail(e.to_string()))?;
+        maps.push(map);
+    }
+    WireItems::from_maps(maps.iter().map(Vec::as_slice)).map_err(|e| fail(e.to_string()))
 }
 
 /// A table that lives in memory: for fast tests of the pipeline without an emulator.
@@ -560,7 +730,11 @@ impl TableSource for MemorySource {
         });
         Ok(Page {
             consumed_capacity: items.len() as f64 * 0.5,
-            items,
+            items: if request.wire_items {
+                PageItems::Wire(wire_items(&items)?)
+            } else {
+                PageItems::Decoded(items)
+            },
             last_evaluated_key,
         })
     }
@@ -620,11 +794,15 @@ mod tests {
                 exclusive_start_key: None,
                 consistent_read: false,
                 limit: None,
+                wire_items: false,
             };
             let stats = scan_segment(&source, request, tx, None, None)
                 .await
                 .unwrap();
             while let Some(page) = rx.recv().await {
+                let PageItems::Decoded(page) = page else {
+                    panic!("decoded items were asked for");
+                };
                 seen.extend(page);
             }
             assert!(stats.pages >= 2);

@@ -9,8 +9,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::encode::Item;
 use crate::scan::{
-    AttributeDefinition, KeyElement, Page, PageRequest, ScanError, TableInfo, TableSource,
+    AttributeDefinition, KeyElement, Page, PageItems, PageRequest, ScanError, TableInfo,
+    TableSource,
 };
+use crate::wire::split_scan_response;
 
 const FIRST: [&str; 12] = [
     "An", "Bình", "Chi", "Dũng", "Emma", "Liam", "Mai", "Noah", "Olivia", "Phúc", "Quỳnh", "Sofia",
@@ -46,88 +48,228 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// What is random about the `index`-th student, drawn once so that the SDK item and the wire
+/// JSON of a student are the same student.
+struct Student {
+    index: u64,
+    r: u64,
+    first: &'static str,
+    last: &'static str,
+    birth: (usize, usize, usize),
+    class: &'static str,
+    gpa: (usize, usize),
+    enrolled: bool,
+    tags: Vec<&'static str>,
+    scores: (usize, usize),
+    street: usize,
+    city: &'static str,
+    zip: usize,
+    course: (&'static str, usize),
+    /// 0: empty string, 1: NULL, otherwise a sentence.
+    notes: usize,
+}
+
+impl Student {
+    fn draw(index: u64) -> Student {
+        let r = mix(index);
+        let pick = |shift: u32, len: usize| ((r >> shift) as usize) % len;
+        Student {
+            index,
+            r,
+            first: FIRST[pick(0, FIRST.len())],
+            last: LAST[pick(8, LAST.len())],
+            birth: (1995 + pick(16, 12), 1 + pick(20, 12), 1 + pick(24, 28)),
+            class: CLASSES[pick(28, CLASSES.len())],
+            gpa: (1 + pick(32, 3), pick(36, 100)),
+            enrolled: r & (1 << 40) != 0,
+            tags: (0..1 + pick(41, 3))
+                .map(|i| TAGS[(pick(44, TAGS.len()) + i * 3) % TAGS.len()])
+                .collect(),
+            scores: (50 + pick(48, 50), pick(52, 100)),
+            street: 1 + pick(12, 300),
+            city: CITIES[pick(56, CITIES.len())],
+            zip: 10000 + pick(4, 89999),
+            course: (CLASSES[pick(60, CLASSES.len())], 2020 + pick(2, 6)),
+            notes: pick(6, 5),
+        }
+    }
+
+    fn id(&self) -> String {
+        format!("S{:08}", self.index)
+    }
+    fn email(&self) -> String {
+        format!(
+            "{}.{}@students.example.edu",
+            self.first.to_lowercase(),
+            self.index
+        )
+    }
+    fn birth_date(&self) -> String {
+        let (y, m, d) = self.birth;
+        format!("{y}-{m:02}-{d:02}")
+    }
+    fn gpa(&self) -> String {
+        format!("{}.{:02}", self.gpa.0, self.gpa.1)
+    }
+    fn scores(&self) -> [String; 3] {
+        [
+            self.scores.0.to_string(),
+            format!("{}.5", self.scores.1),
+            "100".to_string(),
+        ]
+    }
+    fn street(&self) -> String {
+        format!("{} Lê Lợi", self.street)
+    }
+    fn photo(&self) -> Vec<u8> {
+        self.r.to_le_bytes().repeat(2)
+    }
+    fn notes(&self) -> Option<String> {
+        match self.notes {
+            0 => Some(String::new()),
+            1 => None,
+            _ => Some(format!(
+                "Advisor note for {}: \"on track\", meets weekly.",
+                self.id()
+            )),
+        }
+    }
+
+    fn item(&self) -> Item {
+        let s = |v: String| AttributeValue::S(v);
+        let mut item: Item = HashMap::with_capacity(13);
+        item.insert("id".into(), s(self.id()));
+        item.insert("name".into(), s(format!("{} {}", self.first, self.last)));
+        item.insert("email".into(), s(self.email()));
+        item.insert("birthDate".into(), s(self.birth_date()));
+        item.insert("class".into(), s(self.class.into()));
+        item.insert("gpa".into(), AttributeValue::N(self.gpa()));
+        item.insert("enrolled".into(), AttributeValue::Bool(self.enrolled));
+        item.insert(
+            "tags".into(),
+            AttributeValue::Ss(self.tags.iter().map(|t| t.to_string()).collect()),
+        );
+        item.insert("scores".into(), AttributeValue::Ns(self.scores().to_vec()));
+        let address = HashMap::from([
+            ("street".to_string(), s(self.street())),
+            ("city".to_string(), s(self.city.into())),
+            ("zip".to_string(), AttributeValue::N(self.zip.to_string())),
+        ]);
+        item.insert("address".into(), AttributeValue::M(address));
+        item.insert(
+            "courses".into(),
+            AttributeValue::L(vec![
+                s(self.course.0.into()),
+                AttributeValue::N(self.course.1.to_string()),
+            ]),
+        );
+        item.insert(
+            "photoThumb".into(),
+            AttributeValue::B(Blob::new(self.photo())),
+        );
+        let notes = self.notes().map_or(AttributeValue::Null(true), s);
+        item.insert("notes".into(), notes);
+        item
+    }
+
+    /// The student as DynamoDB sends it in a Scan response (an attribute map).
+    fn write_wire(&self, out: &mut Vec<u8>) {
+        use crate::encode::text::{write_base64_str, write_json_str};
+        let attr = |out: &mut Vec<u8>, first: bool, name: &str, tag: &str| {
+            out.extend_from_slice(if first { b"{\"" } else { b",\"" });
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":{\"");
+            out.extend_from_slice(tag.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        attr(out, true, "id", "S");
+        write_json_str(out, &self.id());
+        out.push(b'}');
+        attr(out, false, "name", "S");
+        write_json_str(out, &format!("{} {}", self.first, self.last));
+        out.push(b'}');
+        attr(out, false, "email", "S");
+        write_json_str(out, &self.email());
+        out.push(b'}');
+        attr(out, false, "birthDate", "S");
+        write_json_str(out, &self.birth_date());
+        out.push(b'}');
+        attr(out, false, "class", "S");
+        write_json_str(out, self.class);
+        out.push(b'}');
+        attr(out, false, "gpa", "N");
+        write_json_str(out, &self.gpa());
+        out.push(b'}');
+        attr(out, false, "enrolled", "BOOL");
+        out.extend_from_slice(if self.enrolled { b"true}" } else { b"false}" });
+        attr(out, false, "tags", "SS");
+        for (i, tag) in self.tags.iter().enumerate() {
+            out.push(if i == 0 { b'[' } else { b',' });
+            write_json_str(out, tag);
+        }
+        out.extend_from_slice(b"]}");
+        attr(out, false, "scores", "NS");
+        for (i, score) in self.scores().iter().enumerate() {
+            out.push(if i == 0 { b'[' } else { b',' });
+            write_json_str(out, score);
+        }
+        out.extend_from_slice(b"]}");
+        attr(out, false, "address", "M");
+        attr(out, true, "street", "S");
+        write_json_str(out, &self.street());
+        out.push(b'}');
+        attr(out, false, "city", "S");
+        write_json_str(out, self.city);
+        out.push(b'}');
+        attr(out, false, "zip", "N");
+        write_json_str(out, &self.zip.to_string());
+        out.extend_from_slice(b"}}}");
+        attr(out, false, "courses", "L");
+        out.extend_from_slice(b"[{\"S\":");
+        write_json_str(out, self.course.0);
+        out.extend_from_slice(b"},{\"N\":");
+        write_json_str(out, &self.course.1.to_string());
+        out.extend_from_slice(b"}]}");
+        attr(out, false, "photoThumb", "B");
+        write_base64_str(out, &self.photo());
+        out.push(b'}');
+        match self.notes() {
+            Some(notes) => {
+                attr(out, false, "notes", "S");
+                write_json_str(out, &notes);
+            }
+            None => {
+                attr(out, false, "notes", "NULL");
+                out.extend_from_slice(b"true");
+            }
+        }
+        out.extend_from_slice(b"}}");
+    }
+}
+
 /// The `index`-th student: id, name, email, birth date, class, GPA (N), enrolled (BOOL), tags (SS),
 /// scores (NS), address (M), courses (L), photo thumbnail (B), notes (sometimes empty or NULL).
 pub fn student(index: u64) -> Item {
-    let r = mix(index);
-    let pick = |shift: u32, len: usize| ((r >> shift) as usize) % len;
-    let first = FIRST[pick(0, FIRST.len())];
-    let last = LAST[pick(8, LAST.len())];
-    let id = format!("S{index:08}");
-    let mut item: Item = HashMap::with_capacity(13);
-    item.insert("id".into(), AttributeValue::S(id.clone()));
-    item.insert("name".into(), AttributeValue::S(format!("{first} {last}")));
-    item.insert(
-        "email".into(),
-        AttributeValue::S(format!(
-            "{}.{index}@students.example.edu",
-            first.to_lowercase()
-        )),
-    );
-    item.insert(
-        "birthDate".into(),
-        AttributeValue::S(format!(
-            "{}-{:02}-{:02}",
-            1995 + pick(16, 12),
-            1 + pick(20, 12),
-            1 + pick(24, 28)
-        )),
-    );
-    item.insert(
-        "class".into(),
-        AttributeValue::S(CLASSES[pick(28, CLASSES.len())].into()),
-    );
-    item.insert(
-        "gpa".into(),
-        AttributeValue::N(format!("{}.{:02}", 1 + pick(32, 3), pick(36, 100))),
-    );
-    item.insert("enrolled".into(), AttributeValue::Bool(r & (1 << 40) != 0));
-    let tags: Vec<String> = (0..1 + pick(41, 3))
-        .map(|i| TAGS[(pick(44, TAGS.len()) + i * 3) % TAGS.len()].to_string())
-        .collect();
-    item.insert("tags".into(), AttributeValue::Ss(tags));
-    item.insert(
-        "scores".into(),
-        AttributeValue::Ns(vec![
-            format!("{}", 50 + pick(48, 50)),
-            format!("{}.5", pick(52, 100)),
-            "100".into(),
-        ]),
-    );
-    let mut address = HashMap::with_capacity(3);
-    address.insert(
-        "street".into(),
-        AttributeValue::S(format!("{} Lê Lợi", 1 + pick(12, 300))),
-    );
-    address.insert(
-        "city".into(),
-        AttributeValue::S(CITIES[pick(56, CITIES.len())].into()),
-    );
-    address.insert(
-        "zip".into(),
-        AttributeValue::N(format!("{}", 10000 + pick(4, 89999))),
-    );
-    item.insert("address".into(), AttributeValue::M(address));
-    item.insert(
-        "courses".into(),
-        AttributeValue::L(vec![
-            AttributeValue::S(CLASSES[pick(60, CLASSES.len())].into()),
-            AttributeValue::N(format!("{}", 2020 + pick(2, 6))),
-        ]),
-    );
-    item.insert(
-        "photoThumb".into(),
-        AttributeValue::B(Blob::new(r.to_le_bytes().repeat(2))),
-    );
-    let notes = match pick(6, 5) {
-        0 => AttributeValue::S(String::new()),
-        1 => AttributeValue::Null(true),
-        _ => AttributeValue::S(format!(
-            "Advisor note for {id}: \"on track\", meets weekly."
-        )),
-    };
-    item.insert("notes".into(), notes);
-    item
+    Student::draw(index).item()
+}
+
+/// A Scan response body holding students `indexes`, as DynamoDB would send it.
+pub fn students_scan_response(indexes: std::ops::Range<u64>) -> Vec<u8> {
+    let count = indexes.end.saturating_sub(indexes.start);
+    let mut body = Vec::with_capacity(count as usize * 520 + 64);
+    body.extend_from_slice(b"{\"Count\":");
+    body.extend_from_slice(count.to_string().as_bytes());
+    body.extend_from_slice(b",\"Items\":[");
+    for index in indexes {
+        if body.last() != Some(&b'[') {
+            body.push(b',');
+        }
+        Student::draw(index).write_wire(&mut body);
+    }
+    body.extend_from_slice(b"],\"ScannedCount\":");
+    body.extend_from_slice(count.to_string().as_bytes());
+    body.push(b'}');
+    body
 }
 
 /// An in-process table of `count` generated students, served in pages of `page_size`, for
@@ -196,7 +338,18 @@ impl TableSource for SyntheticSource {
             _ => lo,
         };
         let end = (start + self.page_size).min(hi);
-        let items = (start..end).map(student).collect();
+        let items = if request.wire_items {
+            // The same path as a real response: a body, split by the same scanner.
+            let body = students_scan_response(start..end);
+            let split = split_scan_response(body.into()).map_err(|e| ScanError::Request {
+                operation: "Scan",
+                table: self.table.clone(),
+                message: e.to_string(),
+            })?;
+            PageItems::Wire(split.items)
+        } else {
+            PageItems::Decoded((start..end).map(student).collect())
+        };
         Ok(Page {
             items,
             last_evaluated_key: (end < hi)
@@ -215,6 +368,19 @@ mod tests {
         assert_eq!(student(7), student(7));
         assert_ne!(student(7), student(8));
         assert_eq!(student(42)["id"].as_s().unwrap(), "S00000042");
+    }
+
+    #[test]
+    fn the_wire_form_is_the_same_student() {
+        let body = students_scan_response(0..200);
+        let split = split_scan_response(body.into()).unwrap();
+        assert_eq!(split.items.len(), 200);
+        for (i, map) in split.items.iter().enumerate() {
+            let decoded = crate::decode::decode_item_map(map).unwrap();
+            assert_eq!(decoded, student(i as u64), "student {i}");
+        }
+        let rest: serde_json::Value = serde_json::from_slice(&split.rest).unwrap();
+        assert_eq!(rest["Count"], 200);
     }
 }
 

@@ -613,3 +613,51 @@ async fn the_read_budget_holds_the_consumed_capacity_per_second_within_ten_perce
         "{rate:.2} RCU/s ({consumed} RCU in {seconds:.2} s): far under the budget of {budget}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_items_from_the_real_client_are_the_items_the_sdk_decodes() {
+    use ddb_backup::scan::{PageItems, PageRequest, TableSource};
+    let aws = aws().await;
+    let table = unique("wire");
+    create_table(&aws, &table).await;
+    let mut items = every_type_items(60);
+    items.extend(large_items(60, 30_000));
+    put_items(&aws, &table, &items).await;
+    let source = DynamoDbSource::new(aws.dynamodb());
+    for wire_items in [true, false] {
+        let mut request = PageRequest {
+            table: table.clone(),
+            segment: 0,
+            total_segments: 1,
+            exclusive_start_key: None,
+            consistent_read: false,
+            limit: None,
+            wire_items,
+        };
+        let (mut seen, mut pages) = (Vec::new(), 0);
+        loop {
+            let page = source.scan_page(&request).await.expect("scan page");
+            pages += 1;
+            match (page.items, wire_items) {
+                (PageItems::Wire(wire), true) => {
+                    for map in wire.iter() {
+                        assert!(!map.contains(&b'\n'), "a wire item spans lines");
+                        seen.push(ddb_backup::decode::decode_item_map(map).expect("DynamoDB JSON"));
+                    }
+                }
+                (PageItems::Decoded(decoded), false) => seen.extend(decoded),
+                (other, _) => panic!("wire_items={wire_items} gave the other form: {other:?}"),
+            }
+            match page.last_evaluated_key {
+                Some(key) => request.exclusive_start_key = Some(key),
+                None => break,
+            }
+        }
+        assert!(pages >= 2, "the 1 MB page limit split the table");
+        assert_eq!(
+            sorted(seen),
+            sorted(items.clone()),
+            "wire_items={wire_items}"
+        );
+    }
+}

@@ -7,6 +7,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::number::json_number;
 use super::text::{write_base64_str, write_json_str};
+use crate::wire::WireItems;
+
 use super::{AttrPath, EncodeError, Item, LineBuffer, RecordEncoder};
 
 /// Lossless encoder: every attribute keeps its DynamoDB type tag.
@@ -25,9 +27,24 @@ impl RecordEncoder for DynamoDbJsonEncoder {
         })
     }
 
+    /// DynamoDB sends items in exactly the form of an export line's `Item`: copied as they are.
+    fn encode_wire(&mut self, items: &WireItems, out: &mut dyn Write) -> Result<(), EncodeError> {
+        self.lines.encode_lines(items.iter(), out, |map, buf| {
+            buf.extend_from_slice(b"{\"Item\":");
+            buf.extend_from_slice(map);
+            buf.push(b'}');
+            Ok(())
+        })
+    }
+
     fn finish(&mut self, _out: &mut dyn Write) -> Result<(), EncodeError> {
         Ok(())
     }
+}
+
+/// Writes an item's attribute map (`{"id":{"S":"a"}}`), the form DynamoDB sends items in.
+pub fn write_item_map(item: &Item, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    write_map(buf, item, None)
 }
 
 /// Writes a map of attributes; `parent` is the map's own path (`None` for the item itself).

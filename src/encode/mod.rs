@@ -4,7 +4,7 @@
 mod ddb_json;
 mod json;
 mod number;
-mod text;
+pub(crate) mod text;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -12,8 +12,9 @@ use std::io::{self, Write};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::format::Format;
+use crate::wire::WireItems;
 
-pub use ddb_json::DynamoDbJsonEncoder;
+pub use ddb_json::{write_item_map, DynamoDbJsonEncoder};
 pub use json::JsonLinesEncoder;
 pub use number::{json_number, NumberError};
 
@@ -37,6 +38,9 @@ pub enum EncodeError {
         /// What is wrong with the text.
         source: NumberError,
     },
+    /// A wire item that is not DynamoDB JSON (DynamoDB never sends one; an emulator might).
+    #[error("{0}")]
+    Wire(#[from] crate::decode::DecodeError),
     /// The stream below failed.
     #[error("writing encoded items failed: {0}")]
     Io(#[from] io::Error),
@@ -47,6 +51,16 @@ pub enum EncodeError {
 pub trait RecordEncoder: Send {
     /// Encodes a batch of items (typically one Scan page) into `out`.
     fn encode_batch(&mut self, items: &[Item], out: &mut dyn Write) -> Result<(), EncodeError>;
+
+    /// Encodes a batch of items that are still DynamoDB's wire bytes. The default decodes them
+    /// first; formats that can use the bytes as they are override it.
+    fn encode_wire(&mut self, items: &WireItems, out: &mut dyn Write) -> Result<(), EncodeError> {
+        let decoded = items
+            .iter()
+            .map(crate::decode::decode_item_map)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.encode_batch(&decoded, out)
+    }
 
     /// Writes any trailer; the encoder is not used again afterwards.
     fn finish(&mut self, out: &mut dyn Write) -> Result<(), EncodeError>;
@@ -78,11 +92,11 @@ impl LineBuffer {
     const FLUSH_AT: usize = 64 * 1024;
 
     /// Encodes every item with `line`, flushing to `out` every 64 KiB and at the end.
-    pub(crate) fn encode_lines(
+    pub(crate) fn encode_lines<T>(
         &mut self,
-        items: &[Item],
+        items: impl IntoIterator<Item = T>,
         out: &mut dyn Write,
-        mut line: impl FnMut(&Item, &mut Vec<u8>) -> Result<(), EncodeError>,
+        mut line: impl FnMut(T, &mut Vec<u8>) -> Result<(), EncodeError>,
     ) -> Result<(), EncodeError> {
         for item in items {
             line(item, &mut self.buf)?;

@@ -1,0 +1,557 @@
+//! Scan pages kept as DynamoDB's own wire bytes.
+//!
+//! A Scan response carries its items as DynamoDB JSON (`{"id":{"S":"S1"},"gpa":{"N":"3.75"}}`),
+//! which is exactly the attribute map of a line of DynamoDB's Export to S3. For the
+//! `dynamodb-json` format the pipeline therefore never builds SDK items at all: the source splits
+//! the response body into one byte range per item and the encoder wraps each range in
+//! `{"Item":…}`. That skips the SDK's allocation-heavy deserializer and our own re-encoding, and
+//! every byte DynamoDB sent (numbers with all 38 digits, base64 binary, sets) is kept verbatim.
+//!
+//! The splitter is a small structural scanner, not a validating parser: it trusts DynamoDB to
+//! send JSON (the SDK would reject anything else too) but checks the structure it relies on and
+//! reports where it broke. Whitespace between tokens, which DynamoDB does not send but JSON
+//! allows, is removed so that every item stays on one line.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+/// The items of one Scan page as DynamoDB JSON attribute maps, one byte range each.
+#[derive(Debug, Clone, Default)]
+pub struct WireItems {
+    body: Bytes,
+    items: Vec<Range<usize>>,
+}
+
+impl WireItems {
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the page holds no items.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Each item's attribute map as compact DynamoDB JSON (no newline inside).
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.items.iter().map(move |r| &self.body[r.clone()])
+    }
+
+    /// Items built from compact attribute maps, e.g. by a test or a synthetic source.
+    pub fn from_maps<'a>(maps: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, WireError> {
+        let mut body = b"{\"Items\":[".to_vec();
+        for (i, map) in maps.into_iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(map);
+        }
+        body.extend_from_slice(b"]}");
+        Ok(split_scan_response(Bytes::from(body))?.items)
+    }
+}
+
+/// A Scan response body taken apart: the items, and the rest of the body with `"Items":[]` so the
+/// SDK can still read the count, the `LastEvaluatedKey` and the consumed capacity.
+#[derive(Debug)]
+pub struct SplitResponse {
+    /// The page's items.
+    pub items: WireItems,
+    /// The body without its items.
+    pub rest: Bytes,
+}
+
+/// A response body whose structure is not that of a Scan response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Scan response is not the expected JSON at byte {offset}: expected {expected}")]
+pub struct WireError {
+    /// Where the scanner stopped.
+    pub offset: usize,
+    /// What it needed there.
+    pub expected: &'static str,
+}
+
+/// Splits a Scan response body (`{"Count":2,"Items":[{…},{…}],"ScannedCount":2,…}`) into its items
+/// and the rest. A body without `Items` gives no items and the body unchanged.
+pub fn split_scan_response(body: Bytes) -> Result<SplitResponse, WireError> {
+    let mut cur = Cursor {
+        b: &body,
+        i: 0,
+        spaced: false,
+    };
+    let mut items = Vec::new();
+    let mut array: Option<Range<usize>> = None;
+    cur.ws();
+    cur.expect(b'{', "`{` opening the response")?;
+    cur.ws();
+    if cur.peek() == Some(b'}') {
+        cur.i += 1;
+    } else {
+        loop {
+            cur.ws();
+            let key = cur.string()?;
+            cur.ws();
+            cur.expect(b':', "`:` after a key")?;
+            cur.ws();
+            if &body[key] == b"Items" && array.is_none() {
+                let start = cur.i;
+                cur.expect(b'[', "`[` opening Items")?;
+                cur.ws();
+                if cur.peek() == Some(b']') {
+                    cur.i += 1;
+                } else {
+                    loop {
+                        cur.ws();
+                        let item_start = cur.i;
+                        if cur.peek() != Some(b'{') {
+                            return Err(cur.error("`{` opening an item"));
+                        }
+                        match fast::item(&body, cur.i) {
+                            Some(end) => cur.i = end,
+                            None => cur.value()?,
+                        }
+                        items.push(item_start..cur.i);
+                        cur.ws();
+                        match cur.next() {
+                            Some(b',') => continue,
+                            Some(b']') => break,
+                            _ => return Err(cur.error_at(cur.i - 1, "`,` or `]` after an item")),
+                        }
+                    }
+                }
+                array = Some(start..cur.i);
+            } else {
+                cur.value()?;
+            }
+            cur.ws();
+            match cur.next() {
+                Some(b',') => continue,
+                Some(b'}') => break,
+                _ => return Err(cur.error_at(cur.i.saturating_sub(1), "`,` or `}` after a value")),
+            }
+        }
+    }
+    let spaced = cur.spaced;
+    let Some(array) = array else {
+        return Ok(SplitResponse {
+            items: WireItems::default(),
+            rest: body,
+        });
+    };
+    let mut rest = Vec::with_capacity(body.len() - array.len() + 2);
+    rest.extend_from_slice(&body[..array.start]);
+    rest.extend_from_slice(b"[]");
+    rest.extend_from_slice(&body[array.end..]);
+    let items = if spaced {
+        compact(&body, &items)
+    } else {
+        WireItems { body, items }
+    };
+    Ok(SplitResponse {
+        items,
+        rest: Bytes::from(rest),
+    })
+}
+
+/// Copies the items without whitespace outside strings (only needed when the body had some).
+fn compact(body: &[u8], ranges: &[Range<usize>]) -> WireItems {
+    let mut out = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
+    let mut items = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let start = out.len();
+        let mut in_string = false;
+        let mut escaped = false;
+        for &b in &body[range.clone()] {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+            } else if b == b'"' {
+                in_string = true;
+            } else if is_ws(b) {
+                continue;
+            }
+            out.push(b);
+        }
+        items.push(start..out.len());
+    }
+    WireItems {
+        body: Bytes::from(out),
+        items,
+    }
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// Whitespace seen inside a value (outside strings).
+    spaced: bool,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek();
+        self.i += 1;
+        b
+    }
+
+    fn ws(&mut self) {
+        while self.peek().is_some_and(is_ws) {
+            self.i += 1;
+        }
+    }
+
+    fn error(&self, expected: &'static str) -> WireError {
+        self.error_at(self.i, expected)
+    }
+
+    fn error_at(&self, offset: usize, expected: &'static str) -> WireError {
+        WireError { offset, expected }
+    }
+
+    fn expect(&mut self, byte: u8, expected: &'static str) -> Result<(), WireError> {
+        if self.peek() == Some(byte) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.error(expected))
+        }
+    }
+
+    /// A string at the cursor; returns the range of its contents (escapes left as they are).
+    fn string(&mut self) -> Result<Range<usize>, WireError> {
+        self.expect(b'"', "`\"` opening a string")?;
+        let start = self.i;
+        self.skip_string_body()?;
+        Ok(start..self.i - 1)
+    }
+
+    /// Moves past the closing quote of a string whose opening quote is behind the cursor. Strings
+    /// in items are short, so a plain loop beats a vectorized search here.
+    fn skip_string_body(&mut self) -> Result<(), WireError> {
+        let (b, mut i) = (self.b, self.i);
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    self.i = i + 1;
+                    return Ok(());
+                }
+                // A backslash escapes the next byte (`\"`, `\\`, `\u…` are all fine this way).
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        self.i = b.len();
+        Err(self.error("`\"` closing a string"))
+    }
+
+    /// Moves past one value: a string, an object or array (brackets matched), or a scalar.
+    fn value(&mut self) -> Result<(), WireError> {
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                self.skip_string_body()
+            }
+            Some(b'{' | b'[') => self.skip_container(),
+            Some(b) if b == b'-' || b.is_ascii_alphanumeric() => {
+                while self
+                    .peek()
+                    .is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !is_ws(b))
+                {
+                    self.i += 1;
+                }
+                Ok(())
+            }
+            _ => Err(self.error("a value")),
+        }
+    }
+
+    /// Moves past an object or array at the cursor. This is the hot loop of the wire path: one
+    /// table lookup per byte outside strings.
+    fn skip_container(&mut self) -> Result<(), WireError> {
+        let b = self.b;
+        let mut i = self.i;
+        let mut open: Vec<u8> = Vec::with_capacity(16);
+        while i < b.len() {
+            let c = b[i];
+            i += 1;
+            match CLASS[c as usize] {
+                PLAIN => {}
+                QUOTE => {
+                    self.i = i;
+                    self.skip_string_body()?;
+                    i = self.i;
+                }
+                OPEN => open.push(if c == b'{' { b'}' } else { b']' }),
+                CLOSE => {
+                    if open.pop() != Some(c) {
+                        return Err(self.error_at(i - 1, "matching brackets"));
+                    }
+                    if open.is_empty() {
+                        self.i = i;
+                        return Ok(());
+                    }
+                }
+                _ => self.spaced = true,
+            }
+        }
+        self.i = b.len();
+        Err(self.error("a closing bracket"))
+    }
+}
+
+/// The fast path: an item exactly as DynamoDB writes it (no whitespace, known type tags). The
+/// grammar tells what comes next, so there is little to decide per byte, and string contents are
+/// skipped eight bytes at a time. Anything unexpected returns `None` and the general scanner
+/// takes the item instead (and reports the error, if there is one).
+mod fast {
+    /// The end of the item (an attribute map) starting at `i`.
+    pub(super) fn item(b: &[u8], i: usize) -> Option<usize> {
+        map(b, i, 0)
+    }
+
+    /// DynamoDB allows 32 levels of nesting; deeper input is left to the general scanner.
+    const MAX_DEPTH: u32 = 40;
+
+    fn map(b: &[u8], mut i: usize, depth: u32) -> Option<usize> {
+        if depth > MAX_DEPTH || *b.get(i)? != b'{' {
+            return None;
+        }
+        i += 1;
+        if *b.get(i)? == b'}' {
+            return Some(i + 1);
+        }
+        loop {
+            if *b.get(i)? != b'"' {
+                return None;
+            }
+            i = string(b, i + 1)?;
+            if b.get(i..i + 3)? != b":{\"" {
+                return None;
+            }
+            i = typed(b, i + 3, depth)?;
+            match *b.get(i)? {
+                b',' => i += 1,
+                b'}' => return Some(i + 1),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A typed value after its `{"`: `TAG":value}`.
+    fn typed(b: &[u8], mut i: usize, depth: u32) -> Option<usize> {
+        let tag_len = b
+            .get(i..(i + 5).min(b.len()))?
+            .iter()
+            .position(|&c| c == b'"')?;
+        let tag = &b[i..i + tag_len];
+        i += tag_len + 1;
+        if *b.get(i)? != b':' {
+            return None;
+        }
+        i += 1;
+        i = match tag {
+            b"S" | b"N" | b"B" => quoted(b, i)?,
+            b"BOOL" if b.get(i..i + 4)? == b"true" => i + 4,
+            b"BOOL" if b.get(i..i + 5)? == b"false" => i + 5,
+            b"NULL" if b.get(i..i + 4)? == b"true" => i + 4,
+            b"SS" | b"NS" | b"BS" => list(b, i, quoted)?,
+            b"M" => map(b, i, depth + 1)?,
+            b"L" => list(b, i, |b, i| {
+                if b.get(i..i + 2)? != b"{\"" {
+                    return None;
+                }
+                typed(b, i + 2, depth + 1)
+            })?,
+            _ => return None,
+        };
+        (*b.get(i)? == b'}').then_some(i + 1)
+    }
+
+    /// `[e,e,…]` with `element` reading each one.
+    fn list(
+        b: &[u8],
+        mut i: usize,
+        element: impl Fn(&[u8], usize) -> Option<usize>,
+    ) -> Option<usize> {
+        if *b.get(i)? != b'[' {
+            return None;
+        }
+        i += 1;
+        if *b.get(i)? == b']' {
+            return Some(i + 1);
+        }
+        loop {
+            i = element(b, i)?;
+            match *b.get(i)? {
+                b',' => i += 1,
+                b']' => return Some(i + 1),
+                _ => return None,
+            }
+        }
+    }
+
+    fn quoted(b: &[u8], i: usize) -> Option<usize> {
+        if *b.get(i)? != b'"' {
+            return None;
+        }
+        string(b, i + 1)
+    }
+
+    /// Past the closing quote of a string whose opening quote is just before `i`.
+    fn string(b: &[u8], mut i: usize) -> Option<usize> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        // Bytes equal to `c` become zero; the lowest flagged byte is always a true match.
+        let zero_at = |w: u64, c: u8| {
+            let v = w ^ (ONES * u64::from(c));
+            v.wrapping_sub(ONES) & !v & HIGHS
+        };
+        loop {
+            if let Some(chunk) = b.get(i..i + 8) {
+                let w = u64::from_le_bytes(chunk.try_into().ok()?);
+                let hits = zero_at(w, b'"') | zero_at(w, b'\\');
+                if hits == 0 {
+                    i += 8;
+                    continue;
+                }
+                i += (hits.trailing_zeros() / 8) as usize;
+            }
+            match *b.get(i)? {
+                b'"' => return Some(i + 1),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+    }
+}
+
+const PLAIN: u8 = 0;
+const QUOTE: u8 = 1;
+const OPEN: u8 = 2;
+const CLOSE: u8 = 3;
+const SPACE: u8 = 4;
+
+/// What each byte means to [`Cursor::skip_container`].
+static CLASS: [u8; 256] = {
+    let mut table = [PLAIN; 256];
+    table[b'"' as usize] = QUOTE;
+    table[b'{' as usize] = OPEN;
+    table[b'[' as usize] = OPEN;
+    table[b'}' as usize] = CLOSE;
+    table[b']' as usize] = CLOSE;
+    table[b' ' as usize] = SPACE;
+    table[b'\t' as usize] = SPACE;
+    table[b'\n' as usize] = SPACE;
+    table[b'\r' as usize] = SPACE;
+    table
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(body: &str) -> SplitResponse {
+        split_scan_response(Bytes::from(body.to_string())).expect("splits")
+    }
+
+    fn texts(items: &WireItems) -> Vec<String> {
+        items
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn items_are_cut_out_verbatim_and_the_rest_keeps_everything_else() {
+        let body = r#"{"ConsumedCapacity":{"CapacityUnits":2.5,"TableName":"t"},"Count":2,"Items":[{"id":{"S":"a]}\"{,"},"n":{"N":"12345678901234567890123456789012345678"}},{"b":{"B":"AP8="},"l":{"L":[{"M":{}},{"NULL":true},{"SS":["x","y"]}]}}],"LastEvaluatedKey":{"id":{"S":"b"}},"ScannedCount":2}"#;
+        let split = split(body);
+        assert_eq!(
+            texts(&split.items),
+            [
+                r#"{"id":{"S":"a]}\"{,"},"n":{"N":"12345678901234567890123456789012345678"}}"#,
+                r#"{"b":{"B":"AP8="},"l":{"L":[{"M":{}},{"NULL":true},{"SS":["x","y"]}]}}"#,
+            ]
+        );
+        assert_eq!(
+            std::str::from_utf8(&split.rest).unwrap(),
+            r#"{"ConsumedCapacity":{"CapacityUnits":2.5,"TableName":"t"},"Count":2,"Items":[],"LastEvaluatedKey":{"id":{"S":"b"}},"ScannedCount":2}"#
+        );
+    }
+
+    #[test]
+    fn escapes_and_unicode_inside_strings_do_not_confuse_the_scanner() {
+        let body =
+            r#"{"Items":[{"s":{"S":"\\"},"t":{"S":"\\\"]"},"u":{"S":"Hà Nội 😀 \u00e9\n"}}]}"#;
+        let split = split(body);
+        assert_eq!(split.items.len(), 1);
+        let item: serde_json::Value = serde_json::from_slice(split.items.iter().next().unwrap())
+            .expect("the cut-out item is valid JSON");
+        assert_eq!(item["t"]["S"], "\\\"]");
+        assert_eq!(item["u"]["S"], "Hà Nội 😀 é\n");
+    }
+
+    #[test]
+    fn whitespace_between_tokens_is_removed_but_not_inside_strings() {
+        let body = "{ \"Items\" : [ { \"a\" : { \"S\" : \"x y\\n\" } ,\n \"b\":{\"L\":[ ]} } , {\"c\":{\"BOOL\":true}} ] , \"Count\" : 2 }";
+        let split = split(body);
+        assert_eq!(
+            texts(&split.items),
+            [
+                r#"{"a":{"S":"x y\n"},"b":{"L":[]}}"#,
+                r#"{"c":{"BOOL":true}}"#
+            ]
+        );
+        let rest: serde_json::Value = serde_json::from_slice(&split.rest).unwrap();
+        assert_eq!(rest["Count"], 2);
+        assert_eq!(rest["Items"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn pages_without_items_are_fine() {
+        for body in [
+            r#"{"Count":0,"Items":[],"ScannedCount":5}"#,
+            r#"{"Count":0}"#,
+            "{}",
+        ] {
+            let split = split(body);
+            assert!(split.items.is_empty(), "{body}");
+            let _: serde_json::Value = serde_json::from_slice(&split.rest).unwrap();
+        }
+    }
+
+    #[test]
+    fn broken_structure_is_an_error_with_the_offset() {
+        for (body, offset) in [
+            (r#"{"Items":[{"a":{"S":"x"}]}"#, 24),
+            (r#"{"Items":[{"a":{"S":"x}}]}"#, 26),
+            (r#"{"Items":["x"]}"#, 10),
+            (r#"{"Items":[{}"#, 12),
+            (r#"["Items"]"#, 0),
+        ] {
+            let err = split_scan_response(Bytes::from(body.to_string())).unwrap_err();
+            assert_eq!(err.offset, offset, "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn from_maps_round_trips() {
+        let items = WireItems::from_maps([&br#"{"a":{"N":"1"}}"#[..], br#"{"b":{"S":""}}"#])
+            .expect("valid maps");
+        assert_eq!(texts(&items), [r#"{"a":{"N":"1"}}"#, r#"{"b":{"S":""}}"#]);
+    }
+}
