@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ddb_backup::compress::Compressor;
-use ddb_backup::encode::{encoder_for, RecordEncoder};
+use ddb_backup::encode::{encoder_for, EncodeOptions, RecordEncoder};
 use ddb_backup::job::JobDefaults;
 use ddb_backup::scan::PageItems;
 use ddb_backup::seed::SyntheticSource;
@@ -361,6 +361,14 @@ fn source_alone(n: u64, format: Format) -> (f64, f64, u64, u64) {
     (t0.elapsed().as_secs_f64(), process_cpu_secs() - cpu0, 0, 1)
 }
 
+/// The synthetic table's key, as the pipeline passes it to the tabular encoders.
+fn encode_options() -> EncodeOptions {
+    EncodeOptions {
+        key_attributes: vec!["id".to_string()],
+        ..EncodeOptions::default()
+    }
+}
+
 fn encode(encoder: &mut dyn RecordEncoder, page: &PageItems, out: &mut dyn Write) {
     match page {
         PageItems::Decoded(items) => encoder.encode_batch(items, out),
@@ -371,7 +379,7 @@ fn encode(encoder: &mut dyn RecordEncoder, page: &PageItems, out: &mut dyn Write
 
 /// The encoder by itself over the same pages, timing only the encoding into a reused buffer.
 fn encoder_alone(n: u64, format: Format) -> (f64, f64, u64, u64) {
-    let mut encoder = encoder_for(format);
+    let mut encoder = encoder_for(format, &encode_options());
     let mut chunk = Vec::with_capacity(4 << 20);
     let (mut cpu, mut wall, mut bytes) = (0.0, 0.0, 0u64);
     for page in source_pages(n, format) {
@@ -405,7 +413,7 @@ fn compressor_alone(
     // Thread t compresses pages t, t+threads, …, as its own stream, like one segment does.
     let one = |t: usize| {
         let mut compressor = Compressor::new(compression, Sink(0)).expect("compressor");
-        let mut encoder = encoder_for(format);
+        let mut encoder = encoder_for(format, &encode_options());
         let mut chunk = Vec::new();
         let (mut uncompressed, mut cpu, mut wall) = (0u64, 0.0, 0.0);
         for page in source_pages(n, format).skip(t).step_by(threads) {

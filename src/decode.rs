@@ -28,12 +28,20 @@ fn err(path: &str, message: impl Into<String>) -> DecodeError {
     }
 }
 
-/// Decodes one line of a backup file in `format`.
+/// Decodes one line of a backup file in a line format (`dynamodb-json`, `json`); the tabular
+/// formats are read by [`crate::records`].
 pub fn decode_line(format: Format, line: &str) -> Result<Item, DecodeError> {
     match format {
         Format::DynamodbJson => decode_dynamodb_json_line(line),
         Format::Json => decode_plain_json_line(line),
+        Format::Csv | Format::Parquet => Err(err("", format!("{format} files have no lines"))),
     }
+}
+
+/// Decodes one typed value (`{"L":[{"S":"a"}]}`), as the tabular formats store maps and lists.
+pub fn decode_typed_value(text: &str, path: &str) -> Result<AttributeValue, DecodeError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| err(path, e.to_string()))?;
+    decode_value(value, path)
 }
 
 /// Decodes one `{"Item":{...}}` line.

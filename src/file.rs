@@ -9,7 +9,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::compress::Compressor;
-use crate::encode::{encoder_for, EncodeError, RecordEncoder};
+use crate::encode::{encoder_for, Column, EncodeError, EncodeOptions, RecordEncoder};
 use crate::format::{Compression, Format};
 use crate::scan::PageItems;
 
@@ -82,6 +82,8 @@ pub struct FinishedFile {
     pub uncompressed_bytes: u64,
     /// Hex SHA-256 of the stored bytes.
     pub sha256: String,
+    /// The columns of a CSV or Parquet file.
+    pub columns: Option<Vec<Column>>,
 }
 
 impl EncodingFile {
@@ -90,6 +92,7 @@ impl EncodingFile {
     pub fn new(
         format: Format,
         compression: Compression,
+        options: &EncodeOptions,
         first_part_size: usize,
     ) -> io::Result<Self> {
         let stored = StoredBytes {
@@ -98,7 +101,7 @@ impl EncodingFile {
             total: 0,
         };
         Ok(EncodingFile {
-            encoder: encoder_for(format),
+            encoder: encoder_for(format, options),
             stream: Counting {
                 inner: Compressor::new(compression, stored)?,
                 count: 0,
@@ -146,6 +149,7 @@ impl EncodingFile {
             bytes: stored.total,
             uncompressed_bytes,
             sha256: hex::encode(stored.hasher.finalize()),
+            columns: self.encoder.columns(),
         })
     }
 }
@@ -161,7 +165,13 @@ mod tests {
     #[test]
     fn parts_plus_rest_are_the_whole_hashed_stream() {
         for compression in Compression::ALL {
-            let mut file = EncodingFile::new(Format::DynamodbJson, compression, 16 * 1024).unwrap();
+            let mut file = EncodingFile::new(
+                Format::DynamodbJson,
+                compression,
+                &EncodeOptions::default(),
+                16 * 1024,
+            )
+            .unwrap();
             let page = PageItems::Decoded((0..250).map(|_| every_type()).collect());
             let mut stored = Vec::new();
             for _ in 0..8 {

@@ -6,8 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// How items are written. Every format is line-oriented so a file can be streamed and rolled at any
-/// item boundary.
+/// How items are written. Every format streams, so a file can be rolled at any page boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
@@ -17,17 +16,29 @@ pub enum Format {
     /// Plain JSON lines for analytics tools. Exact numbers, but types such as sets and binary are
     /// folded into JSON arrays and base64 strings, so it is not a lossless restore source.
     Json,
+    /// RFC 4180 CSV with a header row, for spreadsheets; discovered columns plus `_extra`.
+    Csv,
+    /// Apache Parquet for Athena, DuckDB, Spark and pandas; discovered, typed columns plus `_extra`,
+    /// compressed column by column ([`ParquetCompression`]).
+    Parquet,
 }
 
 impl Format {
     /// Every format, in the order the CLI lists them.
-    pub const ALL: [Format; 2] = [Format::DynamodbJson, Format::Json];
+    pub const ALL: [Format; 4] = [
+        Format::DynamodbJson,
+        Format::Json,
+        Format::Csv,
+        Format::Parquet,
+    ];
 
     /// The name used in job JSON, CLI flags and the manifest.
     pub fn name(self) -> &'static str {
         match self {
             Format::DynamodbJson => "dynamodb-json",
             Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
         }
     }
 
@@ -36,6 +47,8 @@ impl Format {
         match self {
             Format::DynamodbJson => "json",
             Format::Json => "jsonl",
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
         }
     }
 
@@ -43,6 +56,8 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Format::DynamodbJson | Format::Json => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8; header=present",
+            Format::Parquet => "application/vnd.apache.parquet",
         }
     }
 
@@ -52,9 +67,52 @@ impl Format {
         matches!(self, Format::DynamodbJson)
     }
 
-    /// Whether a restore can rebuild every attribute of every item exactly from this format.
+    /// Whether a restore can rebuild every attribute of every item exactly from this format
+    /// (CSV and Parquet with the column types they record; see [`crate::encode::columns`]).
     pub fn is_lossless(self) -> bool {
-        matches!(self, Format::DynamodbJson)
+        !matches!(self, Format::Json)
+    }
+
+    /// Whether the file is a table with a schema (CSV, Parquet) rather than one item per line.
+    pub fn is_tabular(self) -> bool {
+        matches!(self, Format::Csv | Format::Parquet)
+    }
+}
+
+/// Compression inside a Parquet file, column chunk by column chunk. It replaces the stream
+/// compression for Parquet: a Parquet file compressed as a whole is unreadable to Athena, DuckDB
+/// and Spark, which seek to its footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParquetCompression {
+    /// Zstandard (level 3): the best ratio at high speed; every current reader has it.
+    #[default]
+    Zstd,
+    /// Snappy: the traditional Parquet default, fastest to read, larger files.
+    Snappy,
+    /// gzip: for old readers only.
+    Gzip,
+    /// Uncompressed column chunks.
+    None,
+}
+
+impl ParquetCompression {
+    /// Every codec, in the order the CLI lists them.
+    pub const ALL: [ParquetCompression; 4] = [
+        ParquetCompression::Zstd,
+        ParquetCompression::Snappy,
+        ParquetCompression::Gzip,
+        ParquetCompression::None,
+    ];
+
+    /// The name used in job JSON, CLI flags and the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParquetCompression::Zstd => "zstd",
+            ParquetCompression::Snappy => "snappy",
+            ParquetCompression::Gzip => "gzip",
+            ParquetCompression::None => "none",
+        }
     }
 }
 
@@ -146,6 +204,7 @@ macro_rules! name_enum {
 
 name_enum!(Format, "format");
 name_enum!(Compression, "compression");
+name_enum!(ParquetCompression, "parquet compression");
 
 #[cfg(test)]
 mod tests {
@@ -162,6 +221,11 @@ mod tests {
         assert_eq!(Compression::None.content_encoding(), None);
         assert_eq!(Compression::Zstd.content_encoding(), Some("zstd"));
         assert_eq!(Format::DynamodbJson.content_type(), "application/x-ndjson");
+        assert_eq!(file_extension(Format::Csv, Compression::Gzip), "csv.gz");
+        assert_eq!(
+            file_extension(Format::Parquet, Compression::None),
+            "parquet"
+        );
     }
 
     #[test]
@@ -175,7 +239,7 @@ mod tests {
         let err = "xml".parse::<Format>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown format `xml`: expected one of dynamodb-json, json"
+            "unknown format `xml`: expected one of dynamodb-json, json, csv, parquet"
         );
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::{Compression, Format};
+use crate::format::{Compression, Format, ParquetCompression};
 
 /// Largest `segments` a job may ask for. DynamoDB accepts up to 1,000,000, but every segment costs
 /// at least one request and its own buffers; past a thousand nothing gets faster.
@@ -58,6 +58,9 @@ pub struct JobRequest {
     /// Stream compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// Column compression of Parquet files (only with `"format": "parquet"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet_compression: Option<ParquetCompression>,
     /// Parallel scan segments; chosen from the table's size when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<i64>,
@@ -200,8 +203,10 @@ pub struct BackupJob {
     pub table: TableName,
     /// Output format.
     pub format: Format,
-    /// Stream compression.
+    /// Stream compression (always `none` for Parquet, which compresses its columns itself).
     pub compression: Compression,
+    /// Column compression of Parquet files.
+    pub parquet_compression: ParquetCompression,
     /// Explicit segment count, or `None` to choose from the table's size.
     pub segments: Option<NonZeroU32>,
     /// Where files go.
@@ -387,11 +392,47 @@ impl JobRequest {
             Some(id) => JobId::new(&id).map_err(|m| JobError::field_error("job_id", m))?,
             None => JobId::generate(),
         };
+        let format = self.format.unwrap_or(defaults.format);
+        let (compression, parquet_compression) = if format == Format::Parquet {
+            match self.compression {
+                Some(c) if c != Compression::None => {
+                    return Err(JobError::field_error(
+                        "compression",
+                        format!(
+                            "a Parquet file compresses its own columns (`parquet_compression`, \
+                             default zstd); compressing the whole file with {c} as well would make it \
+                             unreadable to Athena, DuckDB and Spark. Leave `compression` out or set \
+                             it to \"none\", and choose the codec with `parquet_compression` \
+                             (zstd, snappy, gzip or none)"
+                        ),
+                    ))
+                }
+                _ => (
+                    Compression::None,
+                    self.parquet_compression.unwrap_or_default(),
+                ),
+            }
+        } else {
+            if let Some(p) = self.parquet_compression {
+                return Err(JobError::field_error(
+                    "parquet_compression",
+                    format!(
+                        "`{p}` only applies to \"format\": \"parquet\", and this job writes {format}; \
+                         use `compression` (gzip, zstd or none) for {format}, or set the format to parquet"
+                    ),
+                ));
+            }
+            (
+                self.compression.unwrap_or(defaults.compression),
+                ParquetCompression::default(),
+            )
+        };
         Ok(BackupJob {
             job_id,
             table,
-            format: self.format.unwrap_or(defaults.format),
-            compression: self.compression.unwrap_or(defaults.compression),
+            format,
+            compression,
+            parquet_compression,
             segments,
             destination,
             consistent_read: self.consistent_read.unwrap_or(defaults.consistent_read),
@@ -433,6 +474,8 @@ impl BackupJob {
             table: Some(self.table.to_string()),
             format: Some(self.format),
             compression: Some(self.compression),
+            parquet_compression: (self.format == Format::Parquet)
+                .then_some(self.parquet_compression),
             segments: self.segments.map(|n| i64::from(n.get())),
             bucket,
             prefix: Some(prefix.to_string()),
@@ -678,6 +721,42 @@ mod tests {
     }
 
     #[test]
+    fn parquet_compresses_its_columns_and_refuses_a_stream_compression_too() {
+        let job =
+            BackupJob::parse(r#"{"table":"studentData","format":"parquet"}"#, &defaults()).unwrap();
+        assert_eq!(
+            job.compression,
+            Compression::None,
+            "the configured gzip does not apply"
+        );
+        assert_eq!(job.parquet_compression, ParquetCompression::Zstd);
+        let job = BackupJob::parse(
+            r#"{"table":"studentData","format":"parquet","compression":"none","parquet_compression":"snappy"}"#,
+            &defaults(),
+        )
+        .unwrap();
+        assert_eq!(job.parquet_compression, ParquetCompression::Snappy);
+        let again = job.to_request().into_job(&defaults(), None).unwrap();
+        assert_eq!(again.parquet_compression, ParquetCompression::Snappy);
+
+        let err = BackupJob::parse(
+            r#"{"table":"studentData","format":"parquet","compression":"zstd"}"#,
+            &defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("compression"));
+        let message = err.to_string();
+        assert!(
+            message.contains("parquet_compression") && message.contains("Athena"),
+            "{message}"
+        );
+        assert_eq!(
+            field_of(r#"{"table":"studentData","format":"csv","parquet_compression":"zstd"}"#),
+            "parquet_compression"
+        );
+    }
+
+    #[test]
     fn full_job_parses_with_every_field() {
         let job = BackupJob::parse(
             r#"{"table": "studentData", "format": "json", "compression": "zstd", "segments": 8,
@@ -876,6 +955,7 @@ mod tests {
             table: Some("t".repeat(3)),
             format: Some(Format::Json),
             compression: Some(Compression::Zstd),
+            parquet_compression: Some(ParquetCompression::Snappy),
             segments: Some(1),
             bucket: Some("b".repeat(3)),
             prefix: Some("p/".into()),
@@ -909,6 +989,10 @@ mod tests {
         assert_eq!(
             names(&properties["compression"]),
             Compression::ALL.map(|c| c.name().to_string())
+        );
+        assert_eq!(
+            names(&properties["parquet_compression"]),
+            ParquetCompression::ALL.map(|c| c.name().to_string())
         );
         for trigger in names(&properties["trigger"]) {
             let json = format!(r#"{{"table":"tbl","bucket":"b-1","trigger":"{trigger}"}}"#);

@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod notify;
 pub mod pipeline;
 pub mod queue;
+pub mod records;
 pub mod restore;
 pub mod scan;
 pub mod seed;

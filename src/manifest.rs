@@ -10,7 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::{file_extension, Compression, Format};
+use crate::encode::Column;
+use crate::format::{file_extension, Compression, Format, ParquetCompression};
 use crate::job::BackupJob;
 use crate::scan::{AttributeDefinition, IndexInfo, KeyElement};
 
@@ -80,6 +81,10 @@ pub struct FileEntry {
     pub uncompressed_bytes: u64,
     /// Hex SHA-256 of the stored bytes.
     pub sha256: String,
+    /// CSV and Parquet: the file's columns with their DynamoDB types (then `_extra`), which is
+    /// what makes a CSV file restorable exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<Column>>,
 }
 
 /// The tool that wrote a manifest.
@@ -117,6 +122,9 @@ pub struct Manifest {
     pub format: Format,
     /// Stream compression.
     pub compression: Compression,
+    /// Column compression, for Parquet backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet_compression: Option<ParquetCompression>,
     /// `Content-Type` of data files.
     pub content_type: String,
     /// `Content-Encoding` of data files.

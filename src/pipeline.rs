@@ -17,7 +17,7 @@ use crate::budget::ReadBudget;
 use crate::checkpoint::{
     key_from_json, key_to_json, Checkpoint, SegmentCheckpoint, CHECKPOINT_VERSION,
 };
-use crate::encode::{EncodeError, Item};
+use crate::encode::{EncodeError, EncodeOptions, Item};
 use crate::file::EncodingFile;
 use crate::format::{Compression, Format};
 use crate::job::BackupJob;
@@ -186,6 +186,7 @@ struct SegmentContext {
     consistent_read: bool,
     format: Format,
     compression: Compression,
+    encode: EncodeOptions,
     meta: ObjectMeta,
     layout: Layout,
     limits: UploadLimits,
@@ -196,6 +197,13 @@ struct SegmentContext {
     deadline: Option<Instant>,
     /// The job's read budget, shared by every segment.
     budget: Option<Arc<ReadBudget>>,
+}
+
+/// The key attributes, partition key first: the first columns of CSV and Parquet files.
+fn key_attributes(key_schema: &[crate::scan::KeyElement]) -> Vec<String> {
+    let mut keys: Vec<_> = key_schema.iter().collect();
+    keys.sort_by_key(|k| k.key_type != "HASH");
+    keys.into_iter().map(|k| k.attribute_name.clone()).collect()
 }
 
 /// What one segment produced in this leg.
@@ -335,6 +343,10 @@ impl Backup {
             consistent_read: job.consistent_read,
             format: job.format,
             compression: job.compression,
+            encode: EncodeOptions {
+                key_attributes: key_attributes(&info.key_schema),
+                parquet_compression: job.parquet_compression,
+            },
             meta: ObjectMeta {
                 content_type: job.format.content_type(),
                 content_encoding: job.compression.content_encoding(),
@@ -404,6 +416,7 @@ impl Backup {
             table_arn: info.table_arn.clone(),
             format: job.format,
             compression: job.compression,
+            parquet_compression: (job.format == Format::Parquet).then_some(job.parquet_compression),
             content_type: job.format.content_type().to_string(),
             content_encoding: job.compression.content_encoding().map(str::to_string),
             requested_at: job
@@ -652,6 +665,7 @@ impl SegmentOutput {
             let encoding = EncodingFile::new(
                 self.ctx.format,
                 self.ctx.compression,
+                &self.ctx.encode,
                 upload.next_part_size(),
             )
             .map_err(|e| self.encode_error(e.into()))?;
@@ -723,6 +737,7 @@ impl SegmentOutput {
             bytes: finished.bytes,
             uncompressed_bytes: finished.uncompressed_bytes,
             sha256: finished.sha256,
+            columns: finished.columns,
         });
         Ok(())
     }

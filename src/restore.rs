@@ -3,7 +3,6 @@
 //! jitter; an optional write budget (WCU per second) keeps a restore into a live table from
 //! starving it. Writing the same backup twice gives the same table: every write is a full put.
 
-use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +13,11 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tracing::info;
 
-use crate::compress::decompressing_reader;
-use crate::decode::decode_line;
 use crate::encode::Item;
 use crate::format::Format;
 use crate::job::TableName;
 use crate::manifest::Manifest;
+use crate::records::read_items;
 use crate::store::{ObjectStore, StoreError};
 use crate::table_writer::{TableSpec, TableWriter, WriteError};
 
@@ -262,36 +260,25 @@ async fn read_files(
         let reader = store.open(&locate(&file.key)).await?;
         let bridge = tokio_util::io::SyncIoBridge::new(reader);
         let (format, compression, key) = (manifest.format, manifest.compression, file.key.clone());
+        let columns = file.columns.clone();
         let tx = batches.clone();
         let finished = tokio::task::spawn_blocking(move || -> Result<bool, RestoreError> {
-            let decode_error = |record: u64, message: String| RestoreError::Decode {
-                key: key.clone(),
-                record,
-                message,
-            };
-            let lines = BufReader::new(
-                decompressing_reader(compression, BufReader::new(bridge))
-                    .map_err(|e| decode_error(0, e.to_string()))?,
-            );
             let mut batch = Vec::with_capacity(BATCH_ITEMS);
-            for (i, line) in lines.lines().enumerate() {
-                let record = i as u64 + 1;
-                let line = line.map_err(|e| decode_error(record, e.to_string()))?;
-                let item =
-                    decode_line(format, &line).map_err(|e| decode_error(record, e.to_string()))?;
+            let mut open = true;
+            read_items(bridge, format, compression, columns.as_deref(), |item| {
                 batch.push(item);
-                if batch.len() == BATCH_ITEMS
-                    && tx
-                        .blocking_send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(BATCH_ITEMS),
-                        ))
-                        .is_err()
-                {
-                    return Ok(false);
+                if batch.len() == BATCH_ITEMS {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ITEMS));
+                    open = tx.blocking_send(full).is_ok();
                 }
-            }
-            Ok(batch.is_empty() || tx.blocking_send(batch).is_ok())
+                open
+            })
+            .map_err(|e| RestoreError::Decode {
+                key: key.clone(),
+                record: e.read.items + 1,
+                message: e.message,
+            })?;
+            Ok(open && (batch.is_empty() || tx.blocking_send(batch).is_ok()))
         })
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))??;

@@ -2,17 +2,16 @@
 //! hashed, decompressed and every record decoded, then compared with the manifest. Memory stays
 //! flat whatever the backup's size; problems name the file and what differs.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::compress::decompressing_reader;
-use crate::decode::decode_line;
 use crate::format::{Compression, Format};
 use crate::manifest::{FileEntry, Manifest};
+use crate::records::read_items;
 use crate::store::{ObjectStore, StoreError};
 
 /// Files verified at once.
@@ -159,11 +158,18 @@ fn scan_file<R: Read>(
         bytes: 0,
     };
     let mut problems = Vec::new();
-    let (items, plain) = match decode_records(&mut raw, format, compression) {
-        Ok(counts) => counts,
-        Err((counts, problem)) => {
-            problems.push(problem);
-            counts
+    let read = read_items(
+        &mut raw,
+        format,
+        compression,
+        entry.columns.as_deref(),
+        |_| true,
+    );
+    let (items, plain) = match read {
+        Ok(read) => (read.items, read.plain_bytes),
+        Err(e) => {
+            problems.push(e.message);
+            (e.read.items, e.read.plain_bytes)
         }
     };
     // Whatever the decoder left unread still belongs to the stored bytes.
@@ -200,55 +206,6 @@ fn scan_file<R: Read>(
         bytes: raw.bytes,
         items,
         problems,
-    }
-}
-
-/// Decodes every line; on the first failure returns what was counted so far and why it stopped.
-fn decode_records<R: Read>(
-    raw: &mut R,
-    format: Format,
-    compression: Compression,
-) -> Result<(u64, u64), ((u64, u64), String)> {
-    let mut items = 0u64;
-    let mut plain = 0u64;
-    let reader = decompressing_reader(compression, BufReader::new(raw)).map_err(|e| {
-        (
-            (0, 0),
-            format!("cannot start {compression} decompression: {e}"),
-        )
-    })?;
-    let mut lines = BufReader::new(reader);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = match lines.read_line(&mut line) {
-            Ok(0) => return Ok((items, plain)),
-            Ok(n) => n,
-            Err(e) => {
-                return Err((
-                    (items, plain),
-                    format!("corrupt or truncated {compression} data after {items} items: {e}"),
-                ))
-            }
-        };
-        plain += n as u64;
-        let record = line.strip_suffix('\n').ok_or_else(|| {
-            (
-                (items, plain),
-                format!(
-                    "record {} is cut off (no line end): the file is truncated",
-                    items + 1
-                ),
-            )
-        })?;
-        let decoded = decode_line(format, record);
-        if let Err(e) = decoded {
-            return Err((
-                (items, plain),
-                format!("record {} does not decode: {e}", items + 1),
-            ));
-        }
-        items += 1;
     }
 }
 

@@ -131,6 +131,24 @@ async fn every_malformed_api_body_gets_a_clear_4xx_and_nothing_is_queued() {
             "compression",
         ),
         (
+            r#"{"table": "studentData", "format": "parquet", "compression": "gzip"}"#.into(),
+            false,
+            400,
+            "compression",
+        ),
+        (
+            r#"{"table": "studentData", "format": "csv", "parquet_compression": "zstd"}"#.into(),
+            false,
+            400,
+            "parquet_compression",
+        ),
+        (
+            r#"{"table": "studentData", "parquet_compression": "lz4"}"#.into(),
+            false,
+            400,
+            "parquet_compression",
+        ),
+        (
             r#"{"table": "studentData", "segments": 0}"#.into(),
             false,
             400,

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ddb_backup::aws::{AwsContext, AwsOptions};
 use ddb_backup::config::{tutorial, ConfigError, Settings};
+use ddb_backup::format::ParquetCompression;
 use ddb_backup::human::human_bytes;
 use ddb_backup::job::{Destination, JobRequest, Prefix, Trigger};
 use ddb_backup::pipeline::Progress;
@@ -118,9 +119,12 @@ struct JobFlags {
     /// Output format.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Format::ALL.map(|f| f.name())))]
     format: Option<String>,
-    /// Stream compression.
+    /// Stream compression (gzip by default; Parquet files compress their columns instead).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Compression::ALL.map(|c| c.name())))]
     compression: Option<String>,
+    /// Column compression of Parquet files (default zstd).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ParquetCompression::ALL.map(|c| c.name())))]
+    parquet_compression: Option<String>,
     /// Parallel scan segments, 1 to 1000 (default: chosen from the table's size).
     #[arg(long)]
     segments: Option<i64>,
@@ -146,6 +150,7 @@ impl JobFlags {
             table: self.table,
             format: self.format.map(|f| f.parse()).transpose()?,
             compression: self.compression.map(|c| c.parse()).transpose()?,
+            parquet_compression: self.parquet_compression.map(|c| c.parse()).transpose()?,
             segments: self.segments,
             bucket: self.bucket,
             prefix: self.prefix,

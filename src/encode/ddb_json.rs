@@ -47,6 +47,49 @@ pub fn write_item_map(item: &Item, buf: &mut Vec<u8>) -> Result<(), EncodeError>
     write_map(buf, item, None)
 }
 
+/// Writes leftover attributes (the `_extra` column of the tabular formats) as an attribute map.
+pub(crate) fn write_attribute_pairs(
+    buf: &mut Vec<u8>,
+    pairs: &[(&String, &AttributeValue)],
+) -> Result<(), EncodeError> {
+    buf.push(b'{');
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_json_str(buf, name);
+        buf.push(b':');
+        write_value(buf, value, &AttrPath::Top(name))?;
+    }
+    buf.push(b'}');
+    Ok(())
+}
+
+/// Writes the contents of an `M` (an attribute map) or an `L` (a list of typed values) of
+/// attribute `name` as DynamoDB JSON: how the tabular formats keep nested data exact.
+pub(crate) fn write_nested(
+    buf: &mut Vec<u8>,
+    name: &str,
+    value: &AttributeValue,
+) -> Result<(), EncodeError> {
+    let path = AttrPath::Top(name);
+    match value {
+        AttributeValue::M(map) => write_map(buf, map, Some(&path)),
+        AttributeValue::L(list) => {
+            buf.push(b'[');
+            for (i, v) in list.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_value(buf, v, &AttrPath::Index(&path, i))?;
+            }
+            buf.push(b']');
+            Ok(())
+        }
+        other => write_value(buf, other, &path),
+    }
+}
+
 /// Writes a map of attributes; `parent` is the map's own path (`None` for the item itself).
 fn write_map(buf: &mut Vec<u8>, map: &Item, parent: Option<&AttrPath>) -> Result<(), EncodeError> {
     buf.push(b'{');

@@ -1,9 +1,13 @@
 //! Encoders turn items into bytes of one output format. They write into any [`io::Write`] and know
 //! nothing of compression or storage: the pipeline hands them whatever stream sits below.
 
+pub mod columns;
+mod csv;
 mod ddb_json;
 mod json;
 mod number;
+pub mod parquet;
+mod sampled;
 pub(crate) mod text;
 
 use std::collections::HashMap;
@@ -11,9 +15,12 @@ use std::io::{self, Write};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::format::Format;
+use crate::format::{Format, ParquetCompression};
 use crate::wire::WireItems;
 
+pub use self::csv::csv_encoder;
+pub use self::parquet::parquet_encoder;
+pub use columns::Column;
 pub use ddb_json::{write_item_map, DynamoDbJsonEncoder};
 pub use json::JsonLinesEncoder;
 pub use number::{json_number, NumberError};
@@ -41,6 +48,9 @@ pub enum EncodeError {
     /// A wire item that is not DynamoDB JSON (DynamoDB never sends one; an emulator might).
     #[error("{0}")]
     Wire(#[from] crate::decode::DecodeError),
+    /// The Parquet writer failed.
+    #[error("writing Parquet failed: {0}")]
+    Parquet(String),
     /// The stream below failed.
     #[error("writing encoded items failed: {0}")]
     Io(#[from] io::Error),
@@ -64,13 +74,32 @@ pub trait RecordEncoder: Send {
 
     /// Writes any trailer; the encoder is not used again afterwards.
     fn finish(&mut self, out: &mut dyn Write) -> Result<(), EncodeError>;
+
+    /// The columns of a tabular file (known once the sample is taken), for the manifest.
+    fn columns(&self) -> Option<Vec<Column>> {
+        None
+    }
+}
+
+/// What an encoder needs besides the format.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// The table's key attributes, in key schema order: the first columns of CSV and Parquet.
+    pub key_attributes: Vec<String>,
+    /// Column compression of Parquet files.
+    pub parquet_compression: ParquetCompression,
 }
 
 /// A fresh encoder for one file of `format`.
-pub fn encoder_for(format: Format) -> Box<dyn RecordEncoder> {
+pub fn encoder_for(format: Format, options: &EncodeOptions) -> Box<dyn RecordEncoder> {
     match format {
         Format::DynamodbJson => Box::new(DynamoDbJsonEncoder::default()),
         Format::Json => Box::new(JsonLinesEncoder::default()),
+        Format::Csv => Box::new(csv_encoder(options.key_attributes.clone())),
+        Format::Parquet => Box::new(parquet_encoder(
+            options.key_attributes.clone(),
+            options.parquet_compression,
+        )),
     }
 }
 

@@ -1,0 +1,541 @@
+//! Reading the items of one backup file, in any format and as stored (compressed): what verify,
+//! restore and the round-trip tests stand on. Line formats decode line by line; CSV takes its
+//! column types from the manifest; Parquet takes them from its own key-value metadata and is
+//! spooled to a temporary file first, because a Parquet reader starts at the footer.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::compress::decompressing_reader;
+use crate::decode::{decode_item_map, decode_line, decode_typed_value};
+use crate::encode::columns::{format_decimal, Column, DynamoType, NumberStorage, EXTRA_COLUMN};
+use crate::encode::parquet::COLUMNS_METADATA_KEY;
+use crate::encode::{json_number, Item};
+use crate::format::{Compression, Format};
+
+/// What reading a whole file found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileRead {
+    /// Items read.
+    pub items: u64,
+    /// Bytes after decompression (for Parquet, the file itself).
+    pub plain_bytes: u64,
+}
+
+/// Why a file could not be read to the end; says how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RecordError {
+    /// What was read before the failure.
+    pub read: FileRead,
+    /// What went wrong, naming the record (1-based) where there is one.
+    pub message: String,
+}
+
+/// Reads every item of a stored file in order, handing each to `each`; `each` returning `false`
+/// stops the reading early (not an error). `columns` are the manifest's columns of a CSV file.
+pub fn read_items<R: Read>(
+    raw: R,
+    format: Format,
+    compression: Compression,
+    columns: Option<&[Column]>,
+    mut each: impl FnMut(Item) -> bool,
+) -> Result<FileRead, RecordError> {
+    let mut read = FileRead::default();
+    let fail = |read: FileRead, message: String| RecordError { read, message };
+    if format == Format::Parquet {
+        return read_parquet(raw, &mut each);
+    }
+    let decompressed = decompressing_reader(compression, BufReader::new(raw)).map_err(|e| {
+        fail(
+            read,
+            format!("cannot start {compression} decompression: {e}"),
+        )
+    })?;
+    let mut counted = Counted {
+        inner: decompressed,
+        bytes: 0,
+    };
+    if format == Format::Csv {
+        let Some(columns) = columns else {
+            return Err(fail(
+                read,
+                "the manifest lists no columns for this CSV file, so its types are unknown"
+                    .to_string(),
+            ));
+        };
+        let result = read_csv(&mut counted, columns, &mut read, &mut each);
+        read.plain_bytes = counted.bytes;
+        return result.map(|()| read).map_err(|m| fail(read, m));
+    }
+    let mut lines = BufReader::new(&mut counted);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = match lines.read_line(&mut line) {
+            Ok(0) => return Ok(read),
+            Ok(n) => n,
+            Err(e) => {
+                return Err(fail(
+                    read,
+                    format!(
+                        "corrupt or truncated {compression} data after {} items: {e}",
+                        read.items
+                    ),
+                ))
+            }
+        };
+        read.plain_bytes += n as u64;
+        let Some(record) = line.strip_suffix('\n') else {
+            return Err(fail(
+                read,
+                format!(
+                    "record {} is cut off (no line end): the file is truncated",
+                    read.items + 1
+                ),
+            ));
+        };
+        let item = decode_line(format, record).map_err(|e| {
+            fail(
+                read,
+                format!("record {} does not decode: {e}", read.items + 1),
+            )
+        })?;
+        read.items += 1;
+        if !each(item) {
+            return Ok(read);
+        }
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn read_csv(
+    input: impl Read,
+    columns: &[Column],
+    read: &mut FileRead,
+    each: &mut impl FnMut(Item) -> bool,
+) -> Result<(), String> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(input);
+    let header = csv.headers().map_err(|e| format!("header row: {e}"))?;
+    let expected: Vec<&str> = columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain([EXTRA_COLUMN])
+        .collect();
+    if header.iter().collect::<Vec<_>>() != expected {
+        return Err(format!(
+            "header row {:?} is not the manifest's columns {expected:?}",
+            header.iter().collect::<Vec<_>>()
+        ));
+    }
+    let mut record = csv::StringRecord::new();
+    loop {
+        let record_no = read.items + 1;
+        match csv.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => return Err(format!("record {record_no}: {e}")),
+        }
+        let mut item = Item::with_capacity(columns.len());
+        for (column, cell) in columns.iter().zip(record.iter()) {
+            if !cell.is_empty() {
+                let value = csv_value(column, cell)
+                    .map_err(|m| format!("record {record_no}, column `{}`: {m}", column.name))?;
+                item.insert(column.name.clone(), value);
+            }
+        }
+        let extra = record.get(columns.len()).unwrap_or_default();
+        merge_extra(&mut item, extra).map_err(|m| format!("record {record_no}: {m}"))?;
+        read.items += 1;
+        if !each(item) {
+            return Ok(());
+        }
+    }
+}
+
+/// Adds the attributes of an `_extra` cell (a DynamoDB JSON attribute map, or empty).
+fn merge_extra(item: &mut Item, extra: &str) -> Result<(), String> {
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let extra = decode_item_map(extra.as_bytes()).map_err(|e| format!("column `_extra`: {e}"))?;
+    for (name, value) in extra {
+        if item.insert(name.clone(), value).is_some() {
+            return Err(format!(
+                "attribute `{name}` is both a column and in `_extra`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn base64(text: &str) -> Result<Blob, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map(Blob::new)
+        .map_err(|e| format!("not base64: {e}"))
+}
+
+fn number(text: &str) -> Result<String, String> {
+    json_number(text).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
+}
+
+/// A CSV cell back into the value it was written from (see [`crate::encode::csv_encoder`]).
+fn csv_value(column: &Column, cell: &str) -> Result<AttributeValue, String> {
+    let strings = || serde_json::from_str::<Vec<String>>(cell).map_err(|e| e.to_string());
+    Ok(match column.dynamodb_type {
+        DynamoType::S => AttributeValue::S(cell.to_string()),
+        DynamoType::N => AttributeValue::N(number(cell)?),
+        DynamoType::B => AttributeValue::B(base64(cell)?),
+        DynamoType::Bool => match cell {
+            "true" => AttributeValue::Bool(true),
+            "false" => AttributeValue::Bool(false),
+            other => return Err(format!("expected true or false, got `{other}`")),
+        },
+        DynamoType::Null => AttributeValue::Null(true),
+        DynamoType::SS => AttributeValue::Ss(strings()?),
+        DynamoType::NS => AttributeValue::Ns(
+            strings()?
+                .iter()
+                .map(|n| number(n))
+                .collect::<Result<_, _>>()?,
+        ),
+        DynamoType::BS => AttributeValue::Bs(
+            strings()?
+                .iter()
+                .map(|b| base64(b))
+                .collect::<Result<_, _>>()?,
+        ),
+        DynamoType::M => {
+            AttributeValue::M(decode_item_map(cell.as_bytes()).map_err(|e| e.to_string())?)
+        }
+        DynamoType::L => decode_typed_value(&format!("{{\"L\":{cell}}}"), &column.name)
+            .map_err(|e| e.to_string())?,
+    })
+}
+
+fn read_parquet<R: Read>(
+    mut raw: R,
+    each: &mut impl FnMut(Item) -> bool,
+) -> Result<FileRead, RecordError> {
+    let mut read = FileRead::default();
+    let fail = |read: FileRead, message: String| RecordError { read, message };
+    let mut spool = tempfile::tempfile()
+        .map_err(|e| fail(read, format!("cannot create a temporary file: {e}")))?;
+    read.plain_bytes = io::copy(&mut raw, &mut spool)
+        .map_err(|e| fail(read, format!("reading the file failed: {e}")))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(spool)
+        .map_err(|e| fail(read, format!("not a readable Parquet file: {e}")))?;
+    let described = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == COLUMNS_METADATA_KEY))
+        .and_then(|kv| kv.value.clone())
+        .ok_or_else(|| {
+            fail(
+                read,
+                format!("no `{COLUMNS_METADATA_KEY}` metadata: not written by ddb-backup"),
+            )
+        })?;
+    let columns: Vec<Column> = serde_json::from_str(&described)
+        .map_err(|e| fail(read, format!("`{COLUMNS_METADATA_KEY}` metadata: {e}")))?;
+    let reader = builder
+        .with_batch_size(4096)
+        .build()
+        .map_err(|e| fail(read, e.to_string()))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| fail(read, format!("after {} items: {e}", read.items)))?;
+        if batch.num_columns() != columns.len() + 1 {
+            return Err(fail(
+                read,
+                format!(
+                    "{} columns, but the metadata describes {} and `_extra`",
+                    batch.num_columns(),
+                    columns.len()
+                ),
+            ));
+        }
+        let extra = batch
+            .column(columns.len())
+            .as_string_opt::<i32>()
+            .ok_or_else(|| fail(read, "column `_extra` is not text".to_string()))?;
+        for row in 0..batch.num_rows() {
+            let record_no = read.items + 1;
+            let mut item = Item::with_capacity(columns.len());
+            for (i, column) in columns.iter().enumerate() {
+                let array = batch.column(i);
+                if array.is_null(row) {
+                    continue;
+                }
+                let value = parquet_value(column, array.as_ref(), row).map_err(|m| {
+                    fail(
+                        read,
+                        format!("record {record_no}, column `{}`: {m}", column.name),
+                    )
+                })?;
+                item.insert(column.name.clone(), value);
+            }
+            if !extra.is_null(row) {
+                merge_extra(&mut item, extra.value(row))
+                    .map_err(|m| fail(read, format!("record {record_no}: {m}")))?;
+            }
+            read.items += 1;
+            if !each(item) {
+                return Ok(read);
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// One Parquet cell back into its value.
+fn parquet_value(column: &Column, array: &dyn Array, row: usize) -> Result<AttributeValue, String> {
+    let wrong = || {
+        format!(
+            "stored as {}, which does not fit its type",
+            array.data_type()
+        )
+    };
+    let text = || {
+        array
+            .as_string_opt::<i32>()
+            .map(|a| a.value(row).to_string())
+            .ok_or_else(wrong)
+    };
+    let strings = || -> Result<Vec<String>, String> {
+        let list = array.as_list_opt::<i32>().ok_or_else(wrong)?.value(row);
+        let values = list.as_string_opt::<i32>().ok_or_else(wrong)?;
+        Ok((0..values.len())
+            .map(|i| values.value(i).to_string())
+            .collect())
+    };
+    Ok(match column.dynamodb_type {
+        DynamoType::S => AttributeValue::S(text()?),
+        DynamoType::N => AttributeValue::N(match (column.number, array.data_type()) {
+            (Some(NumberStorage::Int64), DataType::Int64) => array
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(wrong)?
+                .value(row)
+                .to_string(),
+            (Some(NumberStorage::Decimal { scale }), DataType::Decimal128(_, s)) if *s == scale => {
+                let decimals = array
+                    .as_primitive_opt::<arrow::datatypes::Decimal128Type>()
+                    .ok_or_else(wrong)?;
+                format_decimal(decimals.value(row), scale)
+            }
+            (_, DataType::Utf8) => number(&text()?)?,
+            _ => return Err(wrong()),
+        }),
+        DynamoType::B => AttributeValue::B(Blob::new(
+            array.as_binary_opt::<i32>().ok_or_else(wrong)?.value(row),
+        )),
+        DynamoType::Bool => {
+            AttributeValue::Bool(array.as_boolean_opt().ok_or_else(wrong)?.value(row))
+        }
+        DynamoType::Null => AttributeValue::Null(true),
+        DynamoType::SS => AttributeValue::Ss(strings()?),
+        DynamoType::NS => AttributeValue::Ns(
+            strings()?
+                .iter()
+                .map(|n| number(n))
+                .collect::<Result<_, _>>()?,
+        ),
+        DynamoType::BS => {
+            let list = array.as_list_opt::<i32>().ok_or_else(wrong)?.value(row);
+            let values = list.as_binary_opt::<i32>().ok_or_else(wrong)?;
+            AttributeValue::Bs(
+                (0..values.len())
+                    .map(|i| Blob::new(values.value(i)))
+                    .collect(),
+            )
+        }
+        DynamoType::M => {
+            AttributeValue::M(decode_item_map(text()?.as_bytes()).map_err(|e| e.to_string())?)
+        }
+        DynamoType::L => decode_typed_value(&format!("{{\"L\":{}}}", text()?), &column.name)
+            .map_err(|e| e.to_string())?,
+    })
+}
+
+/// Every item of a file, for tests and small files.
+pub fn read_all(
+    raw: impl Read,
+    format: Format,
+    compression: Compression,
+    columns: Option<&[Column]>,
+) -> Result<Vec<Item>, RecordError> {
+    let mut items = Vec::new();
+    read_items(raw, format, compression, columns, |item| {
+        items.push(item);
+        true
+    })?;
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::columns::SAMPLE_ITEMS;
+    use crate::encode::test_items::every_type;
+    use crate::format::ParquetCompression;
+    use crate::store::{MemoryStore, ObjectStore};
+    use crate::test_support::{memory_backup, sorted_by_id};
+
+    /// Every type, plus what a sample cannot foresee: types that change (`gpa` as S), attributes
+    /// that come and go, attributes first seen after the sample, numbers a column cannot hold
+    /// (`count` beyond i64, `ratio` with more decimals, `tiny` with an exponent), and a key that
+    /// is not the first attribute by name.
+    fn varied_items(n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|i| {
+                let mut item = every_type();
+                item.insert("id".into(), AttributeValue::S(format!("id-{i:05}")));
+                item.insert("count".into(), AttributeValue::N(i.to_string()));
+                item.insert("ratio".into(), AttributeValue::N(format!("{}.25", i % 7)));
+                match i % 5 {
+                    1 => {
+                        item.insert("gpa".into(), AttributeValue::S("n/a".into()));
+                    }
+                    2 => {
+                        item.remove("address");
+                        item.remove("tags");
+                        item.remove("empty");
+                    }
+                    3 => {
+                        item.insert("notes".into(), AttributeValue::Null(true));
+                    }
+                    _ => {}
+                }
+                if i == n - 1 {
+                    item.insert(
+                        "count".into(),
+                        AttributeValue::N("123456789012345678901234567890".into()),
+                    );
+                    item.insert("ratio".into(), AttributeValue::N("0.125".into()));
+                    item.insert("gpa".into(), AttributeValue::N("3.5E+2".into()));
+                }
+                if i > SAMPLE_ITEMS {
+                    item.insert(
+                        "late, \"new\"\nattribute".into(),
+                        AttributeValue::Ss(vec!["x".into()]),
+                    );
+                }
+                item
+            })
+            .collect()
+    }
+
+    async fn round_trip(items: &[Item], extra: &str) -> (crate::Manifest, Vec<Item>) {
+        let store = MemoryStore::new();
+        let manifest = memory_backup(&store, items.to_vec(), extra).await;
+        let mut back = Vec::new();
+        for file in &manifest.files {
+            let bytes = store.get(&file.key).await.unwrap();
+            let read = read_items(
+                &bytes[..],
+                manifest.format,
+                manifest.compression,
+                file.columns.as_deref(),
+                |item| {
+                    back.push(item);
+                    true
+                },
+            )
+            .unwrap_or_else(|e| panic!("{extra}: {}: {e}", file.key));
+            assert_eq!(read.items, file.item_count);
+            assert_eq!(read.plain_bytes, file.uncompressed_bytes, "{extra}");
+        }
+        (manifest, back)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn csv_and_parquet_give_back_every_item_exactly() {
+        let items = varied_items(SAMPLE_ITEMS + 300);
+        let mut cases: Vec<String> = Compression::ALL
+            .iter()
+            .map(|c| format!(r#","format":"csv","compression":"{c}","segments":1"#))
+            .collect();
+        cases.extend(
+            ParquetCompression::ALL.iter().map(|c| {
+                format!(r#","format":"parquet","parquet_compression":"{c}","segments":1"#)
+            }),
+        );
+        for extra in cases {
+            let (manifest, back) = round_trip(&items, &extra).await;
+            assert_eq!(back.len(), items.len(), "{extra}");
+            assert_eq!(sorted_by_id(back), sorted_by_id(items.clone()), "{extra}");
+            let columns = manifest.files[0]
+                .columns
+                .as_ref()
+                .expect("columns recorded");
+            assert_eq!(columns[0].name, "id", "the key comes first");
+            assert!(
+                !columns.iter().any(|c| c.name.starts_with("late")),
+                "an attribute first seen after the sample is carried by `_extra`"
+            );
+            if manifest.format == Format::Parquet {
+                let find = |name: &str| columns.iter().find(|c| c.name == name).unwrap();
+                assert_eq!(find("count").number, Some(NumberStorage::Int64));
+                assert_eq!(
+                    find("ratio").number,
+                    Some(NumberStorage::Decimal { scale: 2 })
+                );
+                assert_eq!(
+                    find("big").number,
+                    Some(NumberStorage::Decimal { scale: 0 })
+                );
+                assert_eq!(find("tiny").number, Some(NumberStorage::Text));
+                assert_eq!(find("gpa").dynamodb_type, DynamoType::N);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_file_takes_its_columns_from_all_it_has() {
+        let items = varied_items(7);
+        for format in ["csv", "parquet"] {
+            let (_, back) =
+                round_trip(&items, &format!(r#","format":"{format}","segments":1"#)).await;
+            assert_eq!(sorted_by_id(back), sorted_by_id(items.clone()), "{format}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_csv_file_without_its_columns_or_with_other_columns_is_refused() {
+        let store = MemoryStore::new();
+        let manifest = memory_backup(&store, varied_items(5), r#","format":"csv""#).await;
+        let file = &manifest.files[0];
+        let bytes = store.get(&file.key).await.unwrap();
+        let err = read_all(&bytes[..], Format::Csv, manifest.compression, None).unwrap_err();
+        assert!(err.message.contains("no columns"), "{err}");
+        let mut other = file.columns.clone().unwrap();
+        other.swap(1, 2);
+        let err =
+            read_all(&bytes[..], Format::Csv, manifest.compression, Some(&other)).unwrap_err();
+        assert!(err.message.contains("header row"), "{err}");
+    }
+}
