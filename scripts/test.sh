@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs and starts the AWS emulator (moto, in .venv, with cargo-lambda
-# for the Lambda runtime tests) if it is not running, runs every test against it, and stops it
-# again if this script started it; then validates infra/ offline (cfn-lint, checkov, invariants).
+# for the Lambda runtime tests) if it is not running, installs the independent readers (DuckDB
+# and pyarrow, in .venv-readers), runs every test, and stops the emulator again if this script
+# started it; then validates infra/ offline (cfn-lint, checkov, invariants).
 # Extra arguments go to `cargo test` and skip the infra check (e.g. scripts/test.sh --test cli).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,6 +15,8 @@ eval "$(scripts/emulator.sh start)"
 if [ "$started" = 1 ]; then
   trap 'scripts/emulator.sh stop' EXIT
 fi
+
+eval "$(scripts/readers.sh)"
 
 cargo test --locked "$@"
 if [ "$#" = 0 ]; then

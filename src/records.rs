@@ -175,6 +175,27 @@ fn read_csv(
     }
 }
 
+/// Rebuilds an item from a row of cells in the CSV cell syntax (see [`crate::encode::csv_encoder`];
+/// `None` is a missing attribute, `Some("")` an empty one, as Parquet can say) and its `_extra`
+/// cell. Public so that rows read by other tools (DuckDB, pyarrow) can be checked against the
+/// items they came from.
+pub fn item_from_cells(
+    columns: &[Column],
+    cells: &[Option<String>],
+    extra: Option<&str>,
+) -> Result<Item, String> {
+    let mut item = Item::with_capacity(columns.len());
+    for (column, cell) in columns.iter().zip(cells) {
+        if let Some(cell) = cell.as_deref() {
+            let value =
+                csv_value(column, cell).map_err(|m| format!("column `{}`: {m}", column.name))?;
+            item.insert(column.name.clone(), value);
+        }
+    }
+    merge_extra(&mut item, extra.unwrap_or_default())?;
+    Ok(item)
+}
+
 /// Adds the attributes of an `_extra` cell (a DynamoDB JSON attribute map, or empty).
 fn merge_extra(item: &mut Item, extra: &str) -> Result<(), String> {
     if extra.is_empty() {
