@@ -568,7 +568,7 @@ async fn run_segment(
         .await
     });
 
-    let mut output = SegmentOutput::new(ctx.clone(), segment, start.next_file);
+    let mut output = SegmentOutput::new(ctx.clone(), segment, start.next_file)?;
     let result: Result<SegmentResult, BackupError> = async {
         loop {
             let items = tokio::select! {
@@ -624,6 +624,54 @@ struct SegmentOutput {
     next_file: u32,
     open: Option<OpenFile>,
     files: Vec<FileEntry>,
+    encoder: EncoderThread,
+}
+
+/// The segment's own thread for the CPU work of encoding and compressing. Keeping a file's
+/// encoder on one thread keeps its allocations there: `spawn_blocking` would hand each page to
+/// whichever pool thread is free, and the allocator would then hold a copy of the encoder's
+/// working set (Parquet's column buffers, compressor windows) for every thread it visited.
+struct EncoderThread {
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl EncoderThread {
+    fn new(segment: u32) -> Result<Self, BackupError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name(format!("encode-{segment}"))
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })
+            .map_err(|e| BackupError::Internal(format!("cannot start an encoder thread: {e}")))?;
+        Ok(EncoderThread { jobs: Some(jobs) })
+    }
+
+    /// Runs `work` on the thread and waits for it without blocking the runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, BackupError> {
+        let gone = || BackupError::Internal("encoder thread stopped".to_string());
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Box::new(move || {
+                let _ = done.send(work());
+            }))
+            .map_err(|_| gone())?;
+        result.await.map_err(|_| gone())
+    }
+}
+
+impl Drop for EncoderThread {
+    /// Closing the queue ends the thread once its current job is done.
+    fn drop(&mut self) {
+        self.jobs.take();
+    }
 }
 
 struct OpenFile {
@@ -634,14 +682,15 @@ struct OpenFile {
 }
 
 impl SegmentOutput {
-    fn new(ctx: Arc<SegmentContext>, segment: u32, next_file: u32) -> Self {
-        SegmentOutput {
+    fn new(ctx: Arc<SegmentContext>, segment: u32, next_file: u32) -> Result<Self, BackupError> {
+        Ok(SegmentOutput {
             ctx,
             segment,
             next_file,
             open: None,
             files: Vec::new(),
-        }
+            encoder: EncoderThread::new(segment)?,
+        })
     }
 
     fn encode_error(&self, source: EncodeError) -> BackupError {
@@ -683,14 +732,14 @@ impl SegmentOutput {
         };
         let count = items.len() as u64;
         let before = encoding.stored_bytes();
-        let mut encoding =
-            tokio::task::spawn_blocking(move || encoding.encode(&items).map(|()| encoding))
-                .await
-                .map_err(|e| BackupError::Internal(format!("encoder thread: {e}")))?
-                .map_err(|e| BackupError::Encode {
-                    segment: self.segment,
-                    source: e,
-                })?;
+        let mut encoding = self
+            .encoder
+            .run(move || encoding.encode(&items).map(|()| encoding))
+            .await?
+            .map_err(|e| BackupError::Encode {
+                segment: self.segment,
+                source: e,
+            })?;
         let stored = encoding.stored_bytes();
         self.ctx.progress.items.fetch_add(count, Ordering::Relaxed);
         self.ctx
@@ -718,7 +767,7 @@ impl SegmentOutput {
             file.upload.abort().await;
             return Err(BackupError::Internal("file is still encoding".to_string()));
         };
-        let finished = match tokio::task::spawn_blocking(move || encoding.finish()).await {
+        let finished = match self.encoder.run(move || encoding.finish()).await {
             Ok(Ok(finished)) => finished,
             Ok(Err(e)) => {
                 file.upload.abort().await;
@@ -726,7 +775,7 @@ impl SegmentOutput {
             }
             Err(e) => {
                 file.upload.abort().await;
-                return Err(BackupError::Internal(format!("encoder thread: {e}")));
+                return Err(e);
             }
         };
         file.upload.finish(finished.rest).await?;

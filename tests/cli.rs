@@ -156,6 +156,21 @@ async fn bad_input_gets_a_one_line_cause_and_a_non_zero_exit() {
             "xml",
         ),
         (
+            vec![
+                "backup",
+                "--table",
+                "studentData",
+                "--out-dir",
+                d,
+                "--format",
+                "parquet",
+                "--compression",
+                "gzip",
+            ],
+            2,
+            "parquet_compression",
+        ),
+        (
             vec!["backup", "--table", "no-such-table-here", "--out-dir", d],
             1,
             "not found",
@@ -298,4 +313,42 @@ async fn enqueue_puts_a_validated_job_on_the_queue_that_the_worker_accepts() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("table"));
     assert!(receive(&aws, &queue).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_and_csv_backups_from_the_cli_verify_and_name_their_columns() {
+    let aws = aws().await;
+    let table = unique("cli-tabular");
+    create_table(&aws, &table).await;
+    put_items(&aws, &table, &every_type_items(12)).await;
+    let dir = tempfile::tempdir().unwrap();
+    for format in [
+        ["--format", "parquet", "--parquet-compression", "snappy"],
+        ["--format", "csv", "--compression", "gzip"],
+    ] {
+        let mut args = vec!["backup", "--table", &table, "--out-dir"];
+        args.push(dir.path().to_str().unwrap());
+        args.extend(format);
+        args.push("--json");
+        let out = cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{format:?}: {stderr}");
+        let manifest = Manifest::from_json(&out.stdout).expect("manifest JSON on stdout");
+        assert_eq!(manifest.item_count, 12);
+        let columns = manifest.files[0].columns.as_ref().expect("columns");
+        assert_eq!(columns[0].name, "id", "{format:?}");
+        if format[1] == "parquet" {
+            assert_eq!(
+                manifest.parquet_compression,
+                Some(ddb_backup::format::ParquetCompression::Snappy)
+            );
+            assert!(manifest.files[0].key.ends_with(".parquet"));
+        }
+        let verified = cli(&["verify", &manifest.location]);
+        assert!(
+            verified.status.success(),
+            "{format:?}: {}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+    }
 }
