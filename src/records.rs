@@ -224,6 +224,17 @@ fn number(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// An SS or NS from its members' text (numbers checked).
+fn string_set(ty: DynamoType, members: Vec<String>) -> Result<AttributeValue, String> {
+    if ty == DynamoType::NS {
+        for n in &members {
+            number(n)?;
+        }
+        return Ok(AttributeValue::Ns(members));
+    }
+    Ok(AttributeValue::Ss(members))
+}
+
 /// A CSV cell back into the value it was written from (see [`crate::encode::csv_encoder`]).
 fn csv_value(column: &Column, cell: &str) -> Result<AttributeValue, String> {
     let strings = || serde_json::from_str::<Vec<String>>(cell).map_err(|e| e.to_string());
@@ -237,13 +248,7 @@ fn csv_value(column: &Column, cell: &str) -> Result<AttributeValue, String> {
             other => return Err(format!("expected true or false, got `{other}`")),
         },
         DynamoType::Null => AttributeValue::Null(true),
-        DynamoType::SS => AttributeValue::Ss(strings()?),
-        DynamoType::NS => AttributeValue::Ns(
-            strings()?
-                .iter()
-                .map(|n| number(n))
-                .collect::<Result<_, _>>()?,
-        ),
+        DynamoType::SS | DynamoType::NS => string_set(column.dynamodb_type, strings()?)?,
         DynamoType::BS => AttributeValue::Bs(
             strings()?
                 .iter()
@@ -378,13 +383,7 @@ fn parquet_value(column: &Column, array: &dyn Array, row: usize) -> Result<Attri
             AttributeValue::Bool(array.as_boolean_opt().ok_or_else(wrong)?.value(row))
         }
         DynamoType::Null => AttributeValue::Null(true),
-        DynamoType::SS => AttributeValue::Ss(strings()?),
-        DynamoType::NS => AttributeValue::Ns(
-            strings()?
-                .iter()
-                .map(|n| number(n))
-                .collect::<Result<_, _>>()?,
-        ),
+        DynamoType::SS | DynamoType::NS => string_set(column.dynamodb_type, strings()?)?,
         DynamoType::BS => {
             let list = array.as_list_opt::<i32>().ok_or_else(wrong)?.value(row);
             let values = list.as_binary_opt::<i32>().ok_or_else(wrong)?;

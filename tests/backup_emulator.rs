@@ -35,6 +35,33 @@ fn backup(
     Backup::new(Arc::new(DynamoDbSource::new(aws.dynamodb())), store, tuning)
 }
 
+/// Downloads one data file and checks what the manifest and the object metadata say about it:
+/// stored size, SHA-256, `Content-Type` and `Content-Encoding`.
+async fn stored_file(
+    aws: &ddb_backup::aws::AwsContext,
+    bucket: &str,
+    manifest: &Manifest,
+    file: &ddb_backup::manifest::FileEntry,
+) -> Vec<u8> {
+    let (body, content_type, content_encoding) = get_object(aws, bucket, &file.key).await;
+    assert_eq!(body.len() as u64, file.bytes, "{}: stored size", file.key);
+    assert_eq!(
+        hex::encode(Sha256::digest(&body)),
+        file.sha256,
+        "{}: sha256",
+        file.key
+    );
+    assert_eq!(
+        content_type.as_deref(),
+        Some(manifest.format.content_type())
+    );
+    assert_eq!(
+        content_encoding.as_deref(),
+        manifest.compression.content_encoding()
+    );
+    body.to_vec()
+}
+
 /// Reads back every file of a manifest, checking size and checksum, and returns the decoded lines.
 async fn read_backup(
     aws: &ddb_backup::aws::AwsContext,
@@ -43,22 +70,7 @@ async fn read_backup(
 ) -> Vec<String> {
     let mut lines = Vec::new();
     for file in &manifest.files {
-        let (body, content_type, content_encoding) = get_object(aws, bucket, &file.key).await;
-        assert_eq!(body.len() as u64, file.bytes, "{}: stored size", file.key);
-        assert_eq!(
-            hex::encode(Sha256::digest(&body)),
-            file.sha256,
-            "{}: sha256",
-            file.key
-        );
-        assert_eq!(
-            content_type.as_deref(),
-            Some(manifest.format.content_type())
-        );
-        assert_eq!(
-            content_encoding.as_deref(),
-            manifest.compression.content_encoding()
-        );
+        let body = stored_file(aws, bucket, manifest, file).await;
         let reader = decompressing_reader(manifest.compression, &body[..]).unwrap();
         let mut count = 0u64;
         let mut plain = 0u64;
@@ -161,23 +173,7 @@ async fn read_backup_items(
 ) -> Vec<Item> {
     let mut items = Vec::new();
     for file in &manifest.files {
-        let (body, content_type, content_encoding) = get_object(aws, bucket, &file.key).await;
-        assert_eq!(body.len() as u64, file.bytes, "{}: stored size", file.key);
-        assert_eq!(
-            hex::encode(Sha256::digest(&body)),
-            file.sha256,
-            "{}",
-            file.key
-        );
-        assert_eq!(
-            content_type.as_deref(),
-            Some(manifest.format.content_type())
-        );
-        assert_eq!(
-            content_encoding.as_deref(),
-            manifest.compression.content_encoding()
-        );
-        let mut count = 0;
+        let body = stored_file(aws, bucket, manifest, file).await;
         let read = ddb_backup::records::read_items(
             &body[..],
             manifest.format,
@@ -185,7 +181,6 @@ async fn read_backup_items(
             file.columns.as_deref(),
             |item| {
                 items.push(item);
-                count += 1;
                 true
             },
         )
