@@ -631,8 +631,9 @@ struct SegmentOutput {
 /// encoder on one thread keeps its allocations there: `spawn_blocking` would hand each page to
 /// whichever pool thread is free, and the allocator would then hold a copy of the encoder's
 /// working set (Parquet's column buffers, compressor windows) for every thread it visited.
+/// Dropping it closes the queue, which ends the thread once its current job is done.
 struct EncoderThread {
-    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
 
 impl EncoderThread {
@@ -646,7 +647,7 @@ impl EncoderThread {
                 }
             })
             .map_err(|e| BackupError::Internal(format!("cannot start an encoder thread: {e}")))?;
-        Ok(EncoderThread { jobs: Some(jobs) })
+        Ok(EncoderThread { jobs })
     }
 
     /// Runs `work` on the thread and waits for it without blocking the runtime.
@@ -657,20 +658,11 @@ impl EncoderThread {
         let gone = || BackupError::Internal("encoder thread stopped".to_string());
         let (done, result) = tokio::sync::oneshot::channel();
         self.jobs
-            .as_ref()
-            .ok_or_else(gone)?
             .send(Box::new(move || {
                 let _ = done.send(work());
             }))
             .map_err(|_| gone())?;
         result.await.map_err(|_| gone())
-    }
-}
-
-impl Drop for EncoderThread {
-    /// Closing the queue ends the thread once its current job is done.
-    fn drop(&mut self) {
-        self.jobs.take();
     }
 }
 

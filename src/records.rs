@@ -235,6 +235,16 @@ fn string_set(ty: DynamoType, members: Vec<String>) -> Result<AttributeValue, St
     Ok(AttributeValue::Ss(members))
 }
 
+/// An M or L from the DynamoDB JSON text the tabular formats keep it as.
+fn nested(column: &Column, text: &str) -> Result<AttributeValue, String> {
+    let value = if column.dynamodb_type == DynamoType::M {
+        decode_item_map(text.as_bytes()).map(AttributeValue::M)
+    } else {
+        decode_typed_value(&format!("{{\"L\":{text}}}"), &column.name)
+    };
+    value.map_err(|e| e.to_string())
+}
+
 /// A CSV cell back into the value it was written from (see [`crate::encode::csv_encoder`]).
 fn csv_value(column: &Column, cell: &str) -> Result<AttributeValue, String> {
     let strings = || serde_json::from_str::<Vec<String>>(cell).map_err(|e| e.to_string());
@@ -255,11 +265,7 @@ fn csv_value(column: &Column, cell: &str) -> Result<AttributeValue, String> {
                 .map(|b| base64(b))
                 .collect::<Result<_, _>>()?,
         ),
-        DynamoType::M => {
-            AttributeValue::M(decode_item_map(cell.as_bytes()).map_err(|e| e.to_string())?)
-        }
-        DynamoType::L => decode_typed_value(&format!("{{\"L\":{cell}}}"), &column.name)
-            .map_err(|e| e.to_string())?,
+        DynamoType::M | DynamoType::L => nested(column, cell)?,
     })
 }
 
@@ -393,11 +399,7 @@ fn parquet_value(column: &Column, array: &dyn Array, row: usize) -> Result<Attri
                     .collect(),
             )
         }
-        DynamoType::M => {
-            AttributeValue::M(decode_item_map(text()?.as_bytes()).map_err(|e| e.to_string())?)
-        }
-        DynamoType::L => decode_typed_value(&format!("{{\"L\":{}}}", text()?), &column.name)
-            .map_err(|e| e.to_string())?,
+        DynamoType::M | DynamoType::L => nested(column, &text()?)?,
     })
 }
 

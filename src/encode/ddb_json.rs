@@ -52,17 +52,7 @@ pub(crate) fn write_attribute_pairs(
     buf: &mut Vec<u8>,
     pairs: &[(&String, &AttributeValue)],
 ) -> Result<(), EncodeError> {
-    buf.push(b'{');
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        write_json_str(buf, name);
-        buf.push(b':');
-        write_value(buf, value, &AttrPath::Top(name))?;
-    }
-    buf.push(b'}');
-    Ok(())
+    write_pairs(buf, pairs.iter().copied(), None)
 }
 
 /// Writes the contents of an `M` (an attribute map) or an `L` (a list of typed values) of
@@ -75,25 +65,24 @@ pub(crate) fn write_nested(
     let path = AttrPath::Top(name);
     match value {
         AttributeValue::M(map) => write_map(buf, map, Some(&path)),
-        AttributeValue::L(list) => {
-            buf.push(b'[');
-            for (i, v) in list.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_value(buf, v, &AttrPath::Index(&path, i))?;
-            }
-            buf.push(b']');
-            Ok(())
-        }
+        AttributeValue::L(list) => write_list(buf, list, &path),
         other => write_value(buf, other, &path),
     }
 }
 
 /// Writes a map of attributes; `parent` is the map's own path (`None` for the item itself).
 fn write_map(buf: &mut Vec<u8>, map: &Item, parent: Option<&AttrPath>) -> Result<(), EncodeError> {
+    write_pairs(buf, map.iter(), parent)
+}
+
+/// Writes `{"name":{typed value},…}` for the given attributes.
+fn write_pairs<'a>(
+    buf: &mut Vec<u8>,
+    pairs: impl Iterator<Item = (&'a String, &'a AttributeValue)>,
+    parent: Option<&AttrPath>,
+) -> Result<(), EncodeError> {
     buf.push(b'{');
-    for (i, (name, value)) in map.iter().enumerate() {
+    for (i, (name, value)) in pairs.enumerate() {
         if i > 0 {
             buf.push(b',');
         }
@@ -106,6 +95,23 @@ fn write_map(buf: &mut Vec<u8>, map: &Item, parent: Option<&AttrPath>) -> Result
         write_value(buf, value, &path)?;
     }
     buf.push(b'}');
+    Ok(())
+}
+
+/// Writes `[{typed value},…]`, the contents of an `L`.
+fn write_list(
+    buf: &mut Vec<u8>,
+    list: &[AttributeValue],
+    path: &AttrPath,
+) -> Result<(), EncodeError> {
+    buf.push(b'[');
+    for (i, v) in list.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_value(buf, v, &AttrPath::Index(path, i))?;
+    }
+    buf.push(b']');
     Ok(())
 }
 
@@ -163,14 +169,8 @@ fn write_value(
             write_map(buf, map, Some(path))?;
         }
         AttributeValue::L(list) => {
-            buf.extend_from_slice(b"{\"L\":[");
-            for (i, v) in list.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_value(buf, v, &AttrPath::Index(path, i))?;
-            }
-            buf.push(b']');
+            buf.extend_from_slice(b"{\"L\":");
+            write_list(buf, list, path)?;
         }
         _ => {
             return Err(EncodeError::UnknownType {
