@@ -27,9 +27,9 @@ use ddb_backup::seed::SyntheticSource;
 use ddb_backup::store::MemoryStore;
 use ddb_backup::{Backup, BackupJob, Compression, Format, Tuning};
 
-/// The same allocator as the shipped binaries.
+/// The same allocator as the shipped binaries, tuned the same way (in `main`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: ddb_backup::allocator::Allocator = ddb_backup::allocator::Allocator;
 
 const PAGE_ITEMS: u64 = 2000;
 
@@ -47,6 +47,7 @@ fn segments() -> u32 {
 }
 
 fn main() {
+    ddb_backup::allocator::tune();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

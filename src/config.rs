@@ -64,6 +64,8 @@ pub mod tutorial {
 }
 
 const MIB: u64 = 1024 * 1024;
+/// The largest file size target (1 TiB): the part-size schedule is checked to cover it.
+pub const MAX_FILE_SIZE_MIB: u64 = 1024 * 1024;
 
 impl Settings {
     /// Reads `DDB_BACKUP_*` variables from the process environment.
@@ -158,7 +160,7 @@ impl Settings {
         if let Some(n) = number("DDB_BACKUP_PART_SIZE_MIB", 5, 5 * 1024)? {
             tuning.part_size = (n * MIB) as usize;
         }
-        if let Some(n) = number("DDB_BACKUP_FILE_SIZE_MIB", 1, 1024 * 1024)? {
+        if let Some(n) = number("DDB_BACKUP_FILE_SIZE_MIB", 1, MAX_FILE_SIZE_MIB)? {
             tuning.file_size_target = n * MIB;
         }
         if let Some(n) = number("DDB_BACKUP_PARTS_IN_FLIGHT", 1, 64)? {
@@ -293,7 +295,7 @@ mod tests {
         assert_eq!(s.defaults.compression, Compression::Gzip);
         assert_eq!(s.defaults.bucket, None);
         assert_eq!(s.sse, ServerSideEncryption::Aes256);
-        assert_eq!(s.tuning.part_size, 8 << 20);
+        assert_eq!(s.tuning.part_size, 5 << 20);
     }
 
     #[test]

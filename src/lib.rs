@@ -6,6 +6,7 @@
 //! written last. [`pipeline`] runs them in that order. The CLI and the Lambda handlers are thin
 //! wrappers over [`pipeline::Backup`].
 
+pub mod allocator;
 pub mod api;
 pub mod aws;
 pub mod budget;

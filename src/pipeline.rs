@@ -32,7 +32,8 @@ use crate::store::{
 /// Knobs that trade memory and parallelism; defaults suit a 1–2 GiB Lambda.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Base multipart part size (S3's minimum is 5 MiB).
+    /// Base multipart part size. S3's minimum, 5 MiB, is the default: each segment fills one
+    /// part while others upload, so the part size is most of a segment's memory.
     pub part_size: usize,
     /// A file is closed and a new one started once it has stored this many bytes.
     pub file_size_target: u64,
@@ -49,7 +50,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            part_size: 8 * 1024 * 1024,
+            part_size: 5 * 1024 * 1024,
             file_size_target: 512 * 1024 * 1024,
             parts_in_flight: 8,
             max_concurrent_segments: 16,

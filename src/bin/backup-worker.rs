@@ -11,8 +11,13 @@ use ddb_backup::service;
 use ddb_backup::worker::deadline_from_epoch_ms;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
+/// mimalloc, tuned by [`ddb_backup::allocator::tune`] (why: see that module).
+#[global_allocator]
+static ALLOCATOR: ddb_backup::allocator::Allocator = ddb_backup::allocator::Allocator;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    ddb_backup::allocator::tune();
     service::init_lambda_logging();
     let settings = Settings::from_env()?;
     let aws = AwsContext::load(&settings.aws).await;

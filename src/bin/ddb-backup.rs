@@ -20,10 +20,9 @@ use ddb_backup::queue::{JobQueue, SqsQueue};
 use ddb_backup::{Compression, Format, Manifest};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Scanned items are allocated on one thread and freed on another, millions of small strings and
-/// maps; mimalloc handles that pattern much better than the system allocator.
+/// mimalloc, tuned by [`ddb_backup::allocator::tune`] (why: see that module).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: ddb_backup::allocator::Allocator = ddb_backup::allocator::Allocator;
 
 #[derive(Parser)]
 #[command(
@@ -202,6 +201,7 @@ struct SeedArgs {
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
+    ddb_backup::allocator::tune();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

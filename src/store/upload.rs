@@ -19,8 +19,9 @@ pub const MAX_PARTS: i32 = 10_000;
 const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 
 /// Size of part `part_number` (1-based): the base size, doubled every 1,000 parts (capped at 5 GiB).
-/// From an 8 MiB base, 10,000 parts hold 8 TiB, more than S3's 5 TiB object limit, so an object
-/// never runs out of part numbers however large it grows.
+/// From the smallest base S3 allows (5 MiB, also the default), 10,000 parts hold 4.9 TiB, far more
+/// than the largest file size target (`DDB_BACKUP_FILE_SIZE_MIB`, at most 1 TiB), so a file never
+/// runs out of part numbers; from 8 MiB they hold 8 TiB, past S3's 5 TiB object limit.
 pub fn part_size_for(base: usize, part_number: i32) -> usize {
     let doublings = ((part_number.max(1) - 1) / 1000).min(20) as u32;
     base.saturating_mul(1usize << doublings).min(MAX_PART_SIZE)
@@ -217,20 +218,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn part_sizes_grow_so_ten_thousand_parts_cover_five_tebibytes() {
-        let base = 8 * 1024 * 1024;
+    fn part_sizes_grow_so_ten_thousand_parts_cover_any_file() {
+        let total = |base: usize| -> u128 {
+            (1..=MAX_PARTS)
+                .map(|n| part_size_for(base, n) as u128)
+                .sum()
+        };
+        let base = 5 * 1024 * 1024;
         assert_eq!(part_size_for(base, 1), base);
         assert_eq!(part_size_for(base, 1000), base);
         assert_eq!(part_size_for(base, 1001), 2 * base);
-        let total: u128 = (1..=MAX_PARTS)
-            .map(|n| part_size_for(base, n) as u128)
-            .sum();
-        assert!(total >= 5u128 << 40, "{total}");
         assert!((1..=MAX_PARTS).all(|n| part_size_for(base, n) <= MAX_PART_SIZE));
-        // Even the 5 MiB minimum base reaches 4.8 TiB, far past the largest file size target.
-        let total: u128 = (1..=MAX_PARTS)
-            .map(|n| part_size_for(5 << 20, n) as u128)
-            .sum();
-        assert!(total >= 4u128 << 40, "{total}");
+        // The smallest base holds more than the largest file (plus a page past the target).
+        let largest_file = u128::from(crate::config::MAX_FILE_SIZE_MIB) << 20;
+        assert!(total(base) >= 4 * largest_file, "{}", total(base));
+        // From 8 MiB up, even one object at S3's 5 TiB limit fits.
+        assert!(total(8 << 20) >= 5u128 << 40, "{}", total(8 << 20));
     }
 }
