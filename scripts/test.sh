@@ -2,8 +2,9 @@
 # The whole test suite: installs and starts the AWS emulator (moto, in .venv, with cargo-lambda
 # for the Lambda runtime tests) if it is not running, installs the independent readers (DuckDB
 # and pyarrow, in .venv-readers), runs every test, and stops the emulator again if this script
-# started it; then validates infra/ offline (cfn-lint, checkov, invariants).
-# Extra arguments go to `cargo test` and skip the infra check (e.g. scripts/test.sh --test cli).
+# started it; then runs the wire splitter's tests on arm64 under QEMU (scripts/test-wire-arm64.sh)
+# and validates infra/ offline (cfn-lint, checkov, invariants).
+# Extra arguments go to `cargo test` and skip the last two (e.g. scripts/test.sh --test cli).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,5 +21,6 @@ eval "$(scripts/readers.sh)"
 
 cargo test --locked "$@"
 if [ "$#" = 0 ]; then
+  scripts/test-wire-arm64.sh
   scripts/infra-check.sh
 fi

@@ -7,10 +7,15 @@
 //! `{"Item":…}`. That skips the SDK's allocation-heavy deserializer and our own re-encoding, and
 //! every byte DynamoDB sent (numbers with all 38 digits, base64 binary, sets) is kept verbatim.
 //!
-//! The splitter is a small structural scanner, not a validating parser: it trusts DynamoDB to
-//! send JSON (the SDK would reject anything else too) but checks the structure it relies on and
-//! reports where it broke. Whitespace between tokens, which DynamoDB does not send but JSON
-//! allows, is removed so that every item stays on one line.
+//! The splitter is a structural scanner, not a validating parser: it trusts DynamoDB to send JSON
+//! (the SDK checks each response's CRC32, and would reject anything else too) but checks the
+//! structure it relies on (strings closed, brackets matched) and reports where it broke. Items go
+//! through [`structural`] 64 bytes at a time; anything it leaves (whitespace between tokens,
+//! which DynamoDB does not send but JSON allows, or broken input) goes through the byte-by-byte
+//! scanner below, which removes the whitespace so every item stays on one line, or reports the
+//! error.
+
+mod structural;
 
 use std::ops::Range;
 
@@ -108,7 +113,7 @@ pub fn split_scan_response(body: Bytes) -> Result<SplitResponse, WireError> {
                         if cur.peek() != Some(b'{') {
                             return Err(cur.error("`{` opening an item"));
                         }
-                        match fast::item(&body, cur.i) {
+                        match structural::object_end(&body, cur.i) {
                             Some(end) => cur.i = end,
                             None => cur.value()?,
                         }
@@ -280,8 +285,7 @@ impl Cursor<'_> {
         }
     }
 
-    /// Moves past an object or array at the cursor. This is the hot loop of the wire path: one
-    /// table lookup per byte outside strings.
+    /// Moves past an object or array at the cursor, one table lookup per byte outside strings.
     fn skip_container(&mut self) -> Result<(), WireError> {
         let b = self.b;
         let mut i = self.i;
@@ -311,132 +315,6 @@ impl Cursor<'_> {
         }
         self.i = b.len();
         Err(self.error("a closing bracket"))
-    }
-}
-
-/// The fast path: an item exactly as DynamoDB writes it (no whitespace, known type tags). The
-/// grammar tells what comes next, so there is little to decide per byte, and string contents are
-/// skipped eight bytes at a time. Anything unexpected returns `None` and the general scanner
-/// takes the item instead (and reports the error, if there is one).
-mod fast {
-    /// The end of the item (an attribute map) starting at `i`.
-    pub(super) fn item(b: &[u8], i: usize) -> Option<usize> {
-        map(b, i, 0)
-    }
-
-    /// DynamoDB allows 32 levels of nesting; deeper input is left to the general scanner.
-    const MAX_DEPTH: u32 = 40;
-
-    fn map(b: &[u8], mut i: usize, depth: u32) -> Option<usize> {
-        if depth > MAX_DEPTH || *b.get(i)? != b'{' {
-            return None;
-        }
-        i += 1;
-        if *b.get(i)? == b'}' {
-            return Some(i + 1);
-        }
-        loop {
-            if *b.get(i)? != b'"' {
-                return None;
-            }
-            i = string(b, i + 1)?;
-            if b.get(i..i + 3)? != b":{\"" {
-                return None;
-            }
-            i = typed(b, i + 3, depth)?;
-            match *b.get(i)? {
-                b',' => i += 1,
-                b'}' => return Some(i + 1),
-                _ => return None,
-            }
-        }
-    }
-
-    /// A typed value after its `{"`: `TAG":value}`.
-    fn typed(b: &[u8], mut i: usize, depth: u32) -> Option<usize> {
-        let tag_len = b
-            .get(i..(i + 5).min(b.len()))?
-            .iter()
-            .position(|&c| c == b'"')?;
-        let tag = &b[i..i + tag_len];
-        i += tag_len + 1;
-        if *b.get(i)? != b':' {
-            return None;
-        }
-        i += 1;
-        i = match tag {
-            b"S" | b"N" | b"B" => quoted(b, i)?,
-            b"BOOL" if b.get(i..i + 4)? == b"true" => i + 4,
-            b"BOOL" if b.get(i..i + 5)? == b"false" => i + 5,
-            b"NULL" if b.get(i..i + 4)? == b"true" => i + 4,
-            b"SS" | b"NS" | b"BS" => list(b, i, quoted)?,
-            b"M" => map(b, i, depth + 1)?,
-            b"L" => list(b, i, |b, i| {
-                if b.get(i..i + 2)? != b"{\"" {
-                    return None;
-                }
-                typed(b, i + 2, depth + 1)
-            })?,
-            _ => return None,
-        };
-        (*b.get(i)? == b'}').then_some(i + 1)
-    }
-
-    /// `[e,e,…]` with `element` reading each one.
-    fn list(
-        b: &[u8],
-        mut i: usize,
-        element: impl Fn(&[u8], usize) -> Option<usize>,
-    ) -> Option<usize> {
-        if *b.get(i)? != b'[' {
-            return None;
-        }
-        i += 1;
-        if *b.get(i)? == b']' {
-            return Some(i + 1);
-        }
-        loop {
-            i = element(b, i)?;
-            match *b.get(i)? {
-                b',' => i += 1,
-                b']' => return Some(i + 1),
-                _ => return None,
-            }
-        }
-    }
-
-    fn quoted(b: &[u8], i: usize) -> Option<usize> {
-        if *b.get(i)? != b'"' {
-            return None;
-        }
-        string(b, i + 1)
-    }
-
-    /// Past the closing quote of a string whose opening quote is just before `i`.
-    fn string(b: &[u8], mut i: usize) -> Option<usize> {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGHS: u64 = 0x8080_8080_8080_8080;
-        // Bytes equal to `c` become zero; the lowest flagged byte is always a true match.
-        let zero_at = |w: u64, c: u8| {
-            let v = w ^ (ONES * u64::from(c));
-            v.wrapping_sub(ONES) & !v & HIGHS
-        };
-        loop {
-            if let Some(chunk) = b.get(i..i + 8) {
-                let w = u64::from_le_bytes(chunk.try_into().ok()?);
-                let hits = zero_at(w, b'"') | zero_at(w, b'\\');
-                if hits == 0 {
-                    i += 8;
-                    continue;
-                }
-                i += (hits.trailing_zeros() / 8) as usize;
-            }
-            match *b.get(i)? {
-                b'"' => return Some(i + 1),
-                b'\\' => i += 2,
-                _ => i += 1,
-            }
-        }
     }
 }
 

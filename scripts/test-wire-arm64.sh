@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The Lambdas run on arm64, where the wire splitter classifies bytes with NEON instead of SSE2.
+# This builds the splitter's own tests (src/wire/structural.rs needs nothing outside std) for
+# aarch64 and runs them under QEMU user emulation, so the NEON code is tested on every CI run.
+# Installs QEMU and the aarch64 linker from Debian when they are missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+target=aarch64-unknown-linux-gnu
+if [ ! -d "$(rustc --print target-libdir --target "$target" 2>/dev/null)" ]; then
+  echo "test-wire-arm64: the Rust $target target is not installed; run: rustup target add $target" >&2
+  exit 1
+fi
+if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    sudo="sudo"
+  fi
+  packages=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  echo "test-wire-arm64: installing ${packages[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y -q "${packages[@]}" >/dev/null; then
+    $sudo apt-get update -q >/dev/null
+    $sudo apt-get install -y -q "${packages[@]}" >/dev/null
+  fi
+fi
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+rustc --edition 2021 --test -O --target "$target" -C linker=aarch64-linux-gnu-gcc \
+  src/wire/structural.rs -o "$out/structural"
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$out/structural"
