@@ -61,10 +61,11 @@ impl Format {
         }
     }
 
-    /// Whether the encoder writes DynamoDB's wire items as they are, so the scan should keep them
-    /// as bytes instead of decoding them into SDK items.
+    /// Whether the encoder works from DynamoDB's wire items (`dynamodb-json` writes them as they
+    /// are, `json` rewrites them), so the scan should keep them as bytes instead of decoding them
+    /// into SDK items.
     pub fn takes_wire_items(self) -> bool {
-        matches!(self, Format::DynamodbJson)
+        matches!(self, Format::DynamodbJson | Format::Json)
     }
 
     /// Whether a restore can rebuild every attribute of every item exactly from this format

@@ -856,7 +856,7 @@ mod tests {
     async fn an_item_that_cannot_be_encoded_fails_the_job_without_manifest_or_open_upload() {
         let mut all = numbered_items(3000);
         all[2500].insert("broken".into(), AttributeValue::N("not-a-number".into()));
-        // JSON lines encode from SDK items, so the encoder checks every number.
+        // CSV encodes from SDK items, so the encoder checks every number.
         let store = MemoryStore::new();
         let backup = Backup::new(
             Arc::new(MemorySource::new("tbl", "id", all, 500)),
@@ -865,7 +865,7 @@ mod tests {
         );
         let err = backup
             .run(&directory_job(
-                r#","format":"json","compression":"none","segments":1"#,
+                r#","format":"csv","compression":"none","segments":1"#,
             ))
             .await
             .unwrap_err();

@@ -1,6 +1,11 @@
 //! Plain JSON lines for analytics tools (jq, DuckDB, Athena's JSON SerDe). Mapping:
 //! S → string, N → number with its exact digits, B → base64 string, BOOL → true/false,
 //! NULL → null, SS/NS/BS → arrays of strings/numbers/base64, M → object, L → array.
+//!
+//! Scanned items arrive as DynamoDB's wire bytes (see [`crate::wire`]), and the mapping above only
+//! drops the type wrappers: strings, base64 and names are already JSON strings, numbers only need
+//! [`json_number`]. So [`transcode_item`] rewrites the bytes directly, without building SDK items;
+//! anything it does not expect sends the item through the decoder and the general path instead.
 
 use std::io::Write;
 
@@ -10,6 +15,7 @@ use super::ddb_json::write_array;
 use super::number::json_number;
 use super::text::{write_base64_str, write_json_str};
 use super::{AttrPath, EncodeError, Item, LineBuffer, RecordEncoder};
+use crate::wire::WireItems;
 
 /// Readable but lossy: a set and a list, or a binary and a string, look alike afterwards.
 #[derive(Default)]
@@ -23,8 +29,190 @@ impl RecordEncoder for JsonLinesEncoder {
             .encode_lines(items, out, |item, buf| write_object(buf, item, None))
     }
 
+    fn encode_wire(&mut self, items: &WireItems, out: &mut dyn Write) -> Result<(), EncodeError> {
+        self.lines.encode_lines(items.iter(), out, |map, buf| {
+            let start = buf.len();
+            if transcode_item(map, buf).is_none() {
+                buf.truncate(start);
+                let item = crate::decode::decode_item_map(map)?;
+                write_object(buf, &item, None)?;
+            }
+            Ok(())
+        })
+    }
+
     fn finish(&mut self, _out: &mut dyn Write) -> Result<(), EncodeError> {
         Ok(())
+    }
+}
+
+/// Writes a wire item (a compact DynamoDB JSON attribute map) as a plain JSON object. `None` when
+/// the bytes are not what DynamoDB writes (or a number is not one); the caller then decodes the
+/// item, which reports the problem with the attribute's name. Output written before `None` is
+/// left for the caller to discard.
+pub(crate) fn transcode_item(map: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    (transcode_map(map, 0, out)? == map.len()).then_some(())
+}
+
+/// An attribute map at `b[i]`: names are copied, values lose their type wrappers.
+fn transcode_map(b: &[u8], mut i: usize, out: &mut Vec<u8>) -> Option<usize> {
+    if *b.get(i)? != b'{' {
+        return None;
+    }
+    out.push(b'{');
+    i += 1;
+    if *b.get(i)? == b'}' {
+        out.push(b'}');
+        return Some(i + 1);
+    }
+    loop {
+        let name_end = string_end(b, i)?;
+        out.extend_from_slice(&b[i..name_end]);
+        if *b.get(name_end)? != b':' {
+            return None;
+        }
+        out.push(b':');
+        i = transcode_typed(b, name_end + 1, out)?;
+        let next = *b.get(i)?;
+        out.push(next);
+        i += 1;
+        match next {
+            b',' => {}
+            b'}' => return Some(i),
+            _ => return None,
+        }
+    }
+}
+
+/// A typed value `{"TAG":value}` at `b[i]`, written as its plain JSON value.
+fn transcode_typed(b: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
+    if b.get(i..i + 2)? != b"{\"" {
+        return None;
+    }
+    let tag_start = i + 2;
+    let tag_len = b
+        .get(tag_start..)?
+        .iter()
+        .take(5)
+        .position(|&c| c == b'"')?;
+    let mut j = tag_start + tag_len + 1;
+    if *b.get(j)? != b':' {
+        return None;
+    }
+    j += 1;
+    let literal = |out: &mut Vec<u8>, expected: &[u8], written: &[u8]| {
+        (b.get(j..j + expected.len())? == expected).then(|| {
+            out.extend_from_slice(written);
+            j + expected.len()
+        })
+    };
+    j = match &b[tag_start..tag_start + tag_len] {
+        b"S" | b"B" => copy_string(b, j, out)?,
+        b"N" => number(b, j, out)?,
+        b"BOOL" => literal(out, b"true", b"true").or_else(|| literal(out, b"false", b"false"))?,
+        b"NULL" => literal(out, b"true", b"null")?,
+        b"SS" | b"BS" => array(b, j, out, copy_string)?,
+        b"NS" => array(b, j, out, number)?,
+        b"M" => transcode_map(b, j, out)?,
+        b"L" => array(b, j, out, transcode_typed)?,
+        _ => return None,
+    };
+    (*b.get(j)? == b'}').then_some(j + 1)
+}
+
+/// `[e,e,…]` at `b[i]`, each element written by `element`.
+fn array(
+    b: &[u8],
+    mut i: usize,
+    out: &mut Vec<u8>,
+    element: fn(&[u8], usize, &mut Vec<u8>) -> Option<usize>,
+) -> Option<usize> {
+    if *b.get(i)? != b'[' {
+        return None;
+    }
+    out.push(b'[');
+    i += 1;
+    if *b.get(i)? == b']' {
+        out.push(b']');
+        return Some(i + 1);
+    }
+    loop {
+        i = element(b, i, out)?;
+        let next = *b.get(i)?;
+        out.push(next);
+        i += 1;
+        match next {
+            b',' => {}
+            b']' => return Some(i),
+            _ => return None,
+        }
+    }
+}
+
+/// A JSON string at `b[i]`, copied as it is (escapes and all).
+fn copy_string(b: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
+    let end = string_end(b, i)?;
+    out.extend_from_slice(&b[i..end]);
+    Some(end)
+}
+
+/// A DynamoDB number (a JSON string of digits) at `b[i]`, written as a JSON number.
+fn number(b: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
+    let end = string_end(b, i)?;
+    let digits = &b[i + 1..end - 1];
+    if is_plain_json_number(digits) {
+        out.extend_from_slice(digits);
+    } else {
+        let text = std::str::from_utf8(digits).ok()?;
+        if text.contains('\\') {
+            return None;
+        }
+        out.extend_from_slice(json_number(text).ok()?.as_bytes());
+    }
+    Some(end)
+}
+
+/// Whether `n` is already a JSON number as it stands: `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, the way
+/// DynamoDB returns most numbers. Others (exponents, for one) go through [`json_number`].
+fn is_plain_json_number(n: &[u8]) -> bool {
+    let n = n.strip_prefix(b"-").unwrap_or(n);
+    let (int, frac) = match n.iter().position(|&c| c == b'.') {
+        Some(dot) => (&n[..dot], Some(&n[dot + 1..])),
+        None => (n, None),
+    };
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    digits(int) && (int.len() == 1 || int[0] != b'0') && frac.is_none_or(digits)
+}
+
+/// The index just past the JSON string whose opening quote is at `b[i]`; eight bytes at a time
+/// until a quote or backslash is near.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    if *b.get(i)? != b'"' {
+        return None;
+    }
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Bytes equal to `c` get their high bit set; the lowest flagged byte is always a true match.
+    let flag = |w: u64, c: u8| {
+        let v = w ^ (ONES * u64::from(c));
+        v.wrapping_sub(ONES) & !v & HIGHS
+    };
+    let mut j = i + 1;
+    loop {
+        if let Some(chunk) = b.get(j..j + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().ok()?);
+            let hits = flag(w, b'"') | flag(w, b'\\');
+            if hits == 0 {
+                j += 8;
+                continue;
+            }
+            j += (hits.trailing_zeros() / 8) as usize;
+        }
+        match *b.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
     }
 }
 
@@ -141,6 +329,94 @@ mod tests {
         );
         assert!(line.contains("\"scores\":[1,-0.5]"), "{line}");
         assert!(line.contains("\"zip\":100000"), "{line}");
+    }
+
+    /// The wire form of `item`, as DynamoDB sends it.
+    fn wire(item: &Item) -> Vec<u8> {
+        let mut map = Vec::new();
+        crate::encode::ddb_json::write_item_map(item, &mut map).unwrap();
+        map
+    }
+
+    fn encode_wire(maps: &[&[u8]]) -> Result<String, EncodeError> {
+        let items = WireItems::from_maps(maps.iter().copied()).unwrap();
+        let mut out = Vec::new();
+        JsonLinesEncoder::default().encode_wire(&items, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn wire_items_are_rewritten_to_the_same_json_as_decoded_ones() {
+        let mut odd = Item::new();
+        odd.insert("half".into(), AttributeValue::N(".5".into()));
+        odd.insert(
+            "\u{7f}\u{0}é".into(),
+            AttributeValue::Ns(vec!["-0".into(), "1e3".into()]),
+        );
+        let mut items = vec![every_type(), odd];
+        items.extend((0..500).map(crate::seed::student));
+        for item in items {
+            let map = wire(&item);
+            let mut rewritten = Vec::new();
+            assert!(
+                transcode_item(&map, &mut rewritten).is_some(),
+                "declined {}",
+                String::from_utf8_lossy(&map)
+            );
+            // Numbers compare by their exact text (serde_json's arbitrary precision).
+            let got: serde_json::Value = serde_json::from_slice(&rewritten).unwrap();
+            let expected: serde_json::Value = serde_json::from_str(&encode(item)).unwrap();
+            assert_eq!(got, expected);
+        }
+        let lines = encode_wire(&[&wire(&every_type()), &wire(&crate::seed::student(3))]).unwrap();
+        assert_eq!(lines.lines().count(), 2);
+    }
+
+    #[test]
+    fn escapes_are_kept_and_containers_nest() {
+        let line = encode_wire(&[
+            br#"{"a b\"c":{"S":"x \"y\" \u00e9"},"l":{"L":[{"NS":["1","2.5"]},{"BS":[]},{"M":{}}]}}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            line,
+            "{\"a b\\\"c\":\"x \\\"y\\\" \\u00e9\",\"l\":[[1,2.5],[],{}]}\n"
+        );
+    }
+
+    #[test]
+    fn what_the_rewrite_does_not_expect_takes_the_general_path() {
+        // A bad number is reported with where it sits in the item.
+        let err = encode_wire(&[br#"{"a":{"M":{"n":{"N":"12abc"}}}}"#]).unwrap_err();
+        assert!(err.to_string().contains("Item.a.M.n"), "{err}");
+        // So is a type DynamoDB does not have.
+        let err = encode_wire(&[br#"{"x":{"Q":"1"}}"#]).unwrap_err();
+        assert!(err.to_string().contains('x'), "{err}");
+        // A NULL that is not `true` is decoded, not rewritten.
+        let mut out = Vec::new();
+        assert!(transcode_item(br#"{"z":{"NULL":false}}"#, &mut out).is_none());
+    }
+
+    #[test]
+    fn only_numbers_json_accepts_as_written_skip_the_rewrite() {
+        for plain in [
+            "0",
+            "-0",
+            "7",
+            "10",
+            "3.75",
+            "-0.5",
+            "0.0",
+            "12345678901234567890123456789012345678",
+        ] {
+            assert!(is_plain_json_number(plain.as_bytes()), "{plain}");
+            assert_eq!(json_number(plain).unwrap(), plain);
+        }
+        for other in [
+            "", "-", "007", ".5", "5.", "1e3", "1E-130", "+1", "1.2.3", "--1", "1a",
+        ] {
+            assert!(!is_plain_json_number(other.as_bytes()), "{other}");
+        }
     }
 
     #[test]
