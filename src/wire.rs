@@ -8,8 +8,8 @@
 //! every byte DynamoDB sent (numbers with all 38 digits, base64 binary, sets) is kept verbatim.
 //!
 //! The splitter is a structural scanner, not a validating parser: it trusts DynamoDB to send JSON
-//! (the SDK checks each response's CRC32, and would reject anything else too) but checks the
-//! structure it relies on (strings closed, brackets matched) and reports where it broke. Items go
+//! (the SDK would reject anything else in the rest of the body too) but checks the structure it
+//! relies on (strings closed, brackets matched) and reports where it broke. Items go
 //! through [`structural`] 64 bytes at a time; anything it leaves (whitespace between tokens,
 //! which DynamoDB does not send but JSON allows, or broken input) goes through the byte-by-byte
 //! scanner below, which removes the whitespace so every item stays on one line, or reports the

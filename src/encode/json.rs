@@ -50,7 +50,7 @@ impl RecordEncoder for JsonLinesEncoder {
 /// the bytes are not what DynamoDB writes (or a number is not one); the caller then decodes the
 /// item, which reports the problem with the attribute's name. Output written before `None` is
 /// left for the caller to discard.
-pub(crate) fn transcode_item(map: &[u8], out: &mut Vec<u8>) -> Option<()> {
+fn transcode_item(map: &[u8], out: &mut Vec<u8>) -> Option<()> {
     (transcode_map(map, 0, out)? == map.len()).then_some(())
 }
 
