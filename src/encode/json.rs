@@ -51,12 +51,16 @@ impl RecordEncoder for JsonLinesEncoder {
 /// item, which reports the problem with the attribute's name. Output written before `None` is
 /// left for the caller to discard.
 fn transcode_item(map: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    (transcode_map(map, 0, out)? == map.len()).then_some(())
+    (transcode_map(map, 0, out, 0)? == map.len()).then_some(())
 }
 
+/// DynamoDB nests at most 32 levels; anything deeper is left to the decoder, whose own limit
+/// keeps a hostile body from exhausting the stack.
+const MAX_DEPTH: u32 = 40;
+
 /// An attribute map at `b[i]`: names are copied, values lose their type wrappers.
-fn transcode_map(b: &[u8], mut i: usize, out: &mut Vec<u8>) -> Option<usize> {
-    if *b.get(i)? != b'{' {
+fn transcode_map(b: &[u8], mut i: usize, out: &mut Vec<u8>, depth: u32) -> Option<usize> {
+    if depth > MAX_DEPTH || *b.get(i)? != b'{' {
         return None;
     }
     out.push(b'{');
@@ -72,7 +76,7 @@ fn transcode_map(b: &[u8], mut i: usize, out: &mut Vec<u8>) -> Option<usize> {
             return None;
         }
         out.push(b':');
-        i = transcode_typed(b, name_end + 1, out)?;
+        i = transcode_typed(b, name_end + 1, out, depth)?;
         let next = *b.get(i)?;
         out.push(next);
         i += 1;
@@ -85,7 +89,7 @@ fn transcode_map(b: &[u8], mut i: usize, out: &mut Vec<u8>) -> Option<usize> {
 }
 
 /// A typed value `{"TAG":value}` at `b[i]`, written as its plain JSON value.
-fn transcode_typed(b: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
+fn transcode_typed(b: &[u8], i: usize, out: &mut Vec<u8>, depth: u32) -> Option<usize> {
     if b.get(i..i + 2)? != b"{\"" {
         return None;
     }
@@ -113,8 +117,10 @@ fn transcode_typed(b: &[u8], i: usize, out: &mut Vec<u8>) -> Option<usize> {
         b"NULL" => literal(out, b"true", b"null")?,
         b"SS" | b"BS" => array(b, j, out, copy_string)?,
         b"NS" => array(b, j, out, number)?,
-        b"M" => transcode_map(b, j, out)?,
-        b"L" => array(b, j, out, transcode_typed)?,
+        b"M" => transcode_map(b, j, out, depth + 1)?,
+        b"L" if depth < MAX_DEPTH => {
+            array(b, j, out, |b, i, out| transcode_typed(b, i, out, depth + 1))?
+        }
         _ => return None,
     };
     (*b.get(j)? == b'}').then_some(j + 1)
@@ -125,7 +131,7 @@ fn array(
     b: &[u8],
     mut i: usize,
     out: &mut Vec<u8>,
-    element: fn(&[u8], usize, &mut Vec<u8>) -> Option<usize>,
+    element: impl Fn(&[u8], usize, &mut Vec<u8>) -> Option<usize>,
 ) -> Option<usize> {
     if *b.get(i)? != b'[' {
         return None;
@@ -392,6 +398,20 @@ mod tests {
         // So is a type DynamoDB does not have.
         let err = encode_wire(&[br#"{"x":{"Q":"1"}}"#]).unwrap_err();
         assert!(err.to_string().contains('x'), "{err}");
+        // Nesting deeper than DynamoDB allows is left to the decoder.
+        let deep = format!(
+            "{{\"d\":{}{{\"S\":\"x\"}}{}}}",
+            r#"{"L":["#.repeat(50),
+            "]}".repeat(50)
+        );
+        let mut out = Vec::new();
+        assert!(transcode_item(deep.as_bytes(), &mut out).is_none());
+        let shallow = format!(
+            "{{\"d\":{}{{\"S\":\"x\"}}{}}}",
+            r#"{"L":["#.repeat(30),
+            "]}".repeat(30)
+        );
+        assert!(transcode_item(shallow.as_bytes(), &mut out).is_some());
         // A NULL that is not `true` is decoded, not rewritten.
         let mut out = Vec::new();
         assert!(transcode_item(br#"{"z":{"NULL":false}}"#, &mut out).is_none());
