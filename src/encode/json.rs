@@ -59,33 +59,18 @@ fn transcode_item(map: &[u8], out: &mut Vec<u8>) -> Option<()> {
 const MAX_DEPTH: u32 = 40;
 
 /// An attribute map at `b[i]`: names are copied, values lose their type wrappers.
-fn transcode_map(b: &[u8], mut i: usize, out: &mut Vec<u8>, depth: u32) -> Option<usize> {
-    if depth > MAX_DEPTH || *b.get(i)? != b'{' {
+fn transcode_map(b: &[u8], i: usize, out: &mut Vec<u8>, depth: u32) -> Option<usize> {
+    if depth > MAX_DEPTH {
         return None;
     }
-    out.push(b'{');
-    i += 1;
-    if *b.get(i)? == b'}' {
-        out.push(b'}');
-        return Some(i + 1);
-    }
-    loop {
-        let name_end = string_end(b, i)?;
-        out.extend_from_slice(&b[i..name_end]);
+    sequence(b, i, out, (b'{', b'}'), |b, i, out| {
+        let name_end = copy_string(b, i, out)?;
         if *b.get(name_end)? != b':' {
             return None;
         }
         out.push(b':');
-        i = transcode_typed(b, name_end + 1, out, depth)?;
-        let next = *b.get(i)?;
-        out.push(next);
-        i += 1;
-        match next {
-            b',' => {}
-            b'}' => return Some(i),
-            _ => return None,
-        }
-    }
+        transcode_typed(b, name_end + 1, out, depth)
+    })
 }
 
 /// A typed value `{"TAG":value}` at `b[i]`, written as its plain JSON value.
@@ -129,17 +114,29 @@ fn transcode_typed(b: &[u8], i: usize, out: &mut Vec<u8>, depth: u32) -> Option<
 /// `[e,e,…]` at `b[i]`, each element written by `element`.
 fn array(
     b: &[u8],
-    mut i: usize,
+    i: usize,
     out: &mut Vec<u8>,
     element: impl Fn(&[u8], usize, &mut Vec<u8>) -> Option<usize>,
 ) -> Option<usize> {
-    if *b.get(i)? != b'[' {
+    sequence(b, i, out, (b'[', b']'), element)
+}
+
+/// `open e,e,… close` at `b[i]`: the brackets and commas are copied, each element is written by
+/// `element`.
+fn sequence(
+    b: &[u8],
+    mut i: usize,
+    out: &mut Vec<u8>,
+    (open, close): (u8, u8),
+    element: impl Fn(&[u8], usize, &mut Vec<u8>) -> Option<usize>,
+) -> Option<usize> {
+    if *b.get(i)? != open {
         return None;
     }
-    out.push(b'[');
+    out.push(open);
     i += 1;
-    if *b.get(i)? == b']' {
-        out.push(b']');
+    if *b.get(i)? == close {
+        out.push(close);
         return Some(i + 1);
     }
     loop {
@@ -147,10 +144,11 @@ fn array(
         let next = *b.get(i)?;
         out.push(next);
         i += 1;
-        match next {
-            b',' => {}
-            b']' => return Some(i),
-            _ => return None,
+        if next == close {
+            return Some(i);
+        }
+        if next != b',' {
+            return None;
         }
     }
 }
