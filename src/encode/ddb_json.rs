@@ -104,15 +104,9 @@ fn write_list(
     list: &[AttributeValue],
     path: &AttrPath,
 ) -> Result<(), EncodeError> {
-    buf.push(b'[');
-    for (i, v) in list.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        write_value(buf, v, &AttrPath::Index(path, i))?;
-    }
-    buf.push(b']');
-    Ok(())
+    write_array(buf, list.iter().enumerate(), |buf, (i, v)| {
+        write_value(buf, v, &AttrPath::Index(path, i))
+    })
 }
 
 fn write_value(
@@ -195,11 +189,11 @@ fn check_number(n: &str, path: &AttrPath) -> Result<(), EncodeError> {
 
 pub(super) fn write_array<T>(
     buf: &mut Vec<u8>,
-    values: &[T],
-    mut each: impl FnMut(&mut Vec<u8>, &T) -> Result<(), EncodeError>,
+    values: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut Vec<u8>, T) -> Result<(), EncodeError>,
 ) -> Result<(), EncodeError> {
     buf.push(b'[');
-    for (i, v) in values.iter().enumerate() {
+    for (i, v) in values.into_iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }

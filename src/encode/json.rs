@@ -272,16 +272,9 @@ fn write_value(
             Ok(())
         })?,
         AttributeValue::M(map) => write_object(buf, map, Some(path))?,
-        AttributeValue::L(list) => {
-            buf.push(b'[');
-            for (i, v) in list.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_value(buf, v, &AttrPath::Index(path, i))?;
-            }
-            buf.push(b']');
-        }
+        AttributeValue::L(list) => write_array(buf, list.iter().enumerate(), |buf, (i, v)| {
+            write_value(buf, v, &AttrPath::Index(path, i))
+        })?,
         _ => {
             return Err(EncodeError::UnknownType {
                 attribute: path.render(),
