@@ -4,7 +4,9 @@
 //! 100k and 1M items, and, as the bound, the compressor alone over the same bytes: once with one
 //! stream per segment running side by side (`compressor`, the bound the ratio uses: the pipeline
 //! runs that many streams at once, and on this VM two parallel streams cost each other ~20% per
-//! core through the shared cache), and once on a single thread (`compressor-1t`).
+//! core through the shared cache), and once on a single thread (`compressor-1t`). The synthetic
+//! source (`source`) and the cutting of its response bodies into items (`splitter`) are also
+//! timed alone.
 //!
 //!   cargo bench --bench pipeline                # full run (100k and 1M items)
 //!   cargo bench --bench pipeline -- --smoke     # quick run used by CI to keep this working
@@ -99,6 +101,9 @@ fn main() {
             print_row(&source);
             rows.push(source);
         }
+        let splitter = run_child("splitter", n, Format::DynamodbJson, Compression::None);
+        print_row(&splitter);
+        rows.push(splitter);
         for (format, compression) in cases {
             let p = run_child("pipeline", n, format, compression);
             print_row(&p);
@@ -285,6 +290,7 @@ fn child(args: &[String]) {
         "compressor-1t" => compressor_alone(n, format, compression, 1),
         "source" => source_alone(n, format),
         "encoder" => encoder_alone(n, format),
+        "splitter" => splitter_alone(n),
         other => panic!("unknown mode {other}"),
     };
     println!("{wall} {cpu} {uncompressed} {stored} {}", peak_rss_kib());
@@ -372,6 +378,27 @@ fn source_alone(n: u64, format: Format) -> (f64, f64, u64, u64) {
     }
     assert_eq!(generated, n);
     (t0.elapsed().as_secs_f64(), process_cpu_secs() - cpu0, 0, 1)
+}
+
+/// Cutting Scan response bodies into items by itself: the pipeline's first step for the wire
+/// formats, timed over the synthetic source's bodies (rendered untimed). MB are body bytes.
+fn splitter_alone(n: u64) -> (f64, f64, u64, u64) {
+    let step = page_items();
+    let (mut cpu, mut wall, mut bytes, mut items) = (0.0, 0.0, 0u64, 0u64);
+    let mut start = 0;
+    while start < n {
+        let end = (start + step).min(n);
+        let body = bytes::Bytes::from(ddb_backup::seed::students_scan_response(start..end));
+        bytes += body.len() as u64;
+        let (c0, t0) = (thread_cpu_secs(), Instant::now());
+        let split = ddb_backup::wire::split_scan_response(body).expect("split");
+        cpu += thread_cpu_secs() - c0;
+        wall += t0.elapsed().as_secs_f64();
+        items += std::hint::black_box(split).items.len() as u64;
+        start = end;
+    }
+    assert_eq!(items, n);
+    (wall, cpu, bytes, bytes)
 }
 
 /// The synthetic table's key, as the pipeline passes it to the tabular encoders.

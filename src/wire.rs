@@ -102,28 +102,11 @@ pub fn split_scan_response(body: Bytes) -> Result<SplitResponse, WireError> {
             cur.ws();
             if &body[key] == b"Items" && array.is_none() {
                 let start = cur.i;
-                cur.expect(b'[', "`[` opening Items")?;
-                cur.ws();
-                if cur.peek() == Some(b']') {
-                    cur.i += 1;
-                } else {
-                    loop {
-                        cur.ws();
-                        let item_start = cur.i;
-                        if cur.peek() != Some(b'{') {
-                            return Err(cur.error("`{` opening an item"));
-                        }
-                        match structural::object_end(&body, cur.i) {
-                            Some(end) => cur.i = end,
-                            None => cur.value()?,
-                        }
-                        items.push(item_start..cur.i);
-                        cur.ws();
-                        match cur.next() {
-                            Some(b',') => continue,
-                            Some(b']') => break,
-                            _ => return Err(cur.error_at(cur.i - 1, "`,` or `]` after an item")),
-                        }
+                match structural::array_items(&body, start, &mut items) {
+                    Some(end) => cur.i = end,
+                    None => {
+                        items.clear();
+                        cur.items(&mut items)?;
                     }
                 }
                 array = Some(start..cur.i);
@@ -234,6 +217,31 @@ impl Cursor<'_> {
             Ok(())
         } else {
             Err(self.error(expected))
+        }
+    }
+
+    /// The `Items` array at the cursor, byte by byte: pushes each item's range.
+    fn items(&mut self, items: &mut Vec<Range<usize>>) -> Result<(), WireError> {
+        self.expect(b'[', "`[` opening Items")?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let item_start = self.i;
+            if self.peek() != Some(b'{') {
+                return Err(self.error("`{` opening an item"));
+            }
+            self.value()?;
+            items.push(item_start..self.i);
+            self.ws();
+            match self.next() {
+                Some(b',') => continue,
+                Some(b']') => return Ok(()),
+                _ => return Err(self.error_at(self.i - 1, "`,` or `]` after an item")),
+            }
         }
     }
 

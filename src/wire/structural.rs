@@ -1,17 +1,22 @@
-//! The wire splitter's fast path: finds where a compact JSON object ends, 64 bytes at a time.
+//! The wire splitter's fast path: cuts a Scan response's `Items` array into its items, 64 bytes
+//! at a time, in one pass.
 //!
-//! Each 64-byte block is classified with SIMD byte compares (SSE2 on x86-64, NEON on arm64, both
-//! part of those targets' baseline; a plain loop elsewhere) into one bit per byte: quotes,
-//! backslashes, opening and closing brackets, whitespace. Escaped quotes are removed, a prefix XOR
-//! over the quote bits marks what is inside strings, and only the brackets outside strings are
-//! visited, one by one, to follow the nesting. Scan items are short strings between many small
-//! maps, so this does per bracket what a byte-by-byte scanner does per byte.
+//! Each 64-byte block is classified with SIMD byte compares (AVX2 where the CPU has it, else SSE2
+//! on x86-64; NEON on arm64; a plain loop elsewhere) into one bit per byte: quotes, backslashes,
+//! opening and closing brackets, whitespace. Escaped quotes are removed, a prefix XOR over the
+//! quote bits marks what is inside strings, and only the brackets outside strings are visited to
+//! follow the nesting. Scan items are short strings between many small maps, so this does per
+//! bracket what a byte-by-byte scanner does per byte, and without a branch that depends on the
+//! data except where an item starts or ends.
 //!
-//! It answers only when the answer is certain: an object with whitespace, control bytes or a
-//! backslash outside strings, brackets that do not match, nesting deeper than 64 or input that ends first
-//! gives `None`, and the general scanner takes it (removing the whitespace or reporting the error).
-//! The module uses nothing outside `std`, so its tests also build alone for another architecture
-//! (`scripts/test-wire-arm64.sh` runs them on arm64 under QEMU).
+//! It answers only when the answer is certain: whitespace, control bytes or a backslash outside
+//! strings, brackets that do not match, nesting deeper than 64 (the array included), an element
+//! that is not an object, anything but one comma between items, or input that ends first gives
+//! `None`, and the general scanner takes the array (removing the whitespace or reporting the
+//! error). The module uses nothing outside `std`, so its tests also build alone for another
+//! architecture (`scripts/test-wire-arm64.sh` runs them on arm64 under QEMU).
+
+use std::ops::Range;
 
 /// One bit per byte of a 64-byte block (bit `i` is byte `i`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,27 +35,77 @@ pub(crate) struct Masks {
     pub space: u64,
 }
 
-/// The end (exclusive) of the compact JSON object or array starting at `b[start]`, or `None` when
-/// the general scanner must decide (see the module documentation).
-pub(crate) fn object_end(b: &[u8], start: usize) -> Option<usize> {
-    if !matches!(b.get(start), Some(b'{' | b'[')) {
+/// The items of the compact JSON array of objects starting at `b[start]` (a Scan response's
+/// `[{…},{…}]`): appends each item's range to `items` and returns the array's end (exclusive), or
+/// `None` when the general scanner must decide (see the module documentation), leaving in `items`
+/// whatever it had found, for the caller to discard.
+pub(crate) fn array_items(b: &[u8], start: usize, items: &mut Vec<Range<usize>>) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("pclmulqdq")
+    {
+        // SAFETY: the CPU has AVX2 and carry-less multiplication, as just checked.
+        return unsafe { array_items_avx2(b, start, items) };
+    }
+    walk(b, start, items, classify, prefix_xor)
+}
+
+/// [`array_items`] with 32-byte compares and a carry-less multiply for the prefix XOR, on the
+/// x86-64 CPUs that have them (all of Lambda's).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq")]
+unsafe fn array_items_avx2(b: &[u8], start: usize, items: &mut Vec<Range<usize>>) -> Option<usize> {
+    // SAFETY: this function only runs on CPUs with both features (see its caller).
+    walk(
+        b,
+        start,
+        items,
+        |block| unsafe { classify_avx2(block) },
+        |x| unsafe { prefix_xor_clmul(x) },
+    )
+}
+
+/// [`prefix_xor`] in one instruction: multiplying by all ones without carries XORs each bit
+/// into every higher one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+#[inline]
+unsafe fn prefix_xor_clmul(x: u64) -> u64 {
+    use std::arch::x86_64::{_mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set_epi64x};
+    let product = _mm_clmulepi64_si128::<0>(_mm_set_epi64x(0, x as i64), _mm_set_epi64x(0, -1));
+    _mm_cvtsi128_si64(product) as u64
+}
+
+/// The block loop, inlined into each classifier's caller so the classifier inlines too.
+#[inline(always)]
+fn walk(
+    b: &[u8],
+    start: usize,
+    items: &mut Vec<Range<usize>>,
+    classify: impl Fn(&[u8; 64]) -> Masks,
+    prefix_xor: impl Fn(u64) -> u64,
+) -> Option<usize> {
+    if b.get(start) != Some(&b'[') {
         return None;
     }
+    let mut state = State {
+        gap: start + 1,
+        ..State::default()
+    };
     let mut offset = start;
-    let mut state = State::default();
     while offset < b.len() {
         let masks = match b.get(offset..offset + 64) {
             Some(block) => classify(block.try_into().ok()?),
             None => {
-                // The last, partial block, padded with a byte that is no token: if the object
+                // The last, partial block, padded with a byte that is no token: if the array
                 // has not ended before the padding, the input ends and the answer is `None`.
                 let mut last = [b'x'; 64];
                 last[..b.len() - offset].copy_from_slice(&b[offset..]);
                 classify(&last)
             }
         };
-        if let Some(end) = state.block(&masks)? {
-            return Some(offset + end);
+        if let Some(end) = state.block(b, &masks, offset, items, &prefix_xor)? {
+            return Some(end);
         }
         offset += 64;
     }
@@ -64,16 +119,33 @@ struct State {
     in_string: u64,
     /// 1 when the previous block ended with a backslash that escapes this block's first byte.
     escape_carry: u64,
-    /// Open brackets.
+    /// Open brackets, the array's own included.
     depth: u32,
     /// One bit per open bracket, innermost lowest: 1 for `{`, 0 for `[`.
     stack: u64,
+    /// Bit 0 set once a closing bracket did not match (checked at the end of each block).
+    bad: u64,
+    /// Where the array's `[` or the last item ended: the next item opens here (the first) or one
+    /// byte later, after a comma; the array closes here.
+    gap: usize,
+    /// Whether an item has ended yet.
+    after_item: bool,
+    /// Where the open item began.
+    item_start: usize,
 }
 
 impl State {
-    /// Follows one block. `Some(Some(end))`: the object ends at byte `end` of this block;
+    #[inline(always)]
+    /// Follows one block at `offset` of `b`. `Some(Some(end))`: the array ends at byte `end`;
     /// `Some(None)`: it goes on; `None`: give up.
-    fn block(&mut self, m: &Masks) -> Option<Option<usize>> {
+    fn block(
+        &mut self,
+        b: &[u8],
+        m: &Masks,
+        offset: usize,
+        items: &mut Vec<Range<usize>>,
+        prefix_xor: &impl Fn(u64) -> u64,
+    ) -> Option<Option<usize>> {
         let escaped = self.escaped(m.backslash);
         let quotes = m.quote & !escaped;
         // Set from an opening quote up to (not including) its closing quote.
@@ -81,33 +153,80 @@ impl State {
         self.in_string = ((inside as i64) >> 63) as u64;
         let outside = !(inside | quotes);
         let opens = m.open & outside;
-        let closes = m.close & outside;
         // Outside strings, whitespace needs removing and a backslash is not JSON.
         let stray = (m.space | m.backslash) & outside;
-        let mut brackets = opens | closes;
+        let mut brackets = (m.open | m.close) & outside;
         while brackets != 0 {
+            brackets = self.nest(brackets, opens, m.curly);
+            if brackets == 0 {
+                break;
+            }
+            // The lowest bracket left was followed and is a rare case: the items' own level, or
+            // nesting too deep.
             let at = brackets.trailing_zeros();
-            let curly = (m.curly >> at) & 1;
-            if (opens >> at) & 1 == 1 {
-                if self.depth == 64 {
-                    return None;
+            let here = offset + at as usize;
+            let open = (opens >> at) & 1 == 1;
+            match (open, self.depth) {
+                (_, 65..) => return None,
+                (true, 2) => {
+                    let placed = if self.after_item {
+                        here == self.gap + 1 && b.get(self.gap) == Some(&b',')
+                    } else {
+                        here == self.gap
+                    };
+                    if (m.curly >> at) & 1 == 0 || !placed {
+                        return None;
+                    }
+                    self.item_start = here;
                 }
-                self.stack = (self.stack << 1) | curly;
-                self.depth += 1;
-            } else {
-                if self.depth == 0 || self.stack & 1 != curly {
-                    return None;
+                (false, 1) => {
+                    items.push(self.item_start..here + 1);
+                    self.gap = here + 1;
+                    self.after_item = true;
                 }
-                self.stack >>= 1;
-                self.depth -= 1;
-                if self.depth == 0 {
+                (false, 0) => {
                     let before = (1u64 << at) - 1;
-                    return (stray & before == 0).then_some(Some(at as usize + 1));
+                    let clean = self.bad & 1 == 0 && stray & before == 0 && here == self.gap;
+                    return clean.then_some(Some(here + 1));
                 }
+                // The array's own `[`.
+                _ => {}
             }
             brackets &= brackets - 1;
         }
-        (stray == 0).then_some(None)
+        (self.bad & 1 | stray == 0).then_some(None)
+    }
+
+    /// Follows `brackets` (a block's, outside strings) through the nesting until one is a rare
+    /// case: returns the brackets from that one on (it already followed), or 0 when none was.
+    /// Kept small so that its loop runs in registers, and without a branch that depends on the
+    /// data: kind mismatches are only collected in `bad`.
+    #[inline(always)]
+    fn nest(&mut self, mut brackets: u64, opens: u64, curly: u64) -> u64 {
+        let (mut stack, mut depth, mut bad) = (self.stack, self.depth, self.bad);
+        let mut rare = 0;
+        while brackets != 0 {
+            let at = brackets.trailing_zeros();
+            let open = ((opens >> at) & 1) as u32;
+            let kind = (curly >> at) & 1;
+            // A closing bracket must be the kind of the innermost open one.
+            bad |= (stack ^ kind) & (open ^ 1) as u64;
+            stack = if open == 1 {
+                (stack << 1) | kind
+            } else {
+                stack >> 1
+            };
+            depth = (depth + 2 * open).wrapping_sub(1);
+            // One unsigned compare: depth below 2 after a closing bracket or below 3 after an
+            // opening one (the items' own level), or above 64 (only reachable by opening).
+            if depth.wrapping_sub(2 + open) >= 62 {
+                rare = brackets;
+                break;
+            }
+            brackets &= brackets - 1;
+        }
+        (self.stack, self.depth, self.bad) = (stack, depth, bad);
+        rare
     }
 
     /// The bytes escaped by a backslash. Backslashes are rare in items, so a block without any
@@ -192,6 +311,36 @@ fn classify(block: &[u8; 64]) -> Masks {
     m
 }
 
+/// The SSE2 classifier's compares, 32 bytes at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn classify_avx2(block: &[u8; 64]) -> Masks {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_max_epu8, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8, _mm256_slli_epi16,
+    };
+    let mut m = Masks::default();
+    let bits = |v: __m256i| _mm256_movemask_epi8(v) as u32 as u64;
+    let same = |c: u8| _mm256_set1_epi8(c as i8);
+    for k in 0..2 {
+        // SAFETY: reads 32 bytes at offsets 0 and 32 of a 64-byte array.
+        let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(32 * k).cast()) };
+        let folded = _mm256_or_si256(v, same(0x20));
+        let shift = 32 * k;
+        m.quote |= bits(_mm256_cmpeq_epi8(v, same(b'"'))) << shift;
+        m.backslash |= bits(_mm256_cmpeq_epi8(v, same(b'\\'))) << shift;
+        m.open |= bits(_mm256_cmpeq_epi8(folded, same(b'{'))) << shift;
+        m.close |= bits(_mm256_cmpeq_epi8(folded, same(b'}'))) << shift;
+        m.curly |= bits(_mm256_slli_epi16::<2>(v)) << shift;
+        m.space |= bits(_mm256_cmpeq_epi8(
+            _mm256_max_epu8(v, same(b' ')),
+            same(b' '),
+        )) << shift;
+    }
+    m
+}
+
 #[cfg(target_arch = "aarch64")]
 fn classify(block: &[u8; 64]) -> Masks {
     use std::arch::aarch64::{
@@ -244,6 +393,29 @@ mod tests {
         }
     }
 
+    /// The AVX2 classifier where the CPU has it (else the baseline one again).
+    fn classify_wide(block: &[u8; 64]) -> Masks {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, as just checked.
+            return unsafe { classify_avx2(block) };
+        }
+        classify(block)
+    }
+
+    /// Both block loops: the one `array_items` picks, and the baseline one.
+    fn both_walks(b: &[u8], start: usize) -> Option<(Vec<Range<usize>>, usize)> {
+        let mut picked = Vec::new();
+        let end = array_items(b, start, &mut picked);
+        let mut baseline = Vec::new();
+        let baseline_end = walk(b, start, &mut baseline, classify, prefix_xor);
+        assert_eq!(end, baseline_end, "{b:?}");
+        end.map(|end| {
+            assert_eq!(picked, baseline);
+            (picked, end)
+        })
+    }
+
     #[test]
     fn simd_classification_equals_the_scalar_one() {
         const INTERESTING: &[u8] =
@@ -259,17 +431,23 @@ mod tests {
                 };
             }
             assert_eq!(classify(&block), classify_scalar(&block), "{block:?}");
+            assert_eq!(classify_wide(&block), classify_scalar(&block), "{block:?}");
         }
         let every: Vec<u8> = (0..=255).collect();
         for chunk in every.chunks(64) {
             let block: [u8; 64] = chunk.try_into().unwrap();
             assert_eq!(classify(&block), classify_scalar(&block));
+            assert_eq!(classify_wide(&block), classify_scalar(&block));
         }
     }
 
     /// The reference: a byte-by-byte scanner with the same rules.
-    fn reference_end(b: &[u8], start: usize) -> Option<usize> {
+    fn reference_items(b: &[u8], start: usize) -> Option<(Vec<Range<usize>>, usize)> {
+        if b.get(start) != Some(&b'[') {
+            return None;
+        }
         let (mut stack, mut in_string, mut escaped) = (Vec::new(), false, false);
+        let (mut items, mut item_start, mut gap) = (Vec::new(), 0, start + 1);
         for (i, &c) in b.iter().enumerate().skip(start) {
             if in_string {
                 match (escaped, c) {
@@ -287,14 +465,30 @@ mod tests {
                         return None;
                     }
                     stack.push(c);
+                    if stack.len() == 2 {
+                        let placed = if items.is_empty() {
+                            i == gap
+                        } else {
+                            i == gap + 1 && b[gap] == b','
+                        };
+                        if c != b'{' || !placed {
+                            return None;
+                        }
+                        item_start = i;
+                    }
                 }
                 b'}' | b']' => {
                     let open = stack.pop()?;
                     if (open == b'{') != (c == b'}') {
                         return None;
                     }
-                    if stack.is_empty() {
-                        return Some(i + 1);
+                    match stack.len() {
+                        1 => {
+                            items.push(item_start..i + 1);
+                            gap = i + 1;
+                        }
+                        0 => return (i == gap).then_some((items, i + 1)),
+                        _ => {}
                     }
                 }
                 c if c <= b' ' || c == b'\\' => return None,
@@ -352,30 +546,40 @@ mod tests {
     }
 
     #[test]
-    fn object_ends_match_the_byte_by_byte_scanner() {
+    fn array_items_match_the_byte_by_byte_scanner() {
         let mut rng = Rng(11);
         for round in 0..5_000 {
             let mut body = vec![b'x'; rng.below(70)];
             let start = body.len();
-            body.push(b'{');
-            body.extend_from_slice(b"\"a\":");
-            value(&mut rng, 0, &mut body);
-            body.push(b'}');
+            body.push(b'[');
+            let mut ranges = Vec::new();
+            for i in 0..rng.below(4) {
+                if i > 0 {
+                    body.push(b',');
+                }
+                let item_start = body.len();
+                body.extend_from_slice(b"{\"a\":");
+                value(&mut rng, 0, &mut body);
+                body.push(b'}');
+                ranges.push(item_start..body.len());
+            }
+            body.push(b']');
             let end = body.len();
-            // What follows: nothing, the next item, or whitespace.
-            body.extend_from_slice([&b""[..], b",{\"b\":1}]}", b" ,\n"][rng.below(3)]);
-            assert_eq!(reference_end(&body, start), Some(end), "round {round}");
+            // What follows: nothing, the rest of a response, or whitespace.
+            body.extend_from_slice([&b""[..], b",\"Count\":1}", b" ,\n"][rng.below(3)]);
+            let expected = Some((ranges, end));
+            assert_eq!(reference_items(&body, start), expected, "round {round}");
             assert_eq!(
-                object_end(&body, start),
-                Some(end),
+                both_walks(&body, start),
+                expected,
                 "round {round}: {body:?}"
             );
-            // Any damage is either still found exactly or left to the general scanner.
+            // Any damage is either still cut exactly or left to the general scanner.
             let mut damaged = body.clone();
             let at = start + 1 + rng.below(end - start - 1);
-            damaged[at] = b" {}[]\"\\x"[rng.below(8)];
-            let expected = reference_end(&damaged, start);
-            let got = object_end(&damaged, start);
+            damaged[at] = b" {}[]\"\\x,"[rng.below(9)];
+            let expected = reference_items(&damaged, start);
+            let got = both_walks(&damaged, start);
             assert!(
                 got.is_none() || got == expected,
                 "round {round}: {got:?} vs {expected:?}"
@@ -384,39 +588,68 @@ mod tests {
                 assert_eq!(got, None, "round {round}");
             }
             // Cut short, it never ends.
-            assert_eq!(object_end(&body[..end - 1], start), None);
+            assert_eq!(both_walks(&body[..end - 1], start), None);
         }
     }
 
     #[test]
     fn block_boundaries_inside_escapes_and_strings_are_followed() {
-        // Shift one object across every alignment so that its backslash runs, quotes and
-        // brackets each land on byte 63 of a block and byte 0 of the next.
+        // Shift two items across every alignment so that their backslash runs, quotes, brackets
+        // and the comma between them each land on byte 63 of a block and byte 0 of the next.
         let object =
             br#"{"s":{"S":"a\\\"}\\"},"t":{"L":[{"S":"\\\\"},{"S":"]\""}]},"u":{"S":"x"}}"#;
         for pad in 0..130 {
             let mut body = vec![b'x'; pad];
+            body.push(b'[');
+            body.extend_from_slice(object);
+            body.push(b',');
             body.extend_from_slice(object);
             body.extend_from_slice(b"]}");
+            let first = pad + 1..pad + 1 + object.len();
+            let second = first.end + 1..first.end + 1 + object.len();
+            let end = second.end + 1;
             assert_eq!(
-                object_end(&body, pad),
-                Some(pad + object.len()),
+                both_walks(&body, pad),
+                Some((vec![first, second], end)),
                 "pad {pad}"
             );
         }
     }
 
     #[test]
-    fn whitespace_mismatches_and_depth_are_left_to_the_general_scanner() {
-        assert_eq!(object_end(br#"{"a":{"S":"x y"}}"#, 0), Some(17));
-        assert_eq!(object_end(br#"{"a": {"S":"x"}}"#, 0), None);
-        assert_eq!(object_end(br#"{"a":{"S":"x"}} "#, 0), Some(15));
-        assert_eq!(object_end(br#"{"a":{"L":[{"S":"x"}}]}"#, 0), None);
-        assert_eq!(object_end(br#"{"a":{"S":"x"}"#, 0), None);
-        assert_eq!(object_end(b"x{}", 0), None);
-        assert_eq!(object_end(b"{}", 0), Some(2));
-        let deep = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
-        assert_eq!(object_end(&deep(64), 0), Some(128));
-        assert_eq!(object_end(&deep(65), 0), None);
+    fn whitespace_mismatches_elements_and_depth_are_left_to_the_general_scanner() {
+        let cut = |b: &[u8]| both_walks(b, 0);
+        let one = |item: Range<usize>| vec![item];
+        assert_eq!(cut(br#"[{"a":{"S":"x y"}}]"#), Some((one(1..18), 19)));
+        assert_eq!(cut(br#"[{"a":{"S":"x"}}] "#), Some((one(1..16), 17)));
+        assert_eq!(cut(b"[]"), Some((vec![], 2)));
+        assert_eq!(cut(b"[{},{}]"), Some((vec![1..3, 4..6], 7)));
+        assert_eq!(cut(br#"[{"a": {"S":"x"}}]"#), None);
+        assert_eq!(cut(b"[{}, {}]"), None);
+        assert_eq!(cut(b"[ {}]"), None);
+        assert_eq!(cut(br#"[{"a":{"L":[{"S":"x"}}]}]"#), None);
+        assert_eq!(cut(br#"[{"a":{"S":"x"}]"#), None);
+        assert_eq!(cut(b"[{},]"), None);
+        assert_eq!(cut(b"[{},,{}]"), None);
+        assert_eq!(cut(b"[{}{}]"), None);
+        assert_eq!(cut(b"[{}x]"), None);
+        assert_eq!(cut(b"[{}x{}]"), None);
+        assert_eq!(cut(b"[[]]"), None);
+        assert_eq!(cut(br#"["{}"]"#), None);
+        assert_eq!(cut(b"[1,{}]"), None);
+        assert_eq!(cut(b"x[]"), None);
+        assert_eq!(cut(b"{}"), None);
+        // 64 levels in all: the array and 63 inside its item.
+        let deep = |n: usize| {
+            [
+                b"[{\"a\":".to_vec(),
+                vec![b'['; n],
+                vec![b']'; n],
+                b"}]".to_vec(),
+            ]
+            .concat()
+        };
+        assert_eq!(cut(&deep(62)).map(|(_, end)| end), Some(deep(62).len()));
+        assert_eq!(cut(&deep(63)), None);
     }
 }
