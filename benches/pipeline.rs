@@ -108,20 +108,16 @@ fn main() {
         print_row(&splitter);
         rows.push(splitter);
         for (format, compression) in cases {
-            let p = run_child("pipeline", n, format, compression);
-            print_row(&p);
-            rows.push(p);
+            let mut modes = vec!["pipeline"];
             if compression == Compression::None && !format.is_tabular() {
-                let e = run_child("encoder", n, format, compression);
-                print_row(&e);
-                rows.push(e);
+                modes.push("encoder");
             }
             if compression != Compression::None && format == Format::DynamodbJson {
-                for mode in ["compressor", "compressor-1t", "compressor-interleaved"] {
-                    let c = run_child(mode, n, format, compression);
-                    print_row(&c);
-                    rows.push(c);
-                }
+                modes.extend(["compressor", "compressor-1t", "compressor-interleaved"]);
+            }
+            for row in run_children(&modes, n, format, compression) {
+                print_row(&row);
+                rows.push(row);
             }
         }
     }
@@ -230,11 +226,19 @@ fn print_row(r: &Row) {
     );
 }
 
-/// Runs a measurement `BENCH_RUNS` times (default 3; 1 for `--smoke`) and keeps the run that used
-/// the least CPU: the shared machine adds noise, never speed, so the minimum is the best estimate
-/// of each stage's own cost, and every mode is treated alike. Peak RSS is the highest of the runs,
-/// so memory is never flattered by the same choice.
+/// Runs a measurement `BENCH_RUNS` times (default 3; 1 for `--smoke`); see [`run_children`].
 fn run_child(mode: &str, n: u64, format: Format, compression: Compression) -> Row {
+    run_children(&[mode], n, format, compression)
+        .pop()
+        .expect("one row per mode")
+}
+
+/// Runs each of `modes` `BENCH_RUNS` times (default 3; 1 for `--smoke`), taking turns, so that a
+/// pipeline and its bound see the same moments of a shared machine, and keeps for each mode the
+/// run that used the least CPU: the machine adds noise, never speed, so the minimum is the best
+/// estimate of each stage's own cost, and every mode is treated alike. Peak RSS is the highest of
+/// the runs, so memory is never flattered by the same choice.
+fn run_children(modes: &[&str], n: u64, format: Format, compression: Compression) -> Vec<Row> {
     let runs = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -243,16 +247,23 @@ fn run_child(mode: &str, n: u64, format: Format, compression: Compression) -> Ro
         } else {
             3
         });
-    let rows: Vec<Row> = (0..runs.max(1))
-        .map(|_| run_child_once(mode, n, format, compression))
-        .collect();
-    let peak_rss_kib = rows.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
-    let mut least_cpu = rows
-        .into_iter()
-        .min_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs))
-        .expect("at least one run");
-    least_cpu.peak_rss_kib = peak_rss_kib;
-    least_cpu
+    let mut all: Vec<Vec<Row>> = modes.iter().map(|_| Vec::new()).collect();
+    for _ in 0..runs.max(1) {
+        for (mode, rows) in modes.iter().zip(&mut all) {
+            rows.push(run_child_once(mode, n, format, compression));
+        }
+    }
+    all.into_iter()
+        .map(|rows| {
+            let peak_rss_kib = rows.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+            let mut least_cpu = rows
+                .into_iter()
+                .min_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs))
+                .expect("at least one run");
+            least_cpu.peak_rss_kib = peak_rss_kib;
+            least_cpu
+        })
+        .collect()
 }
 
 fn run_child_once(mode: &str, n: u64, format: Format, compression: Compression) -> Row {
