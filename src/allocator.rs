@@ -1,8 +1,8 @@
 //! The allocator of every binary: mimalloc, tuned to hand freed memory back to the OS quickly.
 //!
-//! Scanned pages are allocated on one thread and freed on another, and every multipart part is a
-//! fresh buffer of several MiB; mimalloc handles that pattern much better than the system
-//! allocator. Its v3 default keeps freed memory resident for a second before purging it, so a
+//! Scanned pages are allocated on one thread and freed on another; mimalloc handles that pattern
+//! much better than the system allocator. (Upload parts, several MiB each, bypass it: see
+//! [`crate::part_buffer`].) Its v3 default keeps freed memory resident for a second before purging it, so a
 //! busy backup carried about 20 MiB of already-freed pages at any time (peak RSS 65–73 MiB
 //! instead of 46 MiB at a million items in `benches/pipeline.rs`). Ten milliseconds (mimalloc
 //! v2's default) gives it back without measurable CPU cost; purging at once doubled the system

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::compress::Compressor;
 use crate::encode::{encoder_for, Column, EncodeError, EncodeOptions, RecordEncoder};
 use crate::format::{Compression, Format};
+use crate::part_buffer::PartBuffer;
 use crate::scan::PageItems;
 
 /// Counts bytes on their way into the compressor (the manifest's `uncompressed_bytes`).
@@ -40,16 +41,17 @@ impl<W: Write> Write for Counting<W> {
 /// The bottom of the stream: stored bytes waiting to be uploaded, hashed as they arrive.
 struct StoredBytes {
     /// Sized for a whole part up front, and handed over whole when the part is taken, so bytes
-    /// are copied once on their way in and never again.
-    pending: Vec<u8>,
+    /// are copied once on their way in and never again; its memory is the part's own, returned
+    /// to the OS as soon as the upload is done with it.
+    pending: PartBuffer,
     hasher: Sha256,
     total: u64,
 }
 
 impl Write for StoredBytes {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf)?;
         self.hasher.update(buf);
-        self.pending.extend_from_slice(buf);
         self.total += buf.len() as u64;
         Ok(buf.len())
     }
@@ -96,7 +98,7 @@ impl EncodingFile {
         first_part_size: usize,
     ) -> io::Result<Self> {
         let stored = StoredBytes {
-            pending: Vec::with_capacity(first_part_size + TAIL_ROOM),
+            pending: PartBuffer::with_capacity(first_part_size + TAIL_ROOM)?,
             hasher: Sha256::new(),
             total: 0,
         };
@@ -121,16 +123,16 @@ impl EncodingFile {
     }
 
     /// Takes exactly `size` stored bytes, if that many are waiting. The buffer for the next part
-    /// is reserved at `next_size` so it never grows by reallocation.
-    pub fn take_part(&mut self, size: usize, next_size: usize) -> Option<Bytes> {
+    /// is reserved at `next_size` so it rarely needs to grow.
+    pub fn take_part(&mut self, size: usize, next_size: usize) -> io::Result<Option<Bytes>> {
         let pending = &mut self.stream.inner.get_mut().pending;
         if pending.len() < size {
-            return None;
+            return Ok(None);
         }
-        let mut next = Vec::with_capacity(next_size.max(pending.len() - size) + TAIL_ROOM);
-        next.extend_from_slice(&pending[size..]);
+        let mut next = PartBuffer::with_capacity(next_size.max(pending.len() - size) + TAIL_ROOM)?;
+        next.extend_from_slice(&pending.as_slice()[size..])?;
         pending.truncate(size);
-        Some(Bytes::from(std::mem::replace(pending, next)))
+        Ok(Some(std::mem::replace(pending, next).into_bytes()))
     }
 
     /// Stored bytes produced so far (the file's size if it were closed now, roughly).
@@ -144,7 +146,7 @@ impl EncodingFile {
         let uncompressed_bytes = self.stream.count;
         let stored = self.stream.inner.finish()?;
         Ok(FinishedFile {
-            rest: Bytes::from(stored.pending),
+            rest: stored.pending.into_bytes(),
             items: self.items,
             bytes: stored.total,
             uncompressed_bytes,
@@ -176,7 +178,7 @@ mod tests {
             let mut stored = Vec::new();
             for _ in 0..8 {
                 file.encode(&page).unwrap();
-                while let Some(part) = file.take_part(16 * 1024, 16 * 1024) {
+                while let Some(part) = file.take_part(16 * 1024, 16 * 1024).unwrap() {
                     assert_eq!(part.len(), 16 * 1024);
                     stored.extend_from_slice(&part);
                 }

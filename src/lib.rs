@@ -21,6 +21,7 @@ pub mod human;
 pub mod job;
 pub mod manifest;
 pub mod notify;
+pub mod part_buffer;
 pub mod pipeline;
 pub mod queue;
 pub mod records;

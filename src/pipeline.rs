@@ -739,10 +739,17 @@ impl SegmentOutput {
             .progress
             .bytes
             .fetch_add(stored - before, Ordering::Relaxed);
-        while let Some(part) = encoding.take_part(
-            file.upload.next_part_size(),
-            file.upload.part_size_after_next(),
-        ) {
+        let segment = self.segment;
+        while let Some(part) = encoding
+            .take_part(
+                file.upload.next_part_size(),
+                file.upload.part_size_after_next(),
+            )
+            .map_err(|e| BackupError::Encode {
+                segment,
+                source: e.into(),
+            })?
+        {
             file.upload.send_part(part).await?;
         }
         file.encoding = Some(encoding);
