@@ -1,7 +1,7 @@
 //! ddb-backup: DynamoDB tables to S3, as a pipeline you can read top to bottom.
 //!
 //! [`job`] validates what to do; [`scan`] reads the table in parallel segments; [`encode`] turns
-//! items into one of the output formats; [`compress`] compresses the stream; [`file`] ties those
+//! items into one of the output formats; [`compress`] compresses the stream; [`file`](mod@file) ties those
 //! two together per output file; [`store`] uploads the bytes; [`manifest`] records the result,
 //! written last. [`pipeline`] runs them in that order. The CLI and the Lambda handlers are thin
 //! wrappers over [`pipeline::Backup`].
