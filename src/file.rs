@@ -201,4 +201,39 @@ mod tests {
             assert_eq!(plain, done.uncompressed_bytes, "{compression}");
         }
     }
+
+    #[test]
+    fn a_page_larger_than_the_room_reserved_for_it_grows_the_buffer() {
+        // Uncompressed, one page of 2,000 items is far more than a 16 KiB part plus TAIL_ROOM,
+        // so the part buffer must move to a larger mapping, and the parts still add up.
+        let mut file = EncodingFile::new(
+            Format::DynamodbJson,
+            Compression::None,
+            &EncodeOptions::default(),
+            16 * 1024,
+        )
+        .unwrap();
+        let page = PageItems::Decoded((0..2_000).map(|_| every_type()).collect());
+        file.encode(&page).unwrap();
+        assert!(file.stored_bytes() > (16 * 1024 + TAIL_ROOM) as u64);
+        let mut stored = Vec::new();
+        while let Some(part) = file.take_part(16 * 1024, 16 * 1024).unwrap() {
+            assert_eq!(part.len(), 16 * 1024);
+            stored.extend_from_slice(&part);
+        }
+        let done = file.finish().unwrap();
+        assert!(done.rest.len() < 16 * 1024);
+        stored.extend_from_slice(&done.rest);
+        assert_eq!(done.bytes, stored.len() as u64);
+        assert_eq!(done.sha256, hex::encode(Sha256::digest(&stored)));
+        let lines: Vec<&[u8]> = stored
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 2_000);
+        for line in lines {
+            let line = std::str::from_utf8(line).unwrap();
+            assert_eq!(decode_dynamodb_json_line(line).unwrap(), every_type());
+        }
+    }
 }
