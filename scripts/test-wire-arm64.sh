@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Lambdas run on arm64, where the wire splitter classifies bytes with NEON instead of SSE2.
+# The Lambdas run on arm64, where the wire splitter classifies bytes with NEON instead of AVX2.
 # This builds the splitter's own tests (src/wire/structural.rs needs nothing outside std) for
 # aarch64 and runs them under QEMU user emulation, so the NEON code is tested on every CI run.
 # Installs QEMU and the aarch64 linker from Debian when they are missing.

@@ -8,8 +8,6 @@
 //! for the part alone, the memory goes back to the OS the moment the upload lets go of it, and
 //! nothing else pays for that. Elsewhere than Unix it is an ordinary vector.
 
-use std::io;
-
 use bytes::Bytes;
 
 pub use imp::PartBuffer;
@@ -172,18 +170,6 @@ mod imp {
     }
 }
 
-/// Allocation failures come back as I/O errors, like the other failures of writing a file.
-impl io::Write for PartBuffer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.extend_from_slice(buf)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,7 +206,7 @@ mod tests {
         assert_eq!(grown.as_slice(), b"x");
 
         let mut part = PartBuffer::with_capacity(5 << 20).unwrap();
-        io::Write::write_all(&mut part, &[7u8; 5 << 20]).unwrap();
+        part.extend_from_slice(&[7u8; 5 << 20]).unwrap();
         let bytes = part.into_bytes();
         let sum = std::thread::spawn(move || bytes.iter().map(|&b| b as u64).sum::<u64>())
             .join()

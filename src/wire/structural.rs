@@ -1,8 +1,8 @@
 //! The wire splitter's fast path: cuts a Scan response's `Items` array into its items, 64 bytes
 //! at a time, in one pass.
 //!
-//! Each 64-byte block is classified with SIMD byte compares (AVX2 where the CPU has it, else SSE2
-//! on x86-64; NEON on arm64; a plain loop elsewhere) into one bit per byte: quotes, backslashes,
+//! Each 64-byte block is classified with SIMD byte compares (AVX2 on the x86-64 CPUs that have it,
+//! NEON on arm64; a plain loop elsewhere) into one bit per byte: quotes, backslashes,
 //! opening and closing brackets, whitespace. Escaped quotes are removed, a prefix XOR over the
 //! quote bits marks what is inside strings, and only the brackets outside strings are visited to
 //! follow the nesting. Scan items are short strings between many small maps, so this does per
@@ -261,7 +261,7 @@ fn prefix_xor(mut x: u64) -> u64 {
 }
 
 /// Classifies a block the portable way: the reference the SIMD versions are tested against.
-#[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), allow(dead_code))]
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 fn classify_scalar(block: &[u8; 64]) -> Masks {
     let mut m = Masks::default();
     for (i, &c) in block.iter().enumerate() {
@@ -277,41 +277,14 @@ fn classify_scalar(block: &[u8; 64]) -> Masks {
     m
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+/// The classifier of the baseline walk: x86-64 CPUs without AVX2 are rare enough (none on
+/// Lambda) not to need a SIMD version of their own.
+#[cfg(not(target_arch = "aarch64"))]
 fn classify(block: &[u8; 64]) -> Masks {
     classify_scalar(block)
 }
 
-#[cfg(target_arch = "x86_64")]
-fn classify(block: &[u8; 64]) -> Masks {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8, _mm_slli_epi16,
-    };
-    let mut m = Masks::default();
-    // SAFETY: SSE2 is part of the x86-64 baseline, so these intrinsics are always available;
-    // each unaligned load reads 16 bytes at offsets 0, 16, 32 and 48 of a 64-byte array.
-    unsafe {
-        let bits = |v: __m128i| _mm_movemask_epi8(v) as u16 as u64;
-        let same = |c: u8| _mm_set1_epi8(c as i8);
-        for k in 0..4 {
-            let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast());
-            let folded = _mm_or_si128(v, same(0x20));
-            let shift = 16 * k;
-            m.quote |= bits(_mm_cmpeq_epi8(v, same(b'"'))) << shift;
-            m.backslash |= bits(_mm_cmpeq_epi8(v, same(b'\\'))) << shift;
-            m.open |= bits(_mm_cmpeq_epi8(folded, same(b'{'))) << shift;
-            m.close |= bits(_mm_cmpeq_epi8(folded, same(b'}'))) << shift;
-            // Bit 5 moved to bit 7, where movemask reads it.
-            m.curly |= bits(_mm_slli_epi16::<2>(v)) << shift;
-            // c ≤ 0x20 exactly when max(c, 0x20) == 0x20 (unsigned).
-            m.space |= bits(_mm_cmpeq_epi8(_mm_max_epu8(v, same(b' ')), same(b' '))) << shift;
-        }
-    }
-    m
-}
-
-/// The SSE2 classifier's compares, 32 bytes at a time.
+/// Classifies a block with two 32-byte halves of byte compares.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -332,7 +305,9 @@ unsafe fn classify_avx2(block: &[u8; 64]) -> Masks {
         m.backslash |= bits(_mm256_cmpeq_epi8(v, same(b'\\'))) << shift;
         m.open |= bits(_mm256_cmpeq_epi8(folded, same(b'{'))) << shift;
         m.close |= bits(_mm256_cmpeq_epi8(folded, same(b'}'))) << shift;
+        // Bit 5 moved to bit 7, where movemask reads it.
         m.curly |= bits(_mm256_slli_epi16::<2>(v)) << shift;
+        // c ≤ 0x20 exactly when max(c, 0x20) == 0x20 (unsigned).
         m.space |= bits(_mm256_cmpeq_epi8(
             _mm256_max_epu8(v, same(b' ')),
             same(b' '),
