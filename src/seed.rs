@@ -2,6 +2,7 @@
 //! emulator tests and the in-process benchmark source.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -283,23 +284,54 @@ pub fn students_scan_response(indexes: std::ops::Range<u64>) -> Vec<u8> {
 }
 
 /// An in-process table of `count` generated students, served in pages of `page_size`, for
-/// benchmarks: it measures our pipeline, not an emulator or network. Every item is generated
-/// afresh (no pool of repeated items, which would flatter the compressors); the benchmark
-/// measures this generation on its own so that its cost can be told apart from the pipeline's.
+/// benchmarks: it measures our pipeline, not an emulator or network.
+///
+/// By default every item is generated afresh. [`SyntheticSource::prerendered`] instead serves
+/// full wire pages from a few response bodies rendered up front, so that producing a page costs
+/// no more than receiving one (DynamoDB's work is not ours to measure). Bodies repeat only every
+/// few pages, megabytes apart: farther than zstd's window at its default level (2 MiB) and
+/// gzip's (32 KiB), so the compressors cannot exploit the repetition.
 #[derive(Debug, Clone)]
 pub struct SyntheticSource {
     table: String,
     count: u64,
     page_size: u64,
+    bodies: Arc<Vec<bytes::Bytes>>,
 }
 
 impl SyntheticSource {
-    /// `count` students in table `table`.
+    /// `count` students in table `table`, each generated when its page is read.
     pub fn new(table: &str, count: u64, page_size: u64) -> Self {
         SyntheticSource {
             table: table.to_string(),
             count,
             page_size: page_size.max(1),
+            bodies: Arc::new(Vec::new()),
+        }
+    }
+
+    /// Like [`SyntheticSource::new`], but full pages of the wire formats take turns among
+    /// `distinct` response bodies rendered now (pages of other formats, and a segment's last
+    /// partial page, are still generated when read).
+    pub fn prerendered(table: &str, count: u64, page_size: u64, distinct: usize) -> Self {
+        let page_size = page_size.max(1);
+        let bodies = (0..distinct as u64)
+            .map(|p| students_scan_response(p * page_size..(p + 1) * page_size).into())
+            .collect();
+        SyntheticSource {
+            bodies: Arc::new(bodies),
+            ..SyntheticSource::new(table, count, page_size)
+        }
+    }
+
+    /// The Scan response body of the page of students `start..end`, as the wire formats' pages
+    /// are cut from it: one of the pre-rendered bodies for a full page when there are some.
+    pub fn response_body(&self, start: u64, end: u64) -> bytes::Bytes {
+        match self.bodies.len() {
+            n if n > 0 && end - start == self.page_size => {
+                self.bodies[((start / self.page_size) % n as u64) as usize].clone()
+            }
+            _ => students_scan_response(start..end).into(),
         }
     }
 }
@@ -350,11 +382,12 @@ impl TableSource for SyntheticSource {
         let end = (start + self.page_size).min(hi);
         let items = if request.wire_items {
             // The same path as a real response: a body, split by the same scanner.
-            let body = students_scan_response(start..end);
-            let split = split_scan_response(body.into()).map_err(|e| ScanError::Request {
-                operation: "Scan",
-                table: self.table.clone(),
-                message: e.to_string(),
+            let split = split_scan_response(self.response_body(start, end)).map_err(|e| {
+                ScanError::Request {
+                    operation: "Scan",
+                    table: self.table.clone(),
+                    message: e.to_string(),
+                }
             })?;
             PageItems::Wire(split.items)
         } else {
@@ -395,6 +428,53 @@ mod tests {
             let rest: serde_json::Value = serde_json::from_slice(&split.rest).unwrap();
             assert_eq!(rest["Count"], range.end - range.start);
         }
+    }
+
+    #[tokio::test]
+    async fn a_prerendered_source_serves_every_item_and_full_pages_from_its_bodies() {
+        let source = SyntheticSource::prerendered("t", 1_050, 100, 3);
+        let mut items = 0;
+        for segment in 0..2 {
+            let mut request = PageRequest {
+                table: "t".into(),
+                segment,
+                total_segments: 2,
+                exclusive_start_key: None,
+                consistent_read: false,
+                limit: None,
+                wire_items: true,
+            };
+            loop {
+                let page = source.scan_page(&request).await.unwrap();
+                let PageItems::Wire(wire) = &page.items else {
+                    panic!("wire pages were asked for");
+                };
+                assert!(wire.len() == 100 || page.last_evaluated_key.is_none());
+                for map in wire.iter() {
+                    crate::decode::decode_item_map(map).unwrap();
+                }
+                items += wire.len();
+                match page.last_evaluated_key {
+                    Some(key) => request.exclusive_start_key = Some(key),
+                    None => break,
+                }
+            }
+        }
+        assert_eq!(items, 1_050);
+        // Full pages take turns among the three bodies; a short page is rendered for its range.
+        let first = source.response_body(0, 100);
+        assert_eq!(source.response_body(300, 400), first);
+        assert_ne!(source.response_body(100, 200), first);
+        assert_eq!(
+            source.response_body(1_000, 1_050),
+            bytes::Bytes::from(students_scan_response(1_000..1_050))
+        );
+        // Without pre-rendering, every page is its own students.
+        let fresh = SyntheticSource::new("t", 1_050, 100);
+        assert_eq!(
+            fresh.response_body(300, 400),
+            bytes::Bytes::from(students_scan_response(300..400))
+        );
     }
 
     #[test]
