@@ -81,9 +81,10 @@ fn main() {
     ];
     println!("ddb-backup pipeline benchmark: synthetic studentData items, in-process source, discarding store,");
     println!(
-        "{} segments, {PAGE_ITEMS}-item pages, {} cores. MB = 10^6 bytes of encoded (uncompressed) output;\n\
+        "{} segments, {}-item pages, {} cores. MB = 10^6 bytes of encoded (uncompressed) output;\n\
          for Parquet, whose columns are compressed inside the file, MB is the file itself.",
         segments(),
+        page_items(),
         num_cores()
     );
     println!(
@@ -324,7 +325,7 @@ fn pipeline(n: u64, format: Format, compression: Compression) -> (f64, f64, u64,
     runtime.block_on(async {
         let store = MemoryStore::discarding();
         let backup = Backup::new(
-            Arc::new(synthetic_source(n, format, PAGE_ITEMS)),
+            Arc::new(synthetic_source(n, format, page_items())),
             Arc::new(store.clone()),
             Tuning::default(),
         );
