@@ -9,7 +9,8 @@
 //!
 //! The splitter is a structural scanner, not a validating parser: it trusts DynamoDB to send JSON
 //! (the SDK would reject anything else in the rest of the body too) but checks the structure it
-//! relies on (strings closed, brackets matched) and reports where it broke. The `Items` array
+//! relies on (strings closed, brackets balanced, the items objects in an array) and reports where
+//! it broke. The `Items` array
 //! goes through `structural`, 64 bytes at a time in one pass; an array it leaves (whitespace
 //! between tokens, which DynamoDB does not send but JSON allows, or broken input) goes through the
 //! byte-by-byte scanner below, which removes the whitespace so every item stays on one line, or
