@@ -18,7 +18,8 @@
 //!
 //! BENCH_SEGMENTS (default 2) and BENCH_PAGE_ITEMS (default 2000) change the shape of the run;
 //! BENCH_RUNS (default 3) sets how many times each measurement runs (the least CPU is kept, with
-//! the highest peak RSS of the runs).
+//! the highest peak RSS of the runs). The runs of a pipeline and of its bound take turns, and the
+//! ratio is also given run by run (median and range), which this shared VM's noise moves less.
 //!
 //! Each measurement runs in its own child process so that peak RSS (VmHWM) belongs to it alone.
 
@@ -101,6 +102,8 @@ fn main() {
         "ratio"
     );
     let mut rows = Vec::new();
+    // Every run of each pipeline and its two-stream bound, for the ratio run by run.
+    let mut paired: Vec<(u64, Compression, Vec<Row>, Vec<Row>)> = Vec::new();
     for &n in &sizes {
         for format in [Format::DynamodbJson, Format::Json] {
             let source = run_child("source", n, format, Compression::None);
@@ -118,7 +121,11 @@ fn main() {
             if compression != Compression::None && format == Format::DynamodbJson {
                 modes.extend(["compressor", "compressor-1t", "compressor-interleaved"]);
             }
-            for row in run_children(&modes, n, format, compression) {
+            let runs = run_children(&modes, n, format, compression);
+            if modes.contains(&"compressor") {
+                paired.push((n, compression, runs[0].clone(), runs[1].clone()));
+            }
+            for row in runs.into_iter().map(least_cpu) {
                 print_row(&row);
                 rows.push(row);
             }
@@ -150,6 +157,28 @@ fn main() {
                     p.mb_per_core() / c.mb_per_core(),
                     p.mb_per_core() / c1.mb_per_core()
                 );
+                if let Some((_, _, pipeline, compressor)) = paired
+                    .iter()
+                    .find(|(m, c, _, _)| *m == n && *c == compression)
+                {
+                    // The machine's noise comes in minutes: a pipeline run and the bound run
+                    // next to it share one, so their ratio is steadier than the one of the
+                    // least CPU of each, taken from different minutes.
+                    let mut ratios: Vec<f64> = pipeline
+                        .iter()
+                        .zip(compressor)
+                        .map(|(p, c)| p.mb_per_core() / c.mb_per_core())
+                        .collect();
+                    ratios.sort_by(f64::total_cmp);
+                    println!(
+                        "{n} items, {compression}: run by run, pipeline = {:.2} x of the bound next \
+                         to it (median of {}; {:.2}-{:.2})",
+                        median(&ratios),
+                        ratios.len(),
+                        ratios[0],
+                        ratios[ratios.len() - 1],
+                    );
+                }
                 if let Some(ci) = find("compressor-interleaved") {
                     println!(
                         "{n} items, {compression}: compressor fed one freshly prepared page at a time \
@@ -187,6 +216,17 @@ fn main() {
     }
 }
 
+/// The middle of sorted `values` (the mean of the two middle ones for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+#[derive(Clone)]
 struct Row {
     mode: String,
     format: Format,
@@ -221,19 +261,20 @@ fn print_row(r: &Row) {
     );
 }
 
-/// Runs a measurement `BENCH_RUNS` times (default 3; 1 for `--smoke`); see [`run_children`].
+/// Runs a measurement `BENCH_RUNS` times (default 3; 1 for `--smoke`) and keeps the run that
+/// used the least CPU (see [`least_cpu`]).
 fn run_child(mode: &str, n: u64, format: Format, compression: Compression) -> Row {
     run_children(&[mode], n, format, compression)
-        .pop()
+        .into_iter()
+        .map(least_cpu)
+        .next()
         .expect("one row per mode")
 }
 
 /// Runs each of `modes` `BENCH_RUNS` times (default 3; 1 for `--smoke`), taking turns, so that a
-/// pipeline and its bound see the same moments of a shared machine, and keeps for each mode the
-/// run that used the least CPU: the machine adds noise, never speed, so the minimum is the best
-/// estimate of each stage's own cost, and every mode is treated alike. Peak RSS is the highest of
-/// the runs, so memory is never flattered by the same choice.
-fn run_children(modes: &[&str], n: u64, format: Format, compression: Compression) -> Vec<Row> {
+/// pipeline and its bound see the same moments of a shared machine. Returns every run of each
+/// mode, in order.
+fn run_children(modes: &[&str], n: u64, format: Format, compression: Compression) -> Vec<Vec<Row>> {
     let runs = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -248,17 +289,20 @@ fn run_children(modes: &[&str], n: u64, format: Format, compression: Compression
             rows.push(run_child_once(mode, n, format, compression));
         }
     }
-    all.into_iter()
-        .map(|rows| {
-            let peak_rss_kib = rows.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
-            let mut least_cpu = rows
-                .into_iter()
-                .min_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs))
-                .expect("at least one run");
-            least_cpu.peak_rss_kib = peak_rss_kib;
-            least_cpu
-        })
-        .collect()
+    all
+}
+
+/// The run of a mode that used the least CPU: the machine adds noise, never speed, so the minimum
+/// is the best estimate of each stage's own cost, and every mode is treated alike. Peak RSS is the
+/// highest of the runs, so memory is never flattered by the same choice.
+fn least_cpu(rows: Vec<Row>) -> Row {
+    let peak_rss_kib = rows.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+    let mut least_cpu = rows
+        .into_iter()
+        .min_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs))
+        .expect("at least one run");
+    least_cpu.peak_rss_kib = peak_rss_kib;
+    least_cpu
 }
 
 fn run_child_once(mode: &str, n: u64, format: Format, compression: Compression) -> Row {
