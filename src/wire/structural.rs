@@ -61,31 +61,10 @@ pub(crate) fn array_items(b: &[u8], start: usize, items: &mut Vec<Range<usize>>)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,pclmulqdq")]
 unsafe fn array_items_avx2(b: &[u8], start: usize, items: &mut Vec<Range<usize>>) -> Option<usize> {
-    if b.get(start) != Some(&b'[') {
-        return None;
-    }
-    let mut state = State {
-        gap: start + 1,
-        ..State::default()
-    };
-    let mut offset = start;
-    let mut padded = [b'x'; 64];
-    while offset < b.len() {
-        let block: &[u8; 64] = match b.get(offset..offset + 64) {
-            Some(block) => block.try_into().ok()?,
-            None => {
-                // As in `walk`: the array must end before the padding.
-                padded[..b.len() - offset].copy_from_slice(&b[offset..]);
-                &padded
-            }
-        };
+    blocks(b, start, items, |state, block, offset, items| {
         // SAFETY: the CPU has both features (see the caller).
-        if let Some(end) = unsafe { state.block_avx2(b, block, offset, items) }? {
-            return Some(end);
-        }
-        offset += 64;
-    }
-    None
+        unsafe { state.block_avx2(b, block, offset, items) }
+    })
 }
 
 /// [`prefix_xor`] in one instruction: multiplying by all ones without carries XORs each bit
@@ -99,7 +78,8 @@ unsafe fn prefix_xor_clmul(x: u64) -> u64 {
     _mm_cvtsi128_si64(product) as u64
 }
 
-/// The block loop, inlined into each classifier's caller so the classifier inlines too.
+/// The block loop with a classifier and a prefix XOR, inlined into each caller so that they inline
+/// too.
 #[inline(always)]
 fn walk(
     b: &[u8],
@@ -107,6 +87,20 @@ fn walk(
     items: &mut Vec<Range<usize>>,
     classify: impl Fn(&[u8; 64]) -> Masks,
     prefix_xor: impl Fn(u64) -> u64,
+) -> Option<usize> {
+    blocks(b, start, items, |state, block, offset, items| {
+        state.block(b, &classify(block), offset, items, &prefix_xor)
+    })
+}
+
+/// The loop both ways share: hands `step` each 64-byte block of `b` from the array's `[` on,
+/// until it answers (`Some(end)` or `None`, see [`State::block`]).
+#[inline(always)]
+fn blocks(
+    b: &[u8],
+    start: usize,
+    items: &mut Vec<Range<usize>>,
+    mut step: impl FnMut(&mut State, &[u8; 64], usize, &mut Vec<Range<usize>>) -> Option<Option<usize>>,
 ) -> Option<usize> {
     if b.get(start) != Some(&b'[') {
         return None;
@@ -116,18 +110,18 @@ fn walk(
         ..State::default()
     };
     let mut offset = start;
+    let mut padded = [b'x'; 64];
     while offset < b.len() {
-        let masks = match b.get(offset..offset + 64) {
-            Some(block) => classify(block.try_into().ok()?),
+        let block: &[u8; 64] = match b.get(offset..offset + 64) {
+            Some(block) => block.try_into().ok()?,
             None => {
                 // The last, partial block, padded with a byte that is no token: if the array
                 // has not ended before the padding, the input ends and the answer is `None`.
-                let mut last = [b'x'; 64];
-                last[..b.len() - offset].copy_from_slice(&b[offset..]);
-                classify(&last)
+                padded[..b.len() - offset].copy_from_slice(&b[offset..]);
+                &padded
             }
         };
-        if let Some(end) = state.block(b, &masks, offset, items, &prefix_xor)? {
+        if let Some(end) = step(&mut state, block, offset, items)? {
             return Some(end);
         }
         offset += 64;
