@@ -102,8 +102,8 @@ fn main() {
         "ratio"
     );
     let mut rows = Vec::new();
-    // Every run of each pipeline and its two-stream bound, for the ratio run by run.
-    let mut paired: Vec<(u64, Compression, Vec<Row>, Vec<Row>)> = Vec::new();
+    // The pipeline-to-bound ratio of each run, pipeline and its two-stream bound side by side.
+    let mut paired: Vec<(u64, Compression, Vec<f64>)> = Vec::new();
     for &n in &sizes {
         for format in [Format::DynamodbJson, Format::Json] {
             let source = run_child("source", n, format, Compression::None);
@@ -122,8 +122,17 @@ fn main() {
                 modes.extend(["compressor", "compressor-1t", "compressor-interleaved"]);
             }
             let runs = run_children(&modes, n, format, compression);
-            if modes.contains(&"compressor") {
-                paired.push((n, compression, runs[0].clone(), runs[1].clone()));
+            if let Some(bound) = modes.iter().position(|&m| m == "compressor") {
+                // The machine's noise comes in minutes: a pipeline run and the bound run next to
+                // it share one, so their ratio is steadier than the one of the least CPU of each,
+                // taken from different minutes.
+                let mut ratios: Vec<f64> = runs[0]
+                    .iter()
+                    .zip(&runs[bound])
+                    .map(|(p, c)| p.mb_per_core() / c.mb_per_core())
+                    .collect();
+                ratios.sort_by(f64::total_cmp);
+                paired.push((n, compression, ratios));
             }
             for row in runs.into_iter().map(least_cpu) {
                 print_row(&row);
@@ -157,23 +166,13 @@ fn main() {
                     p.mb_per_core() / c.mb_per_core(),
                     p.mb_per_core() / c1.mb_per_core()
                 );
-                if let Some((_, _, pipeline, compressor)) = paired
-                    .iter()
-                    .find(|(m, c, _, _)| *m == n && *c == compression)
+                if let Some((_, _, ratios)) =
+                    paired.iter().find(|(m, c, _)| *m == n && *c == compression)
                 {
-                    // The machine's noise comes in minutes: a pipeline run and the bound run
-                    // next to it share one, so their ratio is steadier than the one of the
-                    // least CPU of each, taken from different minutes.
-                    let mut ratios: Vec<f64> = pipeline
-                        .iter()
-                        .zip(compressor)
-                        .map(|(p, c)| p.mb_per_core() / c.mb_per_core())
-                        .collect();
-                    ratios.sort_by(f64::total_cmp);
                     println!(
                         "{n} items, {compression}: run by run, pipeline = {:.2} x of the bound next \
                          to it (median of {}; {:.2}-{:.2})",
-                        median(&ratios),
+                        median(ratios),
                         ratios.len(),
                         ratios[0],
                         ratios[ratios.len() - 1],
@@ -226,7 +225,6 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-#[derive(Clone)]
 struct Row {
     mode: String,
     format: Format,
