@@ -324,6 +324,14 @@ impl SyntheticSource {
         }
     }
 
+    /// The students segment `segment` of `total` reads: a contiguous slice of the table, so a
+    /// benchmark can rebuild exactly the stream each segment's file holds.
+    pub fn segment_range(&self, segment: u32, total: u32) -> std::ops::Range<u64> {
+        let total = u64::from(total.max(1));
+        let segment = u64::from(segment);
+        self.count * segment / total..self.count * (segment + 1) / total
+    }
+
     /// The Scan response body of the page of students `start..end`, as the wire formats' pages
     /// are cut from it: one of the pre-rendered bodies for a full page when there are some.
     pub fn response_body(&self, start: u64, end: u64) -> bytes::Bytes {
@@ -367,10 +375,9 @@ impl TableSource for SyntheticSource {
                 region: "synthetic".into(),
             });
         }
-        // Segment s owns a contiguous slice of indexes; the start key holds the next index.
-        let total = u64::from(request.total_segments.max(1));
-        let seg = u64::from(request.segment);
-        let (lo, hi) = (self.count * seg / total, self.count * (seg + 1) / total);
+        // The start key holds the next index.
+        let std::ops::Range { start: lo, end: hi } =
+            self.segment_range(request.segment, request.total_segments);
         let start = match request
             .exclusive_start_key
             .as_ref()
