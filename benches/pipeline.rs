@@ -1,13 +1,15 @@
 //! Pipeline benchmark: synthetic `studentData` items from an in-process source (no emulator, so
 //! nothing hides our speed) through scan paging → encode → compress → upload into a discarding
 //! store. Prints items/s, MB/s, MB/s per core (uncompressed bytes per CPU-second) and peak RSS for
-//! 100k and 1M items, and, as the bound, the compressor alone over the same bytes: once with one
-//! stream per segment running side by side (`compressor`, the bound the ratio uses: the pipeline
-//! runs that many streams at once, and on this VM two parallel streams cost each other ~20% per
-//! core through the shared cache), and once on a single thread (`compressor-1t`). A third run
-//! (`compressor-interleaved`) shows what no pipeline escapes: the same two streams, but each
-//! renders, cuts and encodes one page before compressing it, as a pipeline must, so the
-//! compressor's tables are no longer warm in the cache when it runs. The synthetic
+//! 100k and 1M items, and, as the bound, the compressor alone over the same bytes (each segment's
+//! pages as one stream, as its file holds them): once with the streams running side by side
+//! (`compressor`, the bound the ratio uses: the pipeline runs that many streams at once, and on
+//! this VM two parallel streams cost each other up to ~20% per core through the shared cache),
+//! and once on a single thread (`compressor-1t`). A third run (`compressor-interleaved`) shows
+//! what preparing input just in time costs the compressor: the same two streams, but each
+//! renders, cuts and encodes a whole page before compressing it, so the compressor's tables are
+//! no longer warm in the cache when it runs (the pipeline prepares 64 KiB of lines at a time,
+//! and on slow minutes measures faster than this). The synthetic
 //! source (`source`) and the cutting of its response bodies into items (`splitter`) are also
 //! timed alone. For the wire formats the source renders a few distinct Scan response bodies
 //! before the clock starts and hands them out in turn (see `SyntheticSource::prerendered`):
