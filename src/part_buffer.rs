@@ -10,8 +10,8 @@
 //!
 //! On Linux the pages are populated a step ahead of the writes, 256 KiB per system call, instead
 //! of one page fault per 4 KiB: a million-item zstd backup took 1,800–1,900 page faults instead of
-//! 18,200, at the same peak memory (the step ahead is at most 256 KiB per part). Kernels without
-//! that advice (before 5.14) refuse it once, and the pages then fault in as before.
+//! 18,200, with at most 256 KiB per part populated ahead of use (peak 42.4 MiB against 41.8).
+//! Kernels without that advice (before 5.14) refuse it once, and the pages then fault in as before.
 
 use bytes::Bytes;
 
