@@ -464,11 +464,6 @@ fn segment_pages(
     })
 }
 
-/// Pages of the whole synthetic table in one stream.
-fn source_pages(n: u64, format: Format) -> impl Iterator<Item = PageItems> {
-    segment_pages(n, format, 0, 1)
-}
-
 /// The synthetic source by itself: what stands in for DynamoDB and the SDK. For the wire path
 /// that is producing the Scan response bodies (handing out a pre-rendered one; splitting them is
 /// the pipeline's work, so it is not counted here); otherwise it is building the SDK items and
@@ -538,7 +533,8 @@ fn encoder_alone(n: u64, format: Format) -> (f64, f64, u64, u64) {
     let mut encoder = encoder_for(format, &encode_options());
     let mut chunk = Vec::with_capacity(4 << 20);
     let (mut cpu, mut wall, mut bytes) = (0.0, 0.0, 0u64);
-    for page in source_pages(n, format) {
+    // The whole table as one segment.
+    for page in segment_pages(n, format, 0, 1) {
         chunk.clear();
         let (c0, t0) = (thread_cpu_secs(), Instant::now());
         encode(encoder.as_mut(), &page, &mut chunk);
