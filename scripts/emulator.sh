@@ -13,15 +13,10 @@ mkdir -p "$state"
 
 log() { echo "emulator: $*" >&2; }
 
+# shellcheck source=scripts/lib/venv.sh
+. "$root/scripts/lib/venv.sh"
 install() {
-  local stamp="$venv/.requirements"
-  if [ -x "$venv/bin/moto_server" ] && cmp -s "$root/scripts/requirements-emulator.txt" "$stamp"; then
-    return
-  fi
-  log "installing moto into $venv (first run only)"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements-emulator.txt" >&2
-  cp "$root/scripts/requirements-emulator.txt" "$stamp"
+  ensure_venv "$venv" "$root/scripts/requirements-emulator.txt" "moto and cargo-lambda"
 }
 
 running() {

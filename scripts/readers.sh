@@ -6,11 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-readers"
-stamp="$venv/.requirements"
-if ! [ -x "$venv/bin/python" ] || ! cmp -s "$root/scripts/requirements-readers.txt" "$stamp"; then
-  echo "readers: installing duckdb and pyarrow into $venv (first run only)" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements-readers.txt" >&2
-  cp "$root/scripts/requirements-readers.txt" "$stamp"
-fi
+# shellcheck source=scripts/lib/venv.sh
+. "$root/scripts/lib/venv.sh"
+ensure_venv "$venv" "$root/scripts/requirements-readers.txt" "duckdb and pyarrow"
 echo "export DDB_BACKUP_READERS_PYTHON=$venv/bin/python"

@@ -2,14 +2,14 @@
 # The Lambdas run on arm64, where the wire splitter classifies bytes with NEON instead of AVX2.
 # This builds the splitter's own tests (src/wire/structural.rs needs nothing outside std) for
 # aarch64 and runs them under QEMU user emulation, so the NEON code is tested on every CI run.
-# Installs QEMU and the aarch64 linker from Debian when they are missing.
+# Installs the Rust aarch64 target (rustup), QEMU and the aarch64 linker (Debian) when missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 target=aarch64-unknown-linux-gnu
 if [ ! -d "$(rustc --print target-libdir --target "$target" 2>/dev/null)" ]; then
-  echo "test-wire-arm64: the Rust $target target is not installed; run: rustup target add $target" >&2
-  exit 1
+  echo "test-wire-arm64: installing the Rust $target target (rustup target add)" >&2
+  rustup target add "$target" >&2
 fi
 if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
   sudo=""
