@@ -20,6 +20,7 @@ pub mod format;
 pub mod human;
 pub mod job;
 pub mod manifest;
+pub mod metrics;
 pub mod notify;
 pub mod part_buffer;
 pub mod pipeline;

@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 use crate::checkpoint::Checkpoint;
 use crate::job::{BackupJob, Destination, EmailAddress, JobDefaults, JobError, JobId, JobRequest};
 use crate::manifest::{Layout, Manifest};
+use crate::metrics::{JobMetrics, MetricsSink, Outcome};
 use crate::notify::{Email, JobSummary, Notifier};
 use crate::pipeline::{Backup, BackupError, LegOutcome, Tuning};
 use crate::queue::JobQueue;
@@ -204,6 +205,41 @@ pub struct MessageReport {
     pub bytes: Option<u64>,
     /// Time spent on this message.
     pub duration_ms: u64,
+    /// Working time of the whole job, every leg (complete jobs).
+    pub job_duration_ms: Option<u64>,
+    /// Read capacity the whole job consumed (complete jobs).
+    pub consumed_rcu: Option<f64>,
+}
+
+impl MessageReport {
+    /// The metrics of a handled message: complete backups and failed attempts. Nothing for a
+    /// message that was skipped, continued, or could not even be parsed into a job (the
+    /// dead-letter alarm covers that one).
+    pub fn metrics(&self) -> Option<JobMetrics> {
+        let outcome = match self.disposition {
+            Disposition::Done => Outcome::Succeeded,
+            Disposition::Rejected | Disposition::Retry => Outcome::Failed,
+            Disposition::Skipped | Disposition::Continued => return None,
+        };
+        let succeeded = outcome == Outcome::Succeeded;
+        Some(JobMetrics {
+            table: self.table.clone()?,
+            job_id: self.job_id.clone()?,
+            outcome,
+            items: if succeeded {
+                self.items.unwrap_or(0)
+            } else {
+                0
+            },
+            stored_bytes: if succeeded {
+                self.bytes.unwrap_or(0)
+            } else {
+                0
+            },
+            duration_ms: self.job_duration_ms.unwrap_or(self.duration_ms),
+            consumed_rcu: self.consumed_rcu.unwrap_or(0.0),
+        })
+    }
 }
 
 /// The worker and its ports.
@@ -216,6 +252,7 @@ pub struct Worker {
     dead_letters: Option<Arc<dyn JobQueue>>,
     notifier: Option<(Arc<dyn Notifier>, EmailAddress)>,
     status: Option<StatusBoard>,
+    metrics: Option<Arc<dyn MetricsSink>>,
     deadline_margin: Duration,
     max_receives: u32,
 }
@@ -238,6 +275,7 @@ impl Worker {
             dead_letters: None,
             notifier: None,
             status: None,
+            metrics: None,
             deadline_margin: Duration::from_secs(crate::config::DEFAULT_DEADLINE_MARGIN_SECS),
             max_receives: crate::config::DEFAULT_MAX_RECEIVES,
         }
@@ -264,6 +302,12 @@ impl Worker {
     /// Job status documents.
     pub fn with_status(mut self, status: StatusBoard) -> Self {
         self.status = Some(status);
+        self
+    }
+
+    /// Per-job metrics (success, failure, items, bytes, duration, read capacity).
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -309,6 +353,9 @@ impl Worker {
                   disposition = ?report.disposition, keep_on_queue = report.keep_on_queue,
                   items = report.items, bytes = report.bytes, duration_ms = report.duration_ms,
                   detail = %report.detail, "message handled");
+            if let (Some(sink), Some(metrics)) = (&self.metrics, report.metrics()) {
+                sink.record(&metrics);
+            }
             reports.push(report);
         }
         reports
@@ -335,6 +382,8 @@ impl Worker {
             items: None,
             bytes: None,
             duration_ms: 0,
+            job_duration_ms: None,
+            consumed_rcu: None,
         };
         let time_left = deadline.saturating_duration_since(Instant::now());
         if time_left <= self.deadline_margin {
@@ -392,6 +441,8 @@ impl Worker {
         match backup.run_leg(job, resume, Some(stop_at)).await {
             Ok(LegOutcome::Complete(manifest)) => {
                 let (items, bytes) = (manifest.item_count, manifest.bytes);
+                let (job_duration_ms, consumed_rcu) =
+                    (manifest.duration_ms, manifest.consumed_read_capacity);
                 let manifest_uri = store.uri(&layout.manifest_key());
                 status = complete_status(status, &manifest, &manifest_uri);
                 status.notified = self
@@ -410,6 +461,8 @@ impl Worker {
                     false,
                 );
                 (done.items, done.bytes) = (Some(items), Some(bytes));
+                (done.job_duration_ms, done.consumed_rcu) =
+                    (Some(job_duration_ms), Some(consumed_rcu));
                 done
             }
             Ok(LegOutcome::Suspended(checkpoint)) => {
@@ -553,6 +606,8 @@ impl Worker {
             items: None,
             bytes: None,
             duration_ms: 0,
+            job_duration_ms: None,
+            consumed_rcu: None,
         }
     }
 
@@ -723,6 +778,7 @@ pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
 mod tests {
     use super::*;
     use crate::job::{BucketName, Prefix};
+    use crate::metrics::RecordedMetrics;
     use crate::notify::MemoryNotifier;
     use crate::queue::MemoryQueue;
     use crate::scan::MemorySource;
@@ -734,6 +790,7 @@ mod tests {
         queue: MemoryQueue,
         dead_letters: MemoryQueue,
         outbox: MemoryNotifier,
+        metrics: Arc<RecordedMetrics>,
         worker: Worker,
     }
 
@@ -742,6 +799,7 @@ mod tests {
         let queue = MemoryQueue::new();
         let dead_letters = MemoryQueue::new();
         let outbox = MemoryNotifier::new();
+        let metrics = Arc::new(RecordedMetrics::default());
         let defaults = JobDefaults {
             bucket: Some(BucketName::new("student-backup-20250706").unwrap()),
             notify: vec![EmailAddress::new("ops@example.com").unwrap()],
@@ -764,12 +822,14 @@ mod tests {
             Arc::new(store.clone()),
             Prefix::new("backup-status/").unwrap(),
         ))
+        .with_metrics(metrics.clone())
         .with_limits(Duration::from_millis(50), 5);
         Harness {
             store,
             queue,
             dead_letters,
             outbox,
+            metrics,
             worker,
         }
     }
@@ -804,6 +864,57 @@ mod tests {
             .into_iter()
             .filter(|k| k.ends_with("/manifest.json"))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_records_one_success_with_its_numbers_and_one_failure_and_nothing_else() {
+        let h = harness(MemorySource::new(
+            "studentData",
+            "id",
+            numbered_items(30),
+            20,
+        ));
+        let good = message(
+            "5f8e6c2a-0000-4000-8000-0000000000a1",
+            r#"{"table":"studentData","job_id":"metrics-good"}"#,
+        );
+        let missing_table = message(
+            "5f8e6c2a-0000-4000-8000-0000000000a2",
+            r#"{"table":"noSuchTable","job_id":"metrics-bad"}"#,
+        );
+        let unparsable = message("5f8e6c2a-0000-4000-8000-0000000000a3", "not json");
+        let batch = [good.clone(), missing_table, unparsable, good];
+        let reports = h.worker.handle_batch(&batch, far_deadline()).await;
+        let dispositions: Vec<_> = reports.iter().map(|r| r.disposition).collect();
+        assert_eq!(
+            dispositions,
+            [
+                Disposition::Done,
+                Disposition::Rejected,
+                Disposition::Rejected,
+                Disposition::Skipped
+            ]
+        );
+        let recorded = h.metrics.all();
+        assert_eq!(recorded.len(), 2, "{recorded:?}");
+        let success = &recorded[0];
+        assert_eq!(
+            (
+                success.outcome,
+                success.table.as_str(),
+                success.job_id.as_str()
+            ),
+            (Outcome::Succeeded, "studentData", "metrics-good")
+        );
+        assert_eq!(success.items, 30);
+        assert_eq!(Some(success.stored_bytes), reports[0].bytes);
+        assert!(success.stored_bytes > 0);
+        assert!(success.consumed_rcu > 0.0, "{success:?}");
+        let failure = &recorded[1];
+        assert_eq!(
+            (failure.outcome, failure.table.as_str(), failure.items),
+            (Outcome::Failed, "noSuchTable", 0)
+        );
     }
 
     #[tokio::test]

@@ -258,4 +258,25 @@ async fn the_api_and_worker_binaries_serve_real_events_through_the_lambda_runtim
     assert_eq!(fields["items"], 12, "{summary}");
     assert!(fields["bytes"].as_u64().unwrap_or(0) > 0, "{summary}");
     assert!(fields["duration_ms"].is_u64(), "{summary}");
+    // The job's metrics, as a CloudWatch Embedded Metric Format line of their own.
+    let emf: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["_aws"].is_object() && e["job_id"] == job_id.as_str())
+        .unwrap_or_else(|| panic!("no EMF line for {job_id} in:\n{log}"));
+    let directive = &emf["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "ddb-backup", "{emf}");
+    assert_eq!(
+        directive["Dimensions"],
+        serde_json::json!([["Table"]]),
+        "{emf}"
+    );
+    assert!(
+        emf["_aws"]["Timestamp"].as_u64().unwrap_or(0) > 1_700_000_000_000,
+        "{emf}"
+    );
+    assert_eq!(emf["Table"], table.as_str(), "{emf}");
+    assert_eq!(emf["BackupSucceeded"], 1, "{emf}");
+    assert_eq!(emf["ItemsBackedUp"], 12, "{emf}");
+    assert_eq!(emf["BytesStored"], fields["bytes"], "{emf}");
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use ddb_backup::aws::AwsContext;
 use ddb_backup::config::Settings;
+use ddb_backup::metrics::EmfStdout;
 use ddb_backup::service;
 use ddb_backup::worker::deadline_from_epoch_ms;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -21,7 +22,8 @@ async fn main() -> Result<(), Error> {
     service::init_lambda_logging();
     let settings = Settings::from_env()?;
     let aws = AwsContext::load(&settings.aws).await;
-    let worker = Arc::new(service::worker(&aws, &settings));
+    // Per-job metrics as EMF lines in the log: CloudWatch makes them metrics, no API call.
+    let worker = Arc::new(service::worker(&aws, &settings).with_metrics(Arc::new(EmfStdout)));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
         async move {
