@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Offline validation of infra/template.yaml: cfn-lint (with the SAM transform), checkov, and our
-# own invariant tests (tests/infra). Installs its tools into .venv-infra on first run.
+# Offline validation of infra/: cfn-lint (with the SAM transform), `sam validate --lint`, checkov,
+# and our own invariant tests (tests/infra: the template, samconfig.toml and scripts/deploy.sh).
+# Installs its tools into .venv-infra and .venv-sam on first run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-venv=.venv-infra
-if ! [ -x "$venv/bin/checkov" ] || ! cmp -s scripts/requirements-infra.txt "$venv/.requirements"; then
-  echo "infra-check: installing cfn-lint and checkov into $venv (first run only)" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-infra.txt >&2
-  cp scripts/requirements-infra.txt "$venv/.requirements"
-fi
+# shellcheck source=scripts/lib/venv.sh
+. scripts/lib/venv.sh
+ensure_venv .venv-infra scripts/requirements-infra.txt "cfn-lint and checkov"
+ensure_venv .venv-sam scripts/requirements-sam.txt "the SAM CLI and cargo-lambda"
+export SAM_CLI_TELEMETRY=0
 echo "infra-check: cfn-lint" >&2
-"$venv/bin/cfn-lint" infra/template.yaml
+.venv-infra/bin/cfn-lint infra/template.yaml
+echo "infra-check: sam validate --lint" >&2
+(cd infra && ../.venv-sam/bin/sam validate --lint)
 echo "infra-check: checkov" >&2
-"$venv/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f infra/template.yaml
-echo "infra-check: template invariants" >&2
-"$venv/bin/python" -m unittest discover -s tests/infra -v
+.venv-infra/bin/checkov --quiet --compact --skip-download --framework cloudformation -f infra/template.yaml
+echo "infra-check: invariants of the template, samconfig.toml and scripts/deploy.sh" >&2
+.venv-infra/bin/python -m unittest discover -s tests/infra -v

@@ -4,11 +4,13 @@ Run by scripts/infra-check.sh (after cfn-lint and checkov): python -m unittest d
 """
 
 import pathlib
+import re
 import unittest
 
 from cfnlint.decode import decode
 
-TEMPLATE = pathlib.Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "infra" / "template.yaml"
 
 
 def load():
@@ -71,7 +73,10 @@ class TemplateInvariants(unittest.TestCase):
             any(r.get("AbortIncompleteMultipartUpload") and "Prefix" not in r for r in rules),
             "incomplete multipart uploads must be aborted bucket-wide",
         )
-        self.assertEqual(self.resource("BackupBucket").get("DeletionPolicy"), "Retain")
+        # Deleting the stack keeps the backups, their access logs and the key they need.
+        for name in ("BackupBucket", "AccessLogBucket", "BackupKey"):
+            self.assertEqual(self.resource(name).get("DeletionPolicy"), "Retain", name)
+            self.assertEqual(self.resource(name).get("UpdateReplacePolicy"), "Retain", name)
 
     def test_bucket_policy_lets_only_the_worker_role_write_backups_and_denies_plain_http(self):
         doc = self.resource("BackupBucketPolicy")["Properties"]["PolicyDocument"]
@@ -182,6 +187,145 @@ class TemplateInvariants(unittest.TestCase):
             meta = self.resource(name)["Metadata"]
             self.assertEqual(meta["BuildMethod"], "rust-cargolambda")
             self.assertEqual(meta["BuildProperties"]["Binary"], binary)
+
+
+    # ------------------------------------------------------------ deploys on a new account
+
+    def pattern(self, name):
+        return re.compile(self.t["Parameters"][name]["AllowedPattern"])
+
+    def test_parameters_refuse_values_that_would_fail_mid_deploy(self):
+        params = self.t["Parameters"]
+        # The access-log bucket is "<BucketName>-access-logs"; S3 names are at most 63.
+        self.assertLessEqual(params["BucketName"]["MaxLength"] + len("-access-logs"), 63)
+        self.assertEqual(self.resource("AccessLogBucket")["Properties"]["BucketName"],
+                         {"Fn::Sub": "${BucketName}-access-logs"})
+        bucket = self.pattern("BucketName")
+        self.assertTrue(bucket.fullmatch("student-backup-20250706"))
+        self.assertFalse(bucket.fullmatch("Student_Backup"))
+        # The worker's SES permission splits SenderEmail at "@": it must hold exactly one.
+        sender = self.pattern("SenderEmail")
+        for good in ("backup@example.org", "ops.backup+ddb@mail.example.co.uk"):
+            self.assertTrue(sender.fullmatch(good), good)
+        for bad in ("backup", "backup@", "a@b", "a@b@c.com", "a@b.com,c@d.com", " a@b.com"):
+            self.assertFalse(sender.fullmatch(bad), bad)
+        self.assertNotIn("Default", params["SenderEmail"], "no example sender that SES would refuse")
+        origin = self.pattern("AllowedOrigin")
+        self.assertTrue(origin.fullmatch("https://d111111abcdef8.cloudfront.net"))
+        self.assertTrue(origin.fullmatch("http://localhost:8080"))
+        for bad in ("https://d1.cloudfront.net/", "d1.cloudfront.net", "http://example.com", "*"):
+            self.assertFalse(origin.fullmatch(bad), bad)
+        self.assertNotIn("Default", params["AllowedOrigin"], "the web origin has no safe default")
+        notify = self.pattern("NotifyEmails")
+        self.assertTrue(notify.fullmatch(""))
+        self.assertTrue(notify.fullmatch("a@b.com,c@d.org"))
+        self.assertFalse(notify.fullmatch("a@b.com, c@d.org"))
+        for name in ("AlarmEmail", "AlarmTopicArn"):
+            self.assertTrue(self.pattern(name).fullmatch(""), name)
+        self.assertTrue(self.pattern("AlarmTopicArn").fullmatch("arn:aws:sns:us-east-1:123456789012:ops"))
+        # S3 refuses expiring before transitioning: the defaults keep the order.
+        self.assertLess(params["TransitionDays"]["Default"], params["BackupRetentionDays"]["Default"])
+
+    def test_rules_refuse_a_stack_whose_alarms_reach_nobody(self):
+        rule = self.t["Rules"]["AlarmsReachSomeone"]["Assertions"][0]["Assert"]
+        text = str(rule)
+        self.assertIn("AlarmEmail", text)
+        self.assertIn("AlarmTopicArn", text)
+        self.assertIn("Fn::Not", rule)
+
+    def test_no_reserved_concurrency_the_event_source_caps_jobs_at_once(self):
+        for name in ("WorkerFunction", "ApiFunction"):
+            self.assertNotIn("ReservedConcurrentExecutions", self.resource(name)["Properties"], name)
+        self.assertNotIn("ReservedConcurrentExecutions", self.t["Globals"]["Function"])
+        jobs = self.resource("WorkerFunction")["Properties"]["Events"]["Jobs"]["Properties"]
+        self.assertEqual(jobs["ScalingConfig"]["MaximumConcurrency"], {"Ref": "WorkerConcurrency"})
+        concurrency = self.t["Parameters"]["WorkerConcurrency"]
+        self.assertEqual(concurrency["Default"], 2)
+        # SQS event sources accept MaximumConcurrency from 2 to 1000.
+        self.assertEqual((concurrency["MinValue"], concurrency["MaxValue"]), (2, 1000))
+
+    def alarms(self):
+        return {n: r["Properties"] for n, r in self.resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+    def test_every_alarm_notifies_the_stacks_topic_and_the_optional_existing_one(self):
+        self.assertEqual(self.resource("AlarmTopic")["Type"], "AWS::SNS::Topic")
+        subscription = self.resource("AlarmEmailSubscription")
+        self.assertEqual(subscription["Condition"], "HasAlarmEmail")
+        self.assertEqual(subscription["Properties"]["Protocol"], "email")
+        self.assertEqual(subscription["Properties"]["Endpoint"], {"Ref": "AlarmEmail"})
+        alarms = self.alarms()
+        self.assertGreaterEqual(len(alarms), 7)
+        for name, alarm in alarms.items():
+            with_existing, without = alarm["AlarmActions"]["Fn::If"][1:]
+            self.assertEqual(alarm["AlarmActions"]["Fn::If"][0], "HasAlarmTopic", name)
+            self.assertIn({"Ref": "AlarmTopic"}, with_existing, name)
+            self.assertIn({"Ref": "AlarmTopicArn"}, with_existing, name)
+            self.assertEqual(without, [{"Ref": "AlarmTopic"}], name)
+
+    def watched(self):
+        """(namespace, metric name) of every alarm, metric math included."""
+        pairs = {}
+        for name, alarm in self.alarms().items():
+            if "MetricName" in alarm:
+                pairs.setdefault((alarm["Namespace"], alarm["MetricName"]), []).append(name)
+            for query in alarm.get("Metrics", []):
+                if "MetricStat" in query:
+                    metric = query["MetricStat"]["Metric"]
+                    pairs.setdefault((metric["Namespace"], metric["MetricName"]), []).append(name)
+        return pairs
+
+    def test_alarms_watch_every_way_a_nightly_backup_can_silently_stop(self):
+        watched = self.watched()
+        for pair in [
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),  # the dead-letter queue
+            ("AWS/SQS", "ApproximateAgeOfOldestMessage"),  # jobs waiting
+            ("AWS/Lambda", "Errors"),
+            ("AWS/Lambda", "Throttles"),
+            ("AWS/ApiGateway", "5XXError"),
+            ("AWS/Scheduler", "InvocationDroppedCount"),
+            ("AWS/Scheduler", "InvocationsSentToDeadLetterCount"),
+            ("AWS/Scheduler", "InvocationsFailedToBeSentToDeadLetterCount"),
+            ("ddb-backup", "BackupSucceeded"),
+        ]:
+            self.assertIn(pair, watched, pair)
+        age = self.alarms()["QueueAgeAlarm"]
+        self.assertEqual(age["Dimensions"][0]["Value"], {"Fn::GetAtt": ["JobQueue", "QueueName"]})
+        for query in self.alarms()["ScheduleDeliveryAlarm"]["Metrics"]:
+            if "MetricStat" in query:
+                self.assertEqual(query["MetricStat"]["Metric"]["Dimensions"],
+                                 [{"Name": "ScheduleGroup", "Value": {"Ref": "ScheduleGroup"}}])
+        self.assertEqual(self.resource("NightlySchedule")["Properties"]["GroupName"], {"Ref": "ScheduleGroup"})
+
+    def test_the_missed_backup_alarm_reads_the_metric_the_worker_emits(self):
+        alarm = self.alarms()["MissedBackupAlarm"]
+        source = (ROOT / "src" / "metrics.rs").read_text()
+        namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)"', source).group(1)
+        metric = re.search(r'pub const BACKUP_SUCCEEDED: &str = "([^"]+)"', source).group(1)
+        self.assertEqual((alarm["Namespace"], alarm["MetricName"]), (namespace, metric))
+        self.assertIn('"Dimensions": [["Table"]]', source)
+        self.assertEqual(alarm["Dimensions"], [{"Name": "Table", "Value": {"Ref": "TableName"}}])
+        # Every hour without a success breaches; all of the last N hours must, for the alarm.
+        self.assertEqual(alarm["TreatMissingData"], "breaching")
+        self.assertEqual(alarm["ComparisonOperator"], "LessThanThreshold")
+        self.assertEqual((alarm["Statistic"], alarm["Threshold"], alarm["Period"]), ("Sum", 1, 3600))
+        self.assertEqual(alarm["EvaluationPeriods"], {"Ref": "MissedBackupAlarmHours"})
+        self.assertEqual(alarm["DatapointsToAlarm"], {"Ref": "MissedBackupAlarmHours"})
+        hours = self.t["Parameters"]["MissedBackupAlarmHours"]
+        self.assertEqual(hours["Default"], 26)
+        # CloudWatch evaluates at most 7 days for hourly periods.
+        self.assertLessEqual(hours["MaxValue"] * 3600, 7 * 86400)
+
+    def test_the_kms_key_outlives_the_stack_and_is_used_only_through_s3(self):
+        key = self.resource("BackupKey")
+        self.assertEqual(key.get("DeletionPolicy"), "Retain")
+        self.assertEqual(key.get("UpdateReplacePolicy"), "Retain")
+        via_s3 = {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}
+        for name in ("WorkerKmsPolicy", "ApiKmsPolicy"):
+            for s in statements(self.resource(name)["Properties"]["PolicyDocument"]):
+                self.assertEqual(s.get("Condition", {}).get("StringEquals"), via_s3, name)
+        for s in statements(key["Properties"]["KeyPolicy"]):
+            if s["Sid"] != "AccountAdministers":
+                self.assertEqual(s.get("Condition", {}).get("StringEquals"), via_s3, s["Sid"])
 
 
 if __name__ == "__main__":
