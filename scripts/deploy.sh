@@ -81,7 +81,6 @@ if [ "$guided" = 1 ]; then
   ask AlarmEmail "Email for alarms (SNS mails a confirmation link)"
   ask AllowedOrigin "Origin of the web front end, e.g. https://d111111abcdef8.cloudfront.net"
   ask BucketName "Backup bucket name (globally unique)" "student-backup-20250706"
-  [ -n "${value[AlarmEmail]}" ] || fail "AlarmEmail: give an address; alarms about missed backups must reach someone"
   if [ "$dry_run" = 0 ]; then
     mkdir -p "$(dirname "$params_file")"
     : >"$params_file"
@@ -94,8 +93,11 @@ elif [ "${#value[@]}" = 0 ] && [ "${#cli_params[@]}" = 0 ]; then
   fail "no deploy parameters yet: run scripts/deploy.sh --guided once (or pass --parameter-overrides)"
 fi
 for pair in "${cli_params[@]}"; do
-  [ -n "$pair" ] && set_param "${pair%%=*}" "${pair#*=}"
+  set_param "${pair%%=*}" "${pair#*=}"
 done
+if [ "$guided" = 1 ] && [ -z "${value[AlarmEmail]:-}" ] && [ -z "${value[AlarmTopicArn]:-}" ]; then
+  fail "AlarmEmail: give an address (or pass AlarmTopicArn); alarms about missed backups must reach someone"
+fi
 
 overrides=()
 for key in "${order[@]}"; do
