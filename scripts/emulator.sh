@@ -13,8 +13,8 @@ mkdir -p "$state"
 
 log() { echo "emulator: $*" >&2; }
 
-# shellcheck source=scripts/lib/venv.sh
-. "$root/scripts/lib/venv.sh"
+# shellcheck source=scripts/lib/install.sh
+. "$root/scripts/lib/install.sh"
 install() {
   ensure_venv "$venv" "$root/scripts/requirements-emulator.txt" "moto and cargo-lambda"
 }

@@ -4,8 +4,8 @@
 # Installs its tools into .venv-infra and .venv-sam on first run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=scripts/lib/venv.sh
-. scripts/lib/venv.sh
+# shellcheck source=scripts/lib/install.sh
+. scripts/lib/install.sh
 ensure_venv .venv-infra scripts/requirements-infra.txt "cfn-lint and checkov"
 ensure_venv .venv-sam scripts/requirements-sam.txt "the SAM CLI and cargo-lambda"
 export SAM_CLI_TELEMETRY=0

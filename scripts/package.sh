@@ -9,14 +9,11 @@
 # aarch64-unknown-linux-gnu target. No AWS account or credentials are needed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=scripts/lib/venv.sh
-. scripts/lib/venv.sh
+# shellcheck source=scripts/lib/install.sh
+. scripts/lib/install.sh
 ensure_venv .venv-sam scripts/requirements-sam.txt "the SAM CLI and cargo-lambda"
 target=aarch64-unknown-linux-gnu
-if [ ! -d "$(rustc --print target-libdir --target "$target" 2>/dev/null)" ]; then
-  echo "package: installing the Rust $target target (rustup target add)" >&2
-  rustup target add "$target" >&2
-fi
+ensure_rust_target "$target" package
 export PATH="$PWD/.venv-sam/bin:$PATH" SAM_CLI_TELEMETRY=0
 
 # `sam build` copies each bootstrap from <source>/target/lambda/<binary>/, while cargo-lambda

@@ -6,7 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-readers"
-# shellcheck source=scripts/lib/venv.sh
-. "$root/scripts/lib/venv.sh"
+# shellcheck source=scripts/lib/install.sh
+. "$root/scripts/lib/install.sh"
 ensure_venv "$venv" "$root/scripts/requirements-readers.txt" "duckdb and pyarrow"
 echo "export DDB_BACKUP_READERS_PYTHON=$venv/bin/python"

@@ -7,10 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 target=aarch64-unknown-linux-gnu
-if [ ! -d "$(rustc --print target-libdir --target "$target" 2>/dev/null)" ]; then
-  echo "test-wire-arm64: installing the Rust $target target (rustup target add)" >&2
-  rustup target add "$target" >&2
-fi
+# shellcheck source=scripts/lib/install.sh
+. scripts/lib/install.sh
+ensure_rust_target "$target" test-wire-arm64
 if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then

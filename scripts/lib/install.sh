@@ -1,0 +1,22 @@
+# Sourced by the scripts: what they install on first run, each only when missing or out of date.
+#   ensure_venv <venv dir> <requirements file> <what>  a Python venv from pinned requirements
+#                                                      (PyPI), rebuilt when the file changes
+#   ensure_rust_target <triple> <who>                  a Rust target, by rustup target add
+ensure_venv() {
+  local venv="$1" requirements="$2" what="$3"
+  local stamp="$venv/.requirements"
+  if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$stamp"; then
+    return
+  fi
+  echo "installing $what into $venv (first run only)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
+  cp "$requirements" "$stamp"
+}
+
+ensure_rust_target() {
+  if [ ! -d "$(rustc --print target-libdir --target "$1" 2>/dev/null)" ]; then
+    echo "$2: installing the Rust $1 target (rustup target add)" >&2
+    rustup target add "$1" >&2
+  fi
+}
