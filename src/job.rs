@@ -287,7 +287,7 @@ impl JobRequest {
                 JobError::field_error(
                     &path,
                     format!(
-                        "wrong type or value ({}); see the job schema in the README",
+                        "wrong type or value ({}); see the job schema in docs/job.md",
                         strip_position(&inner.to_string())
                     ),
                 )
@@ -938,14 +938,14 @@ mod tests {
         assert!(Prefix::new("a//b").is_err());
     }
 
-    /// The README's JSON Schema must describe the job the code accepts: the same fields, the same
-    /// enum values, the same limits.
+    /// The documented JSON Schema (docs/job.md) must describe the job the code accepts: the same
+    /// fields, the same enum values, the same limits.
     #[test]
-    fn the_readme_schema_matches_the_job_the_code_accepts() {
-        let readme = include_str!("../README.md");
+    fn the_documented_schema_matches_the_job_the_code_accepts() {
+        let readme = include_str!("../docs/job.md");
         let start = readme
             .find("\"title\": \"ddb-backup job\"")
-            .expect("schema in README");
+            .expect("schema in docs/job.md");
         let open = readme[..start].rfind("```json").expect("schema block") + "```json".len();
         let close = open + readme[open..].find("```").expect("end of schema block");
         let schema: serde_json::Value = serde_json::from_str(&readme[open..close]).unwrap();

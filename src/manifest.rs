@@ -1,7 +1,7 @@
 //! The manifest, written last: its presence is what makes a backup complete. It lists every file
 //! with its size, item count and SHA-256, and records what a restore needs to rebuild the table.
 //!
-//! Key layout (documented in the README):
+//! Key layout (documented in docs/formats.md):
 //! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/data/seg-{segment:04}-{file:05}.{ext}` and
 //! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/manifest.json`, and for a backup that spans several
 //! Lambda invocations, `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/checkpoints/{sequence:05}.json`.

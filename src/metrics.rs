@@ -94,10 +94,11 @@ pub struct EmfStdout;
 impl MetricsSink for EmfStdout {
     fn record(&self, metrics: &JobMetrics) {
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-        let line = metrics.to_emf(now_ms).to_string();
+        let mut line = metrics.to_emf(now_ms).to_string();
+        line.push('\n');
         // One write of the whole line, so it never interleaves with a log line.
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(format!("{line}\n").as_bytes());
+        let _ = out.write_all(line.as_bytes());
         let _ = out.flush();
     }
 }

@@ -91,7 +91,7 @@ pub struct ContinuationMessage {
 }
 
 impl WorkOrder {
-    /// Parses a message body. A job message is the job JSON of the README; a continuation is
+    /// Parses a message body. A job message is the job JSON of docs/job.md; a continuation is
     /// recognized by its `continuation` field. Fields the job leaves out come from `defaults`,
     /// except `job_id` and `requested_at`, which come from the message so that a redelivered
     /// message is the same job.
@@ -221,21 +221,13 @@ impl MessageReport {
             Disposition::Rejected | Disposition::Retry => Outcome::Failed,
             Disposition::Skipped | Disposition::Continued => return None,
         };
-        let succeeded = outcome == Outcome::Succeeded;
+        // A failed attempt's report carries no items or bytes.
         Some(JobMetrics {
             table: self.table.clone()?,
             job_id: self.job_id.clone()?,
             outcome,
-            items: if succeeded {
-                self.items.unwrap_or(0)
-            } else {
-                0
-            },
-            stored_bytes: if succeeded {
-                self.bytes.unwrap_or(0)
-            } else {
-                0
-            },
+            items: self.items.unwrap_or(0),
+            stored_bytes: self.bytes.unwrap_or(0),
             duration_ms: self.job_duration_ms.unwrap_or(self.duration_ms),
             consumed_rcu: self.consumed_rcu.unwrap_or(0.0),
         })

@@ -1,4 +1,4 @@
-//! Apache Parquet, through `arrow` and `parquet`. Type mapping (the README has the full table):
+//! Apache Parquet, through `arrow` and `parquet`. Type mapping (docs/formats.md has the full table):
 //! S → UTF8 string; N → Int64, Decimal128(38, s) or the exact text, per the file's sample
 //! ([`NumberStorage`]); B → binary; BOOL → boolean; NULL → boolean `true`; SS and NS → lists of
 //! strings (numbers as their exact text); BS → list of binaries; M and L → DynamoDB JSON text.
