@@ -24,23 +24,27 @@
 //! ratio is also given run by run (median and range), which this shared VM's noise moves less.
 //!
 //! Each measurement runs in its own child process so that peak RSS (VmHWM) belongs to it alone.
+//!
+//! One file of about 700 lines: a `harness = false` bench is its own crate, and the parent and its
+//! child processes share every helper.
 
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ddb_backup::compress::Compressor;
-use ddb_backup::encode::{encoder_for, EncodeOptions, RecordEncoder};
-use ddb_backup::job::JobDefaults;
-use ddb_backup::scan::PageItems;
-use ddb_backup::seed::SyntheticSource;
+use ddb_backup::backup::compress::Compressor;
+use ddb_backup::codec::encode::{encoder_for, EncodeOptions, RecordEncoder};
+use ddb_backup::model::job::JobDefaults;
+use ddb_backup::source::seed::SyntheticSource;
+use ddb_backup::source::PageItems;
 use ddb_backup::store::MemoryStore;
 use ddb_backup::{Backup, BackupJob, Compression, Format, Tuning};
 
 /// The same allocator as the shipped binaries, tuned the same way (in `main`).
 #[global_allocator]
-static ALLOCATOR: ddb_backup::allocator::Allocator = ddb_backup::allocator::Allocator;
+static ALLOCATOR: ddb_backup::runtime::allocator::Allocator =
+    ddb_backup::runtime::allocator::Allocator;
 
 const PAGE_ITEMS: u64 = 2000;
 
@@ -58,7 +62,7 @@ fn segments() -> u32 {
 }
 
 fn main() {
-    ddb_backup::allocator::tune();
+    ddb_backup::runtime::allocator::tune();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -447,7 +451,7 @@ fn segment_pages(
     // `Some(start key)` while pages remain.
     let mut next = Some(None);
     std::iter::from_fn(move || {
-        let request = ddb_backup::scan::PageRequest {
+        let request = ddb_backup::source::PageRequest {
             table: "studentData".into(),
             segment,
             total_segments: total,
@@ -457,7 +461,9 @@ fn segment_pages(
             wire_items: format.takes_wire_items(),
         };
         let page = runtime
-            .block_on(ddb_backup::scan::TableSource::scan_page(&source, &request))
+            .block_on(ddb_backup::source::TableSource::scan_page(
+                &source, &request,
+            ))
             .expect("page");
         next = page.last_evaluated_key.map(Some);
         Some(page.items)
@@ -480,7 +486,9 @@ fn source_alone(n: u64, format: Format) -> (f64, f64, u64, u64) {
         if format.takes_wire_items() {
             std::hint::black_box(source.response_body(start, end));
         } else {
-            let page: Vec<_> = (start..end).map(ddb_backup::seed::student).collect();
+            let page: Vec<_> = (start..end)
+                .map(ddb_backup::source::seed::student)
+                .collect();
             drop(std::hint::black_box(page));
         }
         generated += end - start;
@@ -502,7 +510,7 @@ fn splitter_alone(n: u64) -> (f64, f64, u64, u64) {
         let body = source.response_body(start, end);
         bytes += body.len() as u64;
         let (c0, t0) = (thread_cpu_secs(), Instant::now());
-        let split = ddb_backup::wire::split_scan_response(body).expect("split");
+        let split = ddb_backup::codec::wire::split_scan_response(body).expect("split");
         cpu += thread_cpu_secs() - c0;
         wall += t0.elapsed().as_secs_f64();
         items += std::hint::black_box(split).items.len() as u64;
@@ -651,8 +659,9 @@ fn compressor_alone(
 }
 
 fn process_cpu_secs() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass and has no other effects.
+    // SAFETY: `rusage` is plain integers, for which all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass and has no other effects.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(usage.ru_utime) + t(usage.ru_stime)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Independent readers for the tests: DuckDB and pyarrow (PyPI, pinned in
 # scripts/requirements-readers.txt) in .venv-readers, installed on first use. Prints the export
-# that tests/independent_readers.rs needs:
+# that tests/integration/independent_readers.rs needs:
 #   eval "$(scripts/readers.sh)"
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Lambdas run on arm64, where the wire splitter classifies bytes with NEON instead of AVX2.
-# This builds the splitter's own tests (src/wire/structural.rs needs nothing outside std) for
+# This builds the splitter's own tests (src/codec/wire/structural.rs needs nothing outside std) for
 # aarch64 and runs them under QEMU user emulation, so the NEON code is tested on every CI run.
 # Installs the Rust aarch64 target (rustup), QEMU and the aarch64 linker (Debian) when missing.
 set -euo pipefail
@@ -27,5 +27,5 @@ fi
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 rustc --edition 2021 --test -O --target "$target" -C linker=aarch64-linux-gnu-gcc \
-  src/wire/structural.rs -o "$out/structural"
+  src/codec/wire/structural.rs -o "$out/structural"
 qemu-aarch64 -L /usr/aarch64-linux-gnu "$out/structural"

@@ -4,7 +4,7 @@
 # and pyarrow, in .venv-readers), runs every test, and stops the emulator again if this script
 # started it; then runs the wire splitter's tests on arm64 under QEMU (scripts/test-wire-arm64.sh)
 # and validates infra/ offline (cfn-lint, checkov, invariants).
-# Extra arguments go to `cargo test` and skip the last two (e.g. scripts/test.sh --test cli).
+# Extra arguments go to `cargo test` and skip the last two (e.g. scripts/test.sh --test integration cli::).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

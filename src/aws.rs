@@ -104,6 +104,43 @@ impl AwsContext {
     }
 }
 
+pub use crate::error::BoxError;
+
+/// What went wrong with an AWS call, as far as deciding what to do next needs: the kind decides
+/// whether to try again and what the one-line message tells the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No region configured: the request could not even be addressed.
+    NoRegion,
+    /// No credentials found in the standard chain.
+    NoCredentials,
+    /// The endpoint did not answer (connection refused, DNS, TLS).
+    Unreachable,
+    /// An attempt timed out.
+    TimedOut,
+    /// The service throttled the caller.
+    Throttled,
+    /// The service failed (5xx) or sent a response that could not be read.
+    ServerError,
+    /// The credentials are valid but not allowed to do this.
+    AccessDenied,
+    /// The service refused the request as it is (4xx other than throttling and access).
+    Rejected,
+}
+
+impl FailureKind {
+    /// Whether the same request can succeed later (the SDK already retried it a few times).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Unreachable
+                | FailureKind::TimedOut
+                | FailureKind::Throttled
+                | FailureKind::ServerError
+        )
+    }
+}
+
 /// What an SDK error says, reduced to what callers branch on.
 #[derive(Debug, Clone)]
 pub struct ErrorFacts {
@@ -111,40 +148,137 @@ pub struct ErrorFacts {
     pub code: Option<String>,
     /// HTTP status, when a response arrived.
     pub status: Option<u16>,
-    /// Full message with causes.
+    /// What kind of failure this is.
+    pub kind: FailureKind,
+    /// One line for the operator: the service's code and message, or what to fix locally.
     pub message: String,
 }
 
 impl ErrorFacts {
     /// Whether the caller lacks permission.
     pub fn is_access_denied(&self) -> bool {
-        self.status == Some(403)
-            || matches!(
-                self.code.as_deref(),
-                Some(
-                    "AccessDenied"
-                        | "AccessDeniedException"
-                        | "Forbidden"
-                        | "UnrecognizedClientException"
-                )
-            )
+        self.kind == FailureKind::AccessDenied
     }
 }
 
-/// Reads code, status and message out of any SDK error.
+/// Service error codes that mean "slow down".
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+];
+
+/// Service error codes that mean "not allowed".
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "Forbidden",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+];
+
+/// Reads code, status, kind and a one-line message out of any SDK error.
 pub fn error_facts<E>(err: &SdkError<E, HttpResponse>) -> ErrorFacts
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let code = err.code().map(str::to_string);
     let status = err.raw_response().map(|r| r.status().as_u16());
+    let kind = failure_kind(err, code.as_deref(), status);
     let message = match (err.as_service_error(), err.message()) {
         (Some(_), Some(msg)) => format!("{}: {msg}", code.as_deref().unwrap_or("error")),
-        _ => DisplayErrorContext(err).to_string(),
+        _ => match kind {
+            FailureKind::NoRegion => NO_REGION.to_string(),
+            FailureKind::NoCredentials => NO_CREDENTIALS.to_string(),
+            FailureKind::Unreachable => {
+                "the AWS endpoint did not answer: check the network, or --endpoint-url / AWS_ENDPOINT_URL if one is set".to_string()
+            }
+            FailureKind::TimedOut => "the request timed out".to_string(),
+            _ => DisplayErrorContext(err).to_string(),
+        },
     };
     ErrorFacts {
         code,
         status,
+        kind,
         message,
     }
+}
+
+/// What to do when no region is configured.
+pub const NO_REGION: &str = "no AWS region: pass --region or set AWS_REGION";
+
+/// What to do when no credentials are found.
+pub const NO_CREDENTIALS: &str = "no AWS credentials: set AWS_PROFILE (or pass --profile), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `aws sso login`";
+
+fn failure_kind<E>(
+    err: &SdkError<E, HttpResponse>,
+    code: Option<&str>,
+    status: Option<u16>,
+) -> FailureKind
+where
+    E: std::error::Error + 'static,
+{
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_smithy_http::endpoint::ResolveEndpointError;
+    match err {
+        SdkError::ServiceError(_) => {
+            if code.is_some_and(|c| THROTTLING_CODES.contains(&c)) || status == Some(429) {
+                FailureKind::Throttled
+            } else if code.is_some_and(|c| ACCESS_DENIED_CODES.contains(&c)) || status == Some(403)
+            {
+                FailureKind::AccessDenied
+            } else if status.is_some_and(|s| s >= 500) {
+                FailureKind::ServerError
+            } else {
+                FailureKind::Rejected
+            }
+        }
+        SdkError::TimeoutError(_) => FailureKind::TimedOut,
+        SdkError::ResponseError(_) => FailureKind::ServerError,
+        _ if caused_by::<CredentialsError>(err) => FailureKind::NoCredentials,
+        // The endpoint rules fail without a region ("Invalid Configuration: Missing Region"),
+        // or on endpoint settings that contradict each other (FIPS with a custom endpoint).
+        _ if caused_by::<ResolveEndpointError>(err) => {
+            if err_chain_mentions(err, "region") {
+                FailureKind::NoRegion
+            } else {
+                FailureKind::Rejected
+            }
+        }
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => FailureKind::TimedOut,
+        SdkError::DispatchFailure(failure) if failure.is_user() => FailureKind::Rejected,
+        SdkError::DispatchFailure(_) => FailureKind::Unreachable,
+        _ => FailureKind::Rejected,
+    }
+}
+
+/// Whether an error of type `T` is somewhere in `err`'s chain of causes.
+fn caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<T>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+fn err_chain_mentions(err: &(dyn std::error::Error + 'static), word: &str) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.to_string().to_ascii_lowercase().contains(word) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }

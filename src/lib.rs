@@ -1,47 +1,35 @@
 //! ddb-backup: DynamoDB tables to S3, as a pipeline you can read top to bottom.
 //!
-//! [`job`] validates what to do; [`scan`] reads the table in parallel segments; [`encode`] turns
-//! items into one of the output formats; [`compress`] compresses the stream; [`file`](mod@file) ties those
-//! two together per output file; [`store`] uploads the bytes; [`manifest`] records the result,
-//! written last. [`pipeline`] runs them in that order. The CLI and the Lambda handlers are thin
-//! wrappers over [`pipeline::Backup`].
+//! The folders are the architecture, and data flows down this list:
+//!
+//! - [`model`]: the validated job, formats, table description and manifest (no I/O);
+//! - [`codec`]: items to bytes and back (DynamoDB JSON, JSON lines, CSV, Parquet);
+//! - [`source`]: reading the table (the port, DynamoDB, an in-memory twin, the paging loop);
+//! - [`store`]: where bytes go (S3, a directory, memory), as multipart uploads;
+//! - [`backup`]: the pipeline that joins them, with compression and checkpoints;
+//! - [`readback`]: verify and restore, reading what a backup wrote;
+//! - [`triggers`]: the API, the queue, the worker, status, metrics and the email;
+//! - [`runtime`]: configuration, wiring and the allocator the binaries start with.
+//!
+//! The CLI and the Lambda handlers are thin wrappers over [`Backup`] and [`triggers::worker`].
 
-pub mod allocator;
-pub mod api;
 pub mod aws;
-pub mod budget;
-pub mod checkpoint;
-pub mod compress;
-pub mod config;
-pub mod decode;
-pub mod encode;
-pub mod file;
-pub mod format;
+pub mod backup;
+pub mod codec;
+pub mod error;
 pub mod human;
-pub mod job;
-pub mod manifest;
-pub mod metrics;
-pub mod notify;
-pub mod part_buffer;
-pub mod pipeline;
-pub mod queue;
-pub mod records;
-pub mod restore;
-pub mod scan;
-pub mod seed;
-pub mod service;
-pub mod status;
+pub mod model;
+pub mod readback;
+pub mod runtime;
+pub mod source;
 pub mod store;
-pub mod table_writer;
-pub mod verify;
-pub mod wire;
-pub mod worker;
+pub mod triggers;
 
 #[cfg(test)]
 mod test_support;
 
-pub use encode::Item;
-pub use format::{Compression, Format};
-pub use job::{BackupJob, JobDefaults, JobError, JobRequest};
-pub use manifest::Manifest;
-pub use pipeline::{Backup, BackupError, Tuning};
+pub use backup::pipeline::{Backup, BackupError, Tuning};
+pub use model::format::{Compression, Format};
+pub use model::job::{BackupJob, JobDefaults, JobError, JobRequest};
+pub use model::manifest::Manifest;
+pub use model::Item;

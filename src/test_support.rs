@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::encode::test_items::every_type;
-use crate::encode::Item;
-use crate::job::{BackupJob, Destination, JobRequest, Prefix};
-use crate::manifest::Manifest;
-use crate::pipeline::{Backup, Tuning};
-use crate::scan::MemorySource;
+use crate::backup::pipeline::{Backup, Tuning};
+use crate::codec::encode::test_items::every_type;
+use crate::model::job::{BackupJob, Destination, JobRequest, Prefix};
+use crate::model::manifest::Manifest;
+use crate::model::Item;
+use crate::source::MemorySource;
 use crate::store::MemoryStore;
 
 /// `n` items of every type, with ids `id-00000`, `id-00001`, …

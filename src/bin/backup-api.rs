@@ -5,17 +5,18 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use ddb_backup::aws::AwsContext;
-use ddb_backup::config::Settings;
-use ddb_backup::service;
+use ddb_backup::runtime::config::Settings;
+use ddb_backup::runtime::service;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
-/// mimalloc, tuned by [`ddb_backup::allocator::tune`] (why: see that module).
+/// mimalloc, tuned by [`ddb_backup::runtime::allocator::tune`] (why: see that module).
 #[global_allocator]
-static ALLOCATOR: ddb_backup::allocator::Allocator = ddb_backup::allocator::Allocator;
+static ALLOCATOR: ddb_backup::runtime::allocator::Allocator =
+    ddb_backup::runtime::allocator::Allocator;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    ddb_backup::allocator::tune();
+    ddb_backup::runtime::allocator::tune();
     service::init_lambda_logging();
     let settings = Settings::from_env()?;
     let aws = AwsContext::load(&settings.aws).await;

@@ -6,19 +6,20 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use ddb_backup::aws::AwsContext;
-use ddb_backup::config::Settings;
-use ddb_backup::metrics::EmfStdout;
-use ddb_backup::service;
-use ddb_backup::worker::deadline_from_epoch_ms;
+use ddb_backup::runtime::config::Settings;
+use ddb_backup::runtime::service;
+use ddb_backup::triggers::metrics::EmfStdout;
+use ddb_backup::triggers::worker::deadline_from_epoch_ms;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
-/// mimalloc, tuned by [`ddb_backup::allocator::tune`] (why: see that module).
+/// mimalloc, tuned by [`ddb_backup::runtime::allocator::tune`] (why: see that module).
 #[global_allocator]
-static ALLOCATOR: ddb_backup::allocator::Allocator = ddb_backup::allocator::Allocator;
+static ALLOCATOR: ddb_backup::runtime::allocator::Allocator =
+    ddb_backup::runtime::allocator::Allocator;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    ddb_backup::allocator::tune();
+    ddb_backup::runtime::allocator::tune();
     service::init_lambda_logging();
     let settings = Settings::from_env()?;
     let aws = AwsContext::load(&settings.aws).await;

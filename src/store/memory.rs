@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{CompletedPart, ObjectMeta, ObjectReader, ObjectStore, StoreError};
+use crate::aws::FailureKind;
 
 #[derive(Default)]
 struct State {
@@ -57,7 +58,7 @@ impl MemoryStore {
     }
 
     fn keep(&self, body: Bytes, key: &str) -> Bytes {
-        if self.discard_data && !key.ends_with(crate::manifest::MANIFEST_FILE) {
+        if self.discard_data && !key.ends_with(crate::model::manifest::MANIFEST_FILE) {
             Bytes::new()
         } else {
             body
@@ -140,13 +141,14 @@ impl ObjectStore for MemoryStore {
                 })?;
         let mut body = Vec::new();
         for part in parts {
-            let bytes = stored
-                .get(&part.part_number)
-                .ok_or_else(|| StoreError::Request {
-                    operation: "CompleteMultipartUpload",
-                    target: key.to_string(),
-                    message: format!("part {} was never uploaded", part.part_number),
-                })?;
+            let bytes = stored.get(&part.part_number).ok_or_else(|| {
+                StoreError::request(
+                    "CompleteMultipartUpload",
+                    key,
+                    FailureKind::Rejected,
+                    format!("part {} was never uploaded", part.part_number),
+                )
+            })?;
             body.extend_from_slice(bytes);
         }
         state

@@ -10,10 +10,15 @@ mod upload;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::aws::{BoxError, FailureKind};
+use crate::error::{io_is_retryable, Retryable};
+
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Store, ServerSideEncryption};
-pub use upload::{part_size_for, ObjectUploader, OpenUploads, UploadLimits, MAX_PARTS};
+pub use upload::{
+    part_size_for, ObjectUploader, OpenUploads, UploadLimits, MAX_FILE_SIZE_MIB, MAX_PARTS,
+};
 
 /// Metadata stored with every object, derived from the job's format and compression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +74,13 @@ pub enum StoreError {
         operation: &'static str,
         /// Bucket or key.
         target: String,
-        /// Error with its whole chain of causes.
+        /// What kind of failure, which decides whether to try again.
+        kind: FailureKind,
+        /// One line saying what happened.
         message: String,
+        /// The SDK's error with its whole chain, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A local filesystem error.
     #[error("{operation} {path}: {source}")]
@@ -82,9 +92,49 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A background upload task died (a bug, reported instead of hanging).
-    #[error("upload task failed: {0}")]
-    Task(String),
+    /// The job's limit on parts in flight was closed under a running upload (a bug).
+    #[error("the limit on parts in flight was closed while uploading")]
+    LimitClosed,
+    /// A background task died (a bug, reported instead of hanging).
+    #[error("{task} task failed: {source}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// How it ended.
+        source: tokio::task::JoinError,
+    },
+}
+
+impl StoreError {
+    /// A failed request that is not an SDK error: a response that contradicts itself, or a
+    /// request this store cannot carry out as it is.
+    pub fn request(
+        operation: &'static str,
+        target: impl Into<String>,
+        kind: FailureKind,
+        message: impl Into<String>,
+    ) -> Self {
+        StoreError::Request {
+            operation,
+            target: target.into(),
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+impl Retryable for StoreError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::DestinationMissing { .. }
+            | StoreError::AccessDenied { .. }
+            | StoreError::NotFound { .. } => false,
+            StoreError::Request { kind, .. } => kind.is_retryable(),
+            StoreError::Io { source, .. } => io_is_retryable(source),
+            StoreError::Task { .. } | StoreError::LimitClosed => true,
+        }
+    }
 }
 
 /// The object store port: S3 in production, a directory for laptop backups, memory for tests.

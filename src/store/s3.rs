@@ -7,8 +7,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload};
 use bytes::Bytes;
 
 use super::{CompletedPart, ObjectMeta, ObjectReader, ObjectStore, StoreError};
-use crate::aws::error_facts;
-use crate::job::BucketName;
+use crate::aws::{error_facts, FailureKind};
+use crate::model::job::BucketName;
 
 /// Server-side encryption for every object written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -69,7 +69,7 @@ impl S3Store {
         err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> StoreError
     where
-        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let facts = error_facts(&err);
         let target = self.uri(key);
@@ -87,7 +87,9 @@ impl S3Store {
             StoreError::Request {
                 operation,
                 target,
+                kind: facts.kind,
                 message: facts.message,
+                source: Some(err.into()),
             }
         }
     }
@@ -164,10 +166,13 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.fail("CreateMultipartUpload", key, e))?;
-        out.upload_id.ok_or_else(|| StoreError::Request {
-            operation: "CreateMultipartUpload",
-            target: self.uri(key),
-            message: "response carried no upload id".to_string(),
+        out.upload_id.ok_or_else(|| {
+            StoreError::request(
+                "CreateMultipartUpload",
+                self.uri(key),
+                FailureKind::ServerError,
+                "response carried no upload id",
+            )
         })
     }
 
@@ -302,7 +307,9 @@ impl ObjectStore for S3Store {
             .map_err(|e| StoreError::Request {
                 operation: "GetObject",
                 target: self.uri(key),
-                message: e.to_string(),
+                kind: FailureKind::Unreachable,
+                message: "the object's body could not be read to its end".to_string(),
+                source: Some(e.into()),
             })?;
         Ok(data.into_bytes())
     }

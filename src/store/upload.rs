@@ -12,6 +12,10 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::{CompletedPart, ObjectMeta, ObjectStore, StoreError};
+use crate::aws::FailureKind;
+
+/// The largest file size target (1 TiB): the part-size schedule is checked to cover it.
+pub const MAX_FILE_SIZE_MIB: u64 = 1024 * 1024;
 
 /// S3 refuses uploads of more than 10,000 parts.
 pub const MAX_PARTS: i32 = 10_000;
@@ -43,24 +47,25 @@ pub struct OpenUploads {
 }
 
 impl OpenUploads {
+    /// The map, even if a thread panicked while holding it: one insert or remove cannot leave it
+    /// half-changed, and an upload missing from it would never be aborted.
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn insert(&self, upload_id: &str, key: &str) {
-        if let Ok(mut map) = self.inner.lock() {
-            map.insert(upload_id.to_string(), key.to_string());
-        }
+        self.map().insert(upload_id.to_string(), key.to_string());
     }
 
     fn remove(&self, upload_id: &str) {
-        if let Ok(mut map) = self.inner.lock() {
-            map.remove(upload_id);
-        }
+        self.map().remove(upload_id);
     }
 
     /// Aborts every upload still open; failures are logged, since the job has already failed.
     pub async fn abort_all(&self, store: &dyn ObjectStore) {
-        let open: Vec<(String, String)> = match self.inner.lock() {
-            Ok(mut map) => map.drain().collect(),
-            Err(_) => return,
-        };
+        let open: Vec<(String, String)> = self.map().drain().collect();
         for (upload_id, key) in open {
             match store.abort_multipart(&key, &upload_id).await {
                 Ok(()) => debug!(key, upload_id, "aborted multipart upload"),
@@ -128,11 +133,12 @@ impl ObjectUploader {
 
     async fn try_send_part(&mut self, body: Bytes) -> Result<(), StoreError> {
         if self.next_part > MAX_PARTS {
-            return Err(StoreError::Request {
-                operation: "UploadPart",
-                target: self.key.clone(),
-                message: format!("object would need more than {MAX_PARTS} parts"),
-            });
+            return Err(StoreError::request(
+                "UploadPart",
+                self.key.clone(),
+                FailureKind::Rejected,
+                format!("object would need more than {MAX_PARTS} parts"),
+            ));
         }
         let upload_id = match &self.upload_id {
             Some(id) => id.clone(),
@@ -153,7 +159,7 @@ impl ObjectUploader {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+            .map_err(|_| StoreError::LimitClosed)?;
         let store = self.store.clone();
         let key = self.key.clone();
         let part_number = self.next_part;
@@ -210,7 +216,10 @@ impl ObjectUploader {
 fn join_result(
     result: Result<Result<CompletedPart, StoreError>, tokio::task::JoinError>,
 ) -> Result<CompletedPart, StoreError> {
-    result.map_err(|e| StoreError::Task(e.to_string()))?
+    result.map_err(|source| StoreError::Task {
+        task: "part upload",
+        source,
+    })?
 }
 
 #[cfg(test)]
@@ -230,9 +239,30 @@ mod tests {
         assert_eq!(part_size_for(base, 1001), 2 * base);
         assert!((1..=MAX_PARTS).all(|n| part_size_for(base, n) <= MAX_PART_SIZE));
         // The smallest base holds more than the largest file (plus a page past the target).
-        let largest_file = u128::from(crate::config::MAX_FILE_SIZE_MIB) << 20;
+        let largest_file = u128::from(MAX_FILE_SIZE_MIB) << 20;
         assert!(total(base) >= 4 * largest_file, "{}", total(base));
         // From 8 MiB up, even one object at S3's 5 TiB limit fits.
         assert!(total(8 << 20) >= 5u128 << 40, "{}", total(8 << 20));
+    }
+
+    #[tokio::test]
+    async fn uploads_registered_after_a_panic_under_the_lock_are_still_aborted() {
+        let store = crate::store::MemoryStore::default();
+        let open = OpenUploads::default();
+        let poisoner = open.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.inner.lock();
+            panic!("a task panicked while holding the registry");
+        })
+        .join();
+        assert!(open.inner.is_poisoned());
+        let meta = ObjectMeta {
+            content_type: "application/octet-stream",
+            content_encoding: None,
+        };
+        let id = store.create_multipart("k", &meta).await.unwrap();
+        open.insert(&id, "k");
+        open.abort_all(&store).await;
+        assert_eq!(store.open_uploads(), 0, "the upload was aborted");
     }
 }

@@ -298,7 +298,7 @@ class TemplateInvariants(unittest.TestCase):
 
     def test_the_missed_backup_alarm_reads_the_metric_the_worker_emits(self):
         alarm = self.alarms()["MissedBackupAlarm"]
-        source = (ROOT / "src" / "metrics.rs").read_text()
+        source = (ROOT / "src" / "triggers" / "metrics.rs").read_text()
         namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)"', source).group(1)
         metric = re.search(r'pub const BACKUP_SUCCEEDED: &str = "([^"]+)"', source).group(1)
         self.assertEqual((alarm["Namespace"], alarm["MetricName"]), (namespace, metric))

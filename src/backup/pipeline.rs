@@ -1,0 +1,356 @@
+//! The backup, top to bottom: describe the table, then for every segment scan → encode → compress
+//! → upload, rolling files at a size target; finally the manifest, written last. Everything is
+//! bounded: a segment holds at most `page_queue` pages and one part, and parts in flight are
+//! limited across the job, so memory does not grow with the table.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::checkpoint::{
+    key_from_json, key_to_json, Checkpoint, Position, SegmentCheckpoint, CHECKPOINT_VERSION,
+};
+pub use super::error::{BackupError, BudgetError, Internal, Stage};
+use super::segment::{key_attributes, run_segments, SegmentContext, SegmentStart};
+use crate::codec::encode::EncodeOptions;
+use crate::model::format::Format;
+use crate::model::job::BackupJob;
+use crate::model::manifest::{FileEntry, Layout, Manifest, ToolInfo, MANIFEST_VERSION};
+use crate::model::table::TableInfo;
+use crate::source::budget::ReadBudget;
+use crate::source::{auto_segments, SegmentEnd, TableSource};
+use crate::store::{ObjectMeta, ObjectStore, OpenUploads, StoreError, UploadLimits};
+
+/// Knobs that trade memory and parallelism; defaults suit a 1–2 GiB Lambda.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Base multipart part size. S3's minimum, 5 MiB, is the default: each segment fills one
+    /// part while others upload, so the part size is most of a segment's memory.
+    pub part_size: usize,
+    /// A file is closed and a new one started once it has stored this many bytes.
+    pub file_size_target: u64,
+    /// Parts uploading at once, across all segments.
+    pub parts_in_flight: usize,
+    /// Segments worked on at once.
+    pub max_concurrent_segments: usize,
+    /// Upper bound of the automatically chosen segment count.
+    pub max_auto_segments: u32,
+    /// Pages buffered between a segment's scan and its encoder.
+    pub page_queue: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            part_size: 5 * 1024 * 1024,
+            file_size_target: 512 * 1024 * 1024,
+            parts_in_flight: 8,
+            max_concurrent_segments: 16,
+            max_auto_segments: 32,
+            page_queue: 1,
+        }
+    }
+}
+
+/// Live counters for progress bars and status.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Items encoded.
+    pub items: AtomicU64,
+    /// Stored bytes produced.
+    pub bytes: AtomicU64,
+    /// Segments finished.
+    pub segments_done: AtomicU32,
+    /// Segments in the job (known after describe).
+    pub segments_total: AtomicU32,
+    /// The table's approximate item count (0 if unknown).
+    pub estimated_items: AtomicU64,
+    /// Segments that DynamoDB throttled (the read budget slowed down).
+    pub throttled_segments: AtomicU32,
+}
+
+/// How a leg of a backup ended.
+#[derive(Debug)]
+pub enum LegOutcome {
+    /// The backup is complete; its manifest is stored.
+    Complete(Box<Manifest>),
+    /// The deadline came first; the checkpoint is stored and the job continues from it.
+    Suspended(Checkpoint),
+}
+
+/// A backup run: a table source, an object store and the tuning to use.
+pub struct Backup {
+    source: Arc<dyn TableSource>,
+    store: Arc<dyn ObjectStore>,
+    tuning: Tuning,
+    progress: Arc<Progress>,
+}
+
+impl Backup {
+    /// A backup reading from `source` and writing to `store`.
+    pub fn new(source: Arc<dyn TableSource>, store: Arc<dyn ObjectStore>, tuning: Tuning) -> Self {
+        Backup {
+            source,
+            store,
+            tuning,
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// Counters that move while [`run`](Self::run) works.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Runs `job` to completion and returns its manifest, or fails leaving no manifest and no
+    /// open multipart upload.
+    pub async fn run(&self, job: &BackupJob) -> Result<Manifest, BackupError> {
+        match self.run_leg(job, None, None).await? {
+            LegOutcome::Complete(manifest) => Ok(*manifest),
+            LegOutcome::Suspended(_) => Err(Internal::SuspendedWithoutDeadline.into()),
+        }
+    }
+
+    /// Runs one leg of `job`: from `resume` (or the start) until the table is read, or until
+    /// `deadline` passes. At the deadline every segment stops at a page boundary, closes its file,
+    /// and the leg stores the next checkpoint and returns it; the caller continues the job later
+    /// from there. On failure nothing is left that looks complete: no manifest, no open upload.
+    pub async fn run_leg(
+        &self,
+        job: &BackupJob,
+        resume: Option<Checkpoint>,
+        deadline: Option<Instant>,
+    ) -> Result<LegOutcome, BackupError> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let layout = Layout::new(job);
+        let info = self.source.describe(job.table.as_str()).await?;
+        let segments = match &resume {
+            Some(checkpoint) => checkpoint.total_segments,
+            None => job
+                .segments
+                .map(|n| n.get())
+                .unwrap_or_else(|| auto_segments(&info, self.tuning.max_auto_segments)),
+        };
+        self.progress
+            .segments_total
+            .store(segments, Ordering::Relaxed);
+        self.progress.estimated_items.store(
+            info.item_count.unwrap_or(0).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        self.store.preflight().await?;
+        let manifest_key = layout.manifest_key();
+        if self.store.exists(&manifest_key).await? {
+            return Err(BackupError::AlreadyComplete {
+                job_id: job.job_id.to_string(),
+                manifest: self.store.uri(&manifest_key),
+            });
+        }
+        // An earlier attempt of this job that was killed (a Lambda timeout, a crash) could not
+        // abort its uploads; only one attempt of a job runs at a time, so they are leftovers.
+        match self.store.abort_uploads_under(layout.base()).await {
+            Ok(0) => {}
+            Ok(stale) => {
+                warn!(job_id = %job.job_id, uploads = stale, "aborted multipart uploads left by an earlier attempt")
+            }
+            // Not worth failing a backup over: the bucket's lifecycle rule aborts them later.
+            Err(err @ StoreError::AccessDenied { .. }) => {
+                warn!(job_id = %job.job_id, error = %err, "cannot list leftover multipart uploads (s3:ListBucketMultipartUploads); the lifecycle rule will abort them")
+            }
+            Err(err) => return Err(err.into()),
+        }
+        let prior = match resume {
+            Some(checkpoint) => checkpoint,
+            None => Checkpoint {
+                version: CHECKPOINT_VERSION,
+                job_id: job.job_id.to_string(),
+                sequence: 0,
+                total_segments: segments,
+                started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                elapsed_ms: 0,
+                segments: (0..segments)
+                    .map(|segment| SegmentCheckpoint {
+                        segment,
+                        position: Position::Start,
+                        next_file: 0,
+                        pages: 0,
+                        items: 0,
+                        consumed_capacity: 0.0,
+                        files: Vec::new(),
+                    })
+                    .collect(),
+            },
+        };
+        let mut starts = Vec::new();
+        for state in prior.segments.iter().filter(|s| !s.is_done()) {
+            let start_key = match &state.position {
+                Position::After(key) => Some(key_from_json(state.segment, key)?),
+                Position::Start | Position::Done => None,
+            };
+            starts.push(SegmentStart {
+                segment: state.segment,
+                start_key,
+                next_file: state.next_file,
+            });
+        }
+        let budget = read_budget(job, &info)?;
+        info!(job_id = %job.job_id, table = %job.table, segments, format = %job.format,
+              compression = %job.compression, destination = %self.store.uri(layout.base()),
+              leg = prior.sequence + 1, segments_left = starts.len(),
+              read_budget_rcu = budget.unwrap_or(0.0), "backup started");
+
+        let ctx = Arc::new(SegmentContext {
+            source: self.source.clone(),
+            store: self.store.clone(),
+            table: job.table.to_string(),
+            job_id: job.job_id.to_string(),
+            total_segments: segments,
+            consistent_read: job.consistent_read,
+            format: job.format,
+            compression: job.compression,
+            encode: EncodeOptions {
+                key_attributes: key_attributes(&info.key_schema),
+                parquet_compression: job.parquet_compression,
+            },
+            meta: ObjectMeta {
+                content_type: job.format.content_type(),
+                content_encoding: job.compression.content_encoding(),
+            },
+            layout: layout.clone(),
+            limits: UploadLimits {
+                parts_in_flight: Arc::new(Semaphore::new(self.tuning.parts_in_flight.max(1))),
+                base_part_size: self.tuning.part_size.max(self.store.min_part_size()),
+            },
+            open_uploads: OpenUploads::default(),
+            tuning: self.tuning.clone(),
+            progress: self.progress.clone(),
+            deadline,
+            budget: budget.map(|rcu| Arc::new(ReadBudget::new(rcu))),
+        });
+        let results = match run_segments(&ctx, starts).await {
+            Ok(results) => results,
+            Err(err) => {
+                ctx.open_uploads.abort_all(self.store.as_ref()).await;
+                return Err(err);
+            }
+        };
+
+        let mut state = prior;
+        for result in results {
+            let segment = &mut state.segments[result.segment as usize];
+            segment.position = match &result.scan.end {
+                SegmentEnd::Paused { resume_key } => Position::After(key_to_json(resume_key)?),
+                SegmentEnd::Done => Position::Done,
+                SegmentEnd::ConsumerGone => return Err(Internal::ConsumerGone.into()),
+            };
+            segment.next_file = result.next_file;
+            segment.pages += result.scan.pages;
+            segment.items += result.scan.items;
+            segment.consumed_capacity += result.scan.consumed_capacity;
+            segment.files.extend(result.files);
+        }
+        state.elapsed_ms += clock.elapsed().as_millis() as u64;
+        if !state.is_complete() {
+            state.sequence += 1;
+            let body = serde_json::to_vec(&state).map_err(BackupError::Serialize)?;
+            let key = layout.checkpoint_key(state.sequence);
+            self.store
+                .put_object(&key, Bytes::from(body), &JSON_META)
+                .await?;
+            let items: u64 = state.segments.iter().map(|s| s.items).sum();
+            info!(job_id = %job.job_id, table = %job.table, checkpoint = state.sequence, items,
+                  segments_left = state.segments.iter().filter(|s| !s.is_done()).count(),
+                  checkpoint_uri = %self.store.uri(&key), "backup suspended at the deadline");
+            return Ok(LegOutcome::Suspended(state));
+        }
+
+        let mut files: Vec<FileEntry> = state
+            .segments
+            .iter()
+            .flat_map(|s| s.files.iter().cloned())
+            .collect();
+        files.sort_by(|a, b| a.key.cmp(&b.key));
+        let finished_at = Utc::now();
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            job_id: job.job_id.to_string(),
+            trigger: job.trigger.name().to_string(),
+            table: info.table_name.clone(),
+            table_arn: info.table_arn.clone(),
+            format: job.format,
+            compression: job.compression,
+            parquet_compression: (job.format == Format::Parquet).then_some(job.parquet_compression),
+            content_type: job.format.content_type().to_string(),
+            content_encoding: job.compression.content_encoding().map(str::to_string),
+            requested_at: job
+                .requested_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+            started_at: state.started_at.clone(),
+            finished_at: finished_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            duration_ms: state.elapsed_ms,
+            item_count: files.iter().map(|f| f.item_count).sum(),
+            consumed_read_capacity: state.segments.iter().map(|s| s.consumed_capacity).sum(),
+            segments,
+            consistent_read: job.consistent_read,
+            location: self.store.uri(layout.base()),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            uncompressed_bytes: files.iter().map(|f| f.uncompressed_bytes).sum(),
+            key_schema: info.key_schema,
+            attribute_definitions: info.attribute_definitions,
+            billing_mode: info.billing_mode,
+            global_secondary_indexes: info.global_secondary_indexes,
+            local_secondary_indexes: info.local_secondary_indexes,
+            files,
+            tool: ToolInfo::default(),
+        };
+        let body = serde_json::to_vec_pretty(&manifest).map_err(BackupError::Serialize)?;
+        self.store
+            .put_object(&manifest_key, Bytes::from(body), &JSON_META)
+            .await?;
+        info!(job_id = %manifest.job_id, table = %manifest.table, items = manifest.item_count,
+              bytes = manifest.bytes, files = manifest.files.len(), segments,
+              legs = state.sequence + 1, consumed_rcu = manifest.consumed_read_capacity,
+              duration_ms = manifest.duration_ms,
+              manifest = %self.store.uri(&manifest_key), "backup complete");
+        Ok(LegOutcome::Complete(Box::new(manifest)))
+    }
+}
+
+/// The job's read budget in RCU/s: the absolute figure, a percentage of the table's provisioned
+/// read capacity, or the smaller of both. A percentage of an on-demand table (which reports no
+/// read capacity) is an error unless an absolute figure is given too.
+fn read_budget(job: &BackupJob, info: &TableInfo) -> Result<Option<f64>, BudgetError> {
+    let provisioned = info
+        .provisioned_read_capacity
+        .filter(|rcu| *rcu > 0 && info.billing_mode.as_deref() != Some("PAY_PER_REQUEST"));
+    let from_percent = match (job.read_budget_percent, provisioned) {
+        (None, _) => None,
+        (Some(pct), Some(rcu)) => Some(rcu as f64 * pct.get() / 100.0),
+        (Some(_), None) if job.read_budget.is_some() => None,
+        (Some(pct), None) => {
+            return Err(BudgetError::PercentOfOnDemand {
+                table: job.table.to_string(),
+                percent: pct.get(),
+            })
+        }
+    };
+    Ok(match (job.read_budget.map(|b| b.get()), from_percent) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Metadata of the JSON documents the pipeline writes (manifest, checkpoints).
+const JSON_META: ObjectMeta = ObjectMeta {
+    content_type: "application/json",
+    content_encoding: None,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! The command line's flags, parsed by clap into the same job request every trigger builds.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ddb_backup::model::format::ParquetCompression;
+use ddb_backup::model::job::{JobRequest, Trigger};
+use ddb_backup::runtime::config::tutorial;
+use ddb_backup::{Compression, Format};
+
+#[derive(Parser)]
+#[command(
+    name = "ddb-backup",
+    version,
+    about = "Back up DynamoDB tables to S3 or a local directory"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) aws: AwsFlags,
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+}
+
+#[derive(Args)]
+pub(crate) struct AwsFlags {
+    /// AWS region (default: the standard chain: AWS_REGION, profile, instance metadata).
+    #[arg(long, global = true)]
+    pub(crate) region: Option<String>,
+    /// Endpoint for every AWS service, e.g. a local emulator (default: AWS_ENDPOINT_URL).
+    #[arg(long, global = true)]
+    pub(crate) endpoint_url: Option<String>,
+    /// Named AWS profile (default: AWS_PROFILE).
+    #[arg(long, global = true)]
+    pub(crate) profile: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Back up a table (the same pipeline the Lambda worker runs).
+    Backup(BackupArgs),
+    /// Check a backup against its manifest: every file's size, SHA-256 and item count, and that
+    /// every record decodes.
+    Verify(VerifyArgs),
+    /// Write a backup's items into a table (idempotent: running it twice gives the same table).
+    Restore(RestoreArgs),
+    /// Put a backup job on the SQS queue, as an operator would by hand; the worker Lambda runs it.
+    Enqueue(EnqueueArgs),
+    /// Load generated `studentData`-style items into a table, creating it if needed.
+    Seed(SeedArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct RestoreArgs {
+    /// The manifest: `s3://bucket/…/manifest.json` (or its folder), or a local manifest.json or
+    /// backup folder.
+    pub(crate) manifest: String,
+    /// Table to write into.
+    #[arg(long)]
+    pub(crate) table: String,
+    /// Create the table (on-demand) with the backup's key schema and indexes.
+    #[arg(long)]
+    pub(crate) create_table: bool,
+    /// At most this many write capacity units per second (default: as fast as the table takes).
+    #[arg(long)]
+    pub(crate) write_budget: Option<f64>,
+    /// BatchWriteItem calls in flight.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) concurrency: usize,
+    /// Restore from a plain `json` backup (sets come back as lists, binary as base64 strings).
+    #[arg(long)]
+    pub(crate) allow_lossy: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    /// The manifest: `s3://bucket/…/manifest.json` (or its folder), or a local manifest.json or
+    /// backup folder.
+    pub(crate) manifest: String,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// The job fields shared by `backup` and `enqueue`; unset flags fall back to `DDB_BACKUP_*`.
+#[derive(Args)]
+pub(crate) struct JobFlags {
+    /// Table to back up (default: DDB_BACKUP_TABLE).
+    #[arg(long)]
+    pub(crate) table: Option<String>,
+    /// Destination bucket (default: DDB_BACKUP_BUCKET).
+    #[arg(long)]
+    pub(crate) bucket: Option<String>,
+    /// Key prefix inside the bucket or directory (default: DDB_BACKUP_PREFIX or "backups/").
+    #[arg(long)]
+    pub(crate) prefix: Option<String>,
+    /// Output format.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Format::ALL.map(|f| f.name())))]
+    pub(crate) format: Option<String>,
+    /// Stream compression (gzip by default; Parquet files compress their columns instead).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Compression::ALL.map(|c| c.name())))]
+    pub(crate) compression: Option<String>,
+    /// Column compression of Parquet files (default zstd).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ParquetCompression::ALL.map(|c| c.name())))]
+    pub(crate) parquet_compression: Option<String>,
+    /// Parallel scan segments, 1 to 1000 (default: chosen from the table's size).
+    #[arg(long)]
+    pub(crate) segments: Option<i64>,
+    /// Strongly consistent scan (uses twice the read capacity).
+    #[arg(long)]
+    pub(crate) consistent_read: bool,
+    /// At most this many read capacity units per second, all segments together
+    /// (default: DDB_BACKUP_READ_BUDGET, else no limit).
+    #[arg(long)]
+    pub(crate) read_budget: Option<f64>,
+    /// At most this percentage of the table's provisioned read capacity
+    /// (default: DDB_BACKUP_READ_BUDGET_PERCENT).
+    #[arg(long)]
+    pub(crate) read_budget_percent: Option<f64>,
+    /// Job id; the same id never produces a second backup (default: generated).
+    #[arg(long)]
+    pub(crate) job_id: Option<String>,
+}
+
+impl JobFlags {
+    pub(crate) fn into_request(self, trigger: Trigger) -> anyhow::Result<JobRequest> {
+        Ok(JobRequest {
+            table: self.table,
+            format: self.format.map(|f| f.parse()).transpose()?,
+            compression: self.compression.map(|c| c.parse()).transpose()?,
+            parquet_compression: self.parquet_compression.map(|c| c.parse()).transpose()?,
+            segments: self.segments,
+            bucket: self.bucket,
+            prefix: self.prefix,
+            consistent_read: self.consistent_read.then_some(true),
+            read_budget: self.read_budget,
+            read_budget_percent: self.read_budget_percent,
+            job_id: self.job_id,
+            trigger: Some(trigger),
+            ..JobRequest::default()
+        })
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct BackupArgs {
+    #[command(flatten)]
+    pub(crate) job: JobFlags,
+    /// Write to a local directory instead of S3.
+    #[arg(long, conflicts_with = "bucket")]
+    pub(crate) out_dir: Option<PathBuf>,
+    /// Print the manifest as JSON on stdout instead of a human summary.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct EnqueueArgs {
+    #[command(flatten)]
+    pub(crate) job: JobFlags,
+    /// The job queue (default: DDB_BACKUP_QUEUE_URL).
+    #[arg(long)]
+    pub(crate) queue_url: Option<String>,
+    /// Summary email recipients, comma-separated (default: DDB_BACKUP_NOTIFY).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) notify: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+pub(crate) struct SeedArgs {
+    /// Table to fill (created with key `id` if it does not exist).
+    #[arg(long, default_value = tutorial::TABLE)]
+    pub(crate) table: String,
+    /// Number of student items.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) items: u64,
+}

@@ -1,0 +1,286 @@
+//! One function per subcommand: each builds its adapters, calls the library and prints the result.
+
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ddb_backup::aws::{AwsContext, AwsOptions};
+use ddb_backup::backup::pipeline::Progress;
+use ddb_backup::human::human_bytes;
+use ddb_backup::model::job::{Destination, Prefix, Trigger};
+use ddb_backup::runtime::config::{ConfigError, Settings};
+use ddb_backup::triggers::queue::{JobQueue, SqsQueue};
+use ddb_backup::Manifest;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::args::*;
+
+pub(crate) async fn enqueue(
+    args: EnqueueArgs,
+    settings: &Settings,
+    options: &AwsOptions,
+) -> anyhow::Result<()> {
+    let queue_url = args
+        .queue_url
+        .or_else(|| settings.queue_url.clone())
+        .ok_or_else(|| {
+            anyhow::Error::new(ConfigError {
+                var: "DDB_BACKUP_QUEUE_URL",
+                message: "no queue: pass --queue-url or set DDB_BACKUP_QUEUE_URL".to_string(),
+            })
+        })?;
+    let mut request = args.job.into_request(Trigger::Manual)?;
+    request.notify = args.notify;
+    let job = request.into_job(&settings.defaults, None)?;
+    let aws = AwsContext::load(options).await;
+    let body = serde_json::to_string(&job.to_request())?;
+    let message_id = SqsQueue::new(aws.sqs(), &queue_url)
+        .send(&body, None)
+        .await
+        .with_context(|| format!("queueing the backup of table `{}` failed", job.table))?;
+    println!(
+        "{}",
+        serde_json::json!({"job_id": job.job_id.as_str(), "message_id": message_id, "queue_url": queue_url})
+    );
+    Ok(())
+}
+
+pub(crate) async fn backup(
+    args: BackupArgs,
+    settings: &Settings,
+    options: &AwsOptions,
+) -> anyhow::Result<()> {
+    let request = args.job.into_request(Trigger::Cli)?;
+    let destination = args.out_dir.map(|root| Destination::Directory {
+        root,
+        prefix: Prefix::default(),
+    });
+    let job = request.into_job(&settings.defaults, destination)?;
+    let aws = AwsContext::load(options).await;
+    let backup = ddb_backup::runtime::service::backup_for(&job, &aws, settings);
+    let bar = progress_bar(backup.progress(), args.json);
+    let result = backup.run(&job).await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let manifest = result.with_context(|| format!("backup of table `{}` failed", job.table))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        print_summary(&manifest);
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr, only when a person is watching.
+fn progress_bar(
+    progress: Arc<Progress>,
+    json: bool,
+) -> Option<(ProgressBar, tokio::task::JoinHandle<()>)> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let shown = bar.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            let items = progress.items.load(Ordering::Relaxed);
+            let estimate = progress.estimated_items.load(Ordering::Relaxed);
+            let of = if estimate > 0 {
+                format!(" of ~{estimate}")
+            } else {
+                String::new()
+            };
+            shown.set_message(format!(
+                "{items}{of} items, {}, segments {}/{}",
+                human_bytes(progress.bytes.load(Ordering::Relaxed)),
+                progress.segments_done.load(Ordering::Relaxed),
+                progress.segments_total.load(Ordering::Relaxed),
+            ));
+            shown.tick();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Some((bar, ticker))
+}
+
+fn print_summary(m: &Manifest) {
+    let secs = (m.duration_ms as f64 / 1000.0).max(0.001);
+    println!("Backup complete: {} -> {}", m.table, m.location);
+    println!("  job       {}", m.job_id);
+    println!("  items     {}", m.item_count);
+    println!(
+        "  files     {} ({}, {})",
+        m.files.len(),
+        m.format,
+        m.compression
+    );
+    println!(
+        "  stored    {} ({} before compression)",
+        human_bytes(m.bytes),
+        human_bytes(m.uncompressed_bytes)
+    );
+    println!(
+        "  read      {:.1} RCU over {} segments",
+        m.consumed_read_capacity, m.segments
+    );
+    println!(
+        "  time      {secs:.1} s ({:.0} items/s)",
+        m.item_count as f64 / secs
+    );
+    println!("  manifest  {}manifest.json", m.location);
+}
+
+pub(crate) async fn verify(
+    args: VerifyArgs,
+    settings: &Settings,
+    options: &AwsOptions,
+) -> anyhow::Result<()> {
+    let aws = AwsContext::load(options).await;
+    let backup = ddb_backup::runtime::service::open_backup(&args.manifest, &aws, settings).await?;
+    let manifest = &backup.manifest;
+    let report = ddb_backup::readback::verify::verify_backup(backup.store.clone(), manifest, |k| {
+        backup.locate(k)
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if !report.is_ok() {
+        for problem in report.problems() {
+            eprintln!("{problem}");
+        }
+        anyhow::bail!(
+            "backup {} does not match its manifest: {} problem(s)",
+            manifest.job_id,
+            report.problems().len()
+        );
+    }
+    if !args.json {
+        println!(
+            "OK: backup {} of table {}: {} files, {} items, {} verified against the manifest",
+            manifest.job_id,
+            manifest.table,
+            report.files.len(),
+            report.items(),
+            human_bytes(report.bytes())
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn restore(
+    args: RestoreArgs,
+    settings: &Settings,
+    options: &AwsOptions,
+) -> anyhow::Result<()> {
+    let table = ddb_backup::model::job::TableName::new(&args.table).map_err(|message| {
+        ddb_backup::JobError::Field {
+            field: "table".into(),
+            message: message.into(),
+        }
+    })?;
+    if args.write_budget.is_some_and(|b| b < 1.0) || args.concurrency == 0 {
+        return Err(ddb_backup::JobError::Field {
+            field: "write-budget/concurrency".into(),
+            message: "--write-budget must be at least 1 WCU/s and --concurrency at least 1".into(),
+        }
+        .into());
+    }
+    let aws = AwsContext::load(options).await;
+    let backup = ddb_backup::runtime::service::open_backup(&args.manifest, &aws, settings).await?;
+    let restore_options = ddb_backup::readback::restore::RestoreOptions {
+        table,
+        create_table: args.create_table,
+        write_budget: args.write_budget,
+        concurrency: args.concurrency,
+        allow_lossy: args.allow_lossy,
+    };
+    let progress = Arc::new(ddb_backup::readback::restore::RestoreProgress::default());
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(backup.manifest.item_count);
+        let shown = bar.clone();
+        let counters = progress.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                shown.set_position(counters.items.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        (bar, ticker)
+    });
+    let writer = Arc::new(ddb_backup::readback::table_writer::DynamoDbWriter::new(
+        aws.dynamodb(),
+    ));
+    let result = ddb_backup::readback::restore::restore(
+        backup.store.clone(),
+        &backup.manifest,
+        |k| backup.locate(k),
+        writer,
+        &restore_options,
+        progress,
+    )
+    .await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let report = match result {
+        Err(e @ ddb_backup::readback::restore::RestoreError::Lossy { .. }) => {
+            return Err(ddb_backup::JobError::Field {
+                field: "allow-lossy".into(),
+                message: e.to_string(),
+            }
+            .into())
+        }
+        other => other?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let secs = (report.duration_ms as f64 / 1000.0).max(0.001);
+        println!(
+            "Restored {} items of backup {} into table {} in {secs:.1} s ({:.0} items/s, {} resubmissions)",
+            report.items,
+            backup.manifest.job_id,
+            report.table,
+            report.items as f64 / secs,
+            report.retries
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn seed(args: SeedArgs, options: &AwsOptions) -> anyhow::Result<()> {
+    ddb_backup::model::job::TableName::new(&args.table).map_err(|message| {
+        ddb_backup::JobError::Field {
+            field: "table".into(),
+            message: message.into(),
+        }
+    })?;
+    let aws = AwsContext::load(options).await;
+    let client = aws.dynamodb();
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(args.items)
+    } else {
+        ProgressBar::hidden()
+    };
+    let shown = bar.clone();
+    ddb_backup::source::seed::seed_students(&client, &args.table, args.items, move |n| {
+        shown.set_position(n)
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "Seeded {} student items into table {}",
+        args.items, args.table
+    );
+    Ok(())
+}

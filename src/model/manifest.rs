@@ -1,0 +1,212 @@
+//! The manifest, written last: its presence is what makes a backup complete. It lists every file
+//! with its size, item count and SHA-256, and records what a restore needs to rebuild the table.
+//!
+//! Key layout (documented in docs/formats.md):
+//! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/data/seg-{segment:04}-{file:05}.{ext}` and
+//! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/manifest.json`, and for a backup that spans several
+//! Lambda invocations, `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/checkpoints/{sequence:05}.json`.
+//! The date is the job's `requested_at` (UTC) and the job id is unique, so backups never overwrite
+//! each other, and `dt=` lets Athena or Glue treat dates as partitions.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::column::Column;
+use crate::model::format::{file_extension, Compression, Format, ParquetCompression};
+use crate::model::job::BackupJob;
+use crate::model::table::{AttributeDefinition, IndexInfo, KeyElement};
+
+/// Manifest schema version; bumped on incompatible changes.
+pub const MANIFEST_VERSION: u32 = 1;
+/// File name of the manifest inside a backup's directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Object keys of one backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    base: String,
+    extension: String,
+}
+
+impl Layout {
+    /// The layout for `job`.
+    pub fn new(job: &BackupJob) -> Self {
+        Layout {
+            base: format!(
+                "{}{}/dt={}/{}/",
+                job.destination.prefix(),
+                job.table,
+                job.requested_at.format("%Y-%m-%d"),
+                job.job_id
+            ),
+            extension: file_extension(job.format, job.compression),
+        }
+    }
+
+    /// Directory-like prefix holding everything of this backup.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Key of data file `file` (0-based) of `segment`.
+    pub fn data_key(&self, segment: u32, file: u32) -> String {
+        format!(
+            "{}data/seg-{segment:04}-{file:05}.{}",
+            self.base, self.extension
+        )
+    }
+
+    /// Key of the manifest.
+    pub fn manifest_key(&self) -> String {
+        format!("{}{MANIFEST_FILE}", self.base)
+    }
+
+    /// Key of checkpoint `sequence` (from 1) of a backup that spans several legs.
+    pub fn checkpoint_key(&self, sequence: u32) -> String {
+        format!("{}checkpoints/{sequence:05}.json", self.base)
+    }
+}
+
+/// One data file of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Object key (relative to the bucket or directory).
+    pub key: String,
+    /// Scan segment that produced it.
+    pub segment: u32,
+    /// Items in the file.
+    pub item_count: u64,
+    /// Stored size in bytes.
+    pub bytes: u64,
+    /// Size before compression.
+    pub uncompressed_bytes: u64,
+    /// Hex SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// CSV and Parquet: the file's columns with their DynamoDB types (then `_extra`), which is
+    /// what makes a CSV file restorable exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<Column>>,
+}
+
+/// The tool that wrote a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// Always `ddb-backup`.
+    pub name: String,
+    /// Crate version.
+    pub version: String,
+}
+
+impl Default for ToolInfo {
+    fn default() -> Self {
+        ToolInfo {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// Everything known about a complete backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Schema version ([`MANIFEST_VERSION`]).
+    pub version: u32,
+    /// Job id.
+    pub job_id: String,
+    /// What started the job.
+    pub trigger: String,
+    /// Table name.
+    pub table: String,
+    /// Table ARN, when known.
+    pub table_arn: Option<String>,
+    /// Output format.
+    pub format: Format,
+    /// Stream compression.
+    pub compression: Compression,
+    /// Column compression, for Parquet backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet_compression: Option<ParquetCompression>,
+    /// `Content-Type` of data files.
+    pub content_type: String,
+    /// `Content-Encoding` of data files.
+    pub content_encoding: Option<String>,
+    /// When the job was requested (RFC 3339).
+    pub requested_at: String,
+    /// When the scan started.
+    pub started_at: String,
+    /// When the last file was stored.
+    pub finished_at: String,
+    /// Wall time of the job.
+    pub duration_ms: u64,
+    /// Items backed up.
+    pub item_count: u64,
+    /// Read capacity units the scan consumed.
+    pub consumed_read_capacity: f64,
+    /// Scan segments.
+    pub segments: u32,
+    /// Whether the scan was strongly consistent.
+    pub consistent_read: bool,
+    /// Where the backup lives (`s3://bucket/prefix/…/` or a directory).
+    pub location: String,
+    /// Stored bytes of all files.
+    pub bytes: u64,
+    /// Encoded bytes of all files before compression.
+    pub uncompressed_bytes: u64,
+    /// Primary key of the table.
+    pub key_schema: Vec<KeyElement>,
+    /// Types of the key attributes.
+    pub attribute_definitions: Vec<AttributeDefinition>,
+    /// Billing mode of the table.
+    pub billing_mode: Option<String>,
+    /// Global secondary indexes.
+    pub global_secondary_indexes: Vec<IndexInfo>,
+    /// Local secondary indexes.
+    pub local_secondary_indexes: Vec<IndexInfo>,
+    /// Data files, sorted by key.
+    pub files: Vec<FileEntry>,
+    /// Writer of the manifest.
+    pub tool: ToolInfo,
+}
+
+impl Manifest {
+    /// Parses a manifest, refusing versions this build does not understand.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, String> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a ddb-backup manifest: {e}"))?;
+        if manifest.version > MANIFEST_VERSION {
+            return Err(format!(
+                "manifest version {} is newer than this ddb-backup understands ({MANIFEST_VERSION}); upgrade ddb-backup",
+                manifest.version
+            ));
+        }
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::job::JobDefaults;
+
+    #[test]
+    fn keys_are_partitioned_by_table_date_and_job() {
+        let defaults = JobDefaults {
+            bucket: Some(crate::model::job::BucketName::new("b-1").unwrap()),
+            ..JobDefaults::default()
+        };
+        let job = BackupJob::parse(
+            r#"{"table":"studentData","job_id":"j1","requested_at":"2025-07-06T23:30:00-02:00","compression":"zstd"}"#,
+            &defaults,
+        )
+        .unwrap();
+        let layout = Layout::new(&job);
+        assert_eq!(layout.base(), "backups/studentData/dt=2025-07-07/j1/");
+        assert_eq!(
+            layout.data_key(3, 12),
+            "backups/studentData/dt=2025-07-07/j1/data/seg-0003-00012.json.zst"
+        );
+        assert_eq!(
+            layout.manifest_key(),
+            "backups/studentData/dt=2025-07-07/j1/manifest.json"
+        );
+    }
+}

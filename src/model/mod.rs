@@ -1,0 +1,17 @@
+//! What the product talks about, free of any I/O: the validated [`job::BackupJob`], the output
+//! [`format`]s, the [`table`] description and tabular [`column`] schema a backup records, and
+//! the [`manifest`] that makes a backup complete. Every other module depends on these; they
+//! depend on nothing else in the crate.
+
+pub mod column;
+pub mod format;
+pub mod job;
+pub mod manifest;
+pub mod table;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+/// One DynamoDB item, as the SDK returns it from `Scan`.
+pub type Item = HashMap<String, AttributeValue>;

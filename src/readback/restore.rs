@@ -1,0 +1,405 @@
+//! Restore: the files of a backup, streamed and decoded, written back into a table in parallel
+//! `BatchWriteItem` calls. Unprocessed items are resubmitted with exponential backoff and full
+//! jitter; an optional write budget (WCU per second) keeps a restore into a live table from
+//! starving it. Writing the same backup twice gives the same table: every write is a full put.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Serialize;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::model::format::Format;
+use crate::model::job::TableName;
+use crate::model::manifest::Manifest;
+use crate::model::Item;
+use crate::readback::records::read_items;
+use crate::readback::table_writer::{TableSpec, TableWriter, WriteError};
+use crate::store::{ObjectStore, StoreError};
+
+/// DynamoDB's largest batch.
+const BATCH_ITEMS: usize = 25;
+/// Attempts for one batch's unprocessed items before the restore gives up.
+const MAX_ATTEMPTS: u32 = 12;
+/// First and largest backoff between attempts.
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Table to write into.
+    pub table: TableName,
+    /// Create it (on-demand, with the backup's keys and indexes) instead of requiring it.
+    pub create_table: bool,
+    /// Write capacity units per second at most, across all writers.
+    pub write_budget: Option<f64>,
+    /// Batches in flight.
+    pub concurrency: usize,
+    /// Accept a lossy source (plain JSON) with the documented conversion rules.
+    pub allow_lossy: bool,
+}
+
+/// Live counters.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Items written.
+    pub items: AtomicU64,
+    /// Items the backup holds.
+    pub total: AtomicU64,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// Table written.
+    pub table: String,
+    /// Items written.
+    pub items: u64,
+    /// Write capacity reported consumed.
+    pub consumed_write_capacity: f64,
+    /// Resubmissions of unprocessed items.
+    pub retries: u64,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// Why a restore stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The backup's format cannot rebuild items exactly.
+    #[error("backup {job_id} is in the `{format}` format, which cannot rebuild items exactly (sets come back as lists, binary as base64 strings); restore from a dynamodb-json backup, or pass --allow-lossy to accept those rules")]
+    Lossy {
+        /// The job.
+        job_id: String,
+        /// Its format.
+        format: Format,
+    },
+    /// `--create-table` but the table is there.
+    #[error(
+        "table `{0}` already exists: restore into it without --create-table, or choose a new name"
+    )]
+    TableExists(String),
+    /// The target table is not there.
+    #[error("table `{0}` does not exist: pass --create-table to create it from the backup's key schema and indexes")]
+    TableMissing(String),
+    /// The target's key does not match the backup's.
+    #[error("table `{table}` has key {actual}, but the backup's key is {expected}: restore into a table with the same key, or use --create-table with a new name")]
+    KeyMismatch {
+        /// Target table.
+        table: String,
+        /// Backup's key.
+        expected: String,
+        /// Target's key.
+        actual: String,
+    },
+    /// A file could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record does not decode; restore never writes a guess.
+    #[error("{key}: record {record}: {message}")]
+    Decode {
+        /// File.
+        key: String,
+        /// 1-based record number.
+        record: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Items stayed unprocessed through every retry.
+    #[error("{count} items stayed unprocessed after {MAX_ATTEMPTS} attempts: the table is throttled; lower --write-budget or raise its capacity, then run restore again (it is idempotent)")]
+    Unprocessed {
+        /// How many.
+        count: usize,
+    },
+    /// A task died (a bug, reported instead of hanging).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Restores `manifest`'s backup from `store` into a table through `writer`.
+pub async fn restore(
+    store: Arc<dyn ObjectStore>,
+    manifest: &Manifest,
+    locate: impl Fn(&str) -> String,
+    writer: Arc<dyn TableWriter>,
+    options: &RestoreOptions,
+    progress: Arc<RestoreProgress>,
+) -> Result<RestoreReport, RestoreError> {
+    let clock = Instant::now();
+    if !manifest.format.is_lossless() && !options.allow_lossy {
+        return Err(RestoreError::Lossy {
+            job_id: manifest.job_id.clone(),
+            format: manifest.format,
+        });
+    }
+    let table = options.table.to_string();
+    prepare_table(writer.as_ref(), manifest, &table, options.create_table).await?;
+    progress.total.store(manifest.item_count, Ordering::Relaxed);
+
+    let (batches_tx, batches_rx) = mpsc::channel::<Vec<Item>>(options.concurrency.max(1) * 2);
+    let batches_rx = Arc::new(Mutex::new(batches_rx));
+    let budget = options
+        .write_budget
+        .map(|rate| Arc::new(WriteBudget::new(rate)));
+    let consumed = Arc::new(Mutex::new(0.0f64));
+    let retries = Arc::new(AtomicU64::new(0));
+    let mut writers = JoinSet::new();
+    for _ in 0..options.concurrency.max(1) {
+        let rx = batches_rx.clone();
+        let writer = writer.clone();
+        let table = table.clone();
+        let budget = budget.clone();
+        let consumed = consumed.clone();
+        let retries = retries.clone();
+        let progress = progress.clone();
+        writers.spawn(async move {
+            loop {
+                let batch = rx.lock().await.recv().await;
+                let Some(batch) = batch else { return Ok(()) };
+                let n = batch.len() as u64;
+                let (used, resent) =
+                    write_batch(writer.as_ref(), &table, batch, budget.as_deref()).await?;
+                *consumed.lock().await += used;
+                retries.fetch_add(resent, Ordering::Relaxed);
+                progress.items.fetch_add(n, Ordering::Relaxed);
+            }
+        });
+    }
+
+    let read = read_files(store, manifest, &locate, batches_tx).await;
+    let mut write: Result<(), RestoreError> = Ok(());
+    while let Some(joined) = writers.join_next().await {
+        let result = joined
+            .map_err(|e| RestoreError::Internal(e.to_string()))
+            .and_then(|r| r);
+        if let Err(e) = result {
+            writers.abort_all();
+            write = Err(e);
+        }
+    }
+    // A writer failing closes the channel and stops the reader: report the writer's cause.
+    write?;
+    read?;
+    let report = RestoreReport {
+        table,
+        items: progress.items.load(Ordering::Relaxed),
+        consumed_write_capacity: *consumed.lock().await,
+        retries: retries.load(Ordering::Relaxed),
+        duration_ms: clock.elapsed().as_millis() as u64,
+    };
+    info!(job_id = %manifest.job_id, table = %report.table, items = report.items,
+          retries = report.retries, duration_ms = report.duration_ms, "restore complete");
+    Ok(report)
+}
+
+async fn prepare_table(
+    writer: &dyn TableWriter,
+    manifest: &Manifest,
+    table: &str,
+    create: bool,
+) -> Result<(), RestoreError> {
+    match (writer.describe(table).await?, create) {
+        (Some(_), true) => Err(RestoreError::TableExists(table.to_string())),
+        (None, false) => Err(RestoreError::TableMissing(table.to_string())),
+        (None, true) => {
+            let spec = TableSpec {
+                key_schema: manifest.key_schema.clone(),
+                attribute_definitions: manifest.attribute_definitions.clone(),
+                global_secondary_indexes: manifest.global_secondary_indexes.clone(),
+                local_secondary_indexes: manifest.local_secondary_indexes.clone(),
+            };
+            writer.create_table(table, &spec).await?;
+            Ok(())
+        }
+        (Some(info), false) => {
+            let describe =
+                |keys: &[crate::source::KeyElement],
+                 defs: &[crate::source::AttributeDefinition]| {
+                    keys.iter()
+                        .map(|k| {
+                            let ty = defs
+                                .iter()
+                                .find(|d| d.attribute_name == k.attribute_name)
+                                .map_or("?", |d| d.attribute_type.as_str());
+                            format!("{} {} ({ty})", k.key_type, k.attribute_name)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+            let expected = describe(&manifest.key_schema, &manifest.attribute_definitions);
+            let actual = describe(&info.key_schema, &info.attribute_definitions);
+            if expected == actual {
+                Ok(())
+            } else {
+                Err(RestoreError::KeyMismatch {
+                    table: table.to_string(),
+                    expected,
+                    actual,
+                })
+            }
+        }
+    }
+}
+
+/// Streams every file, decodes each record and sends batches of 25; stops early if the writers
+/// are gone.
+async fn read_files(
+    store: Arc<dyn ObjectStore>,
+    manifest: &Manifest,
+    locate: &impl Fn(&str) -> String,
+    batches: mpsc::Sender<Vec<Item>>,
+) -> Result<(), RestoreError> {
+    for file in &manifest.files {
+        let reader = store.open(&locate(&file.key)).await?;
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let (format, compression, key) = (manifest.format, manifest.compression, file.key.clone());
+        let columns = file.columns.clone();
+        let tx = batches.clone();
+        let finished = tokio::task::spawn_blocking(move || -> Result<bool, RestoreError> {
+            let mut batch = Vec::with_capacity(BATCH_ITEMS);
+            let mut open = true;
+            read_items(bridge, format, compression, columns.as_deref(), |item| {
+                batch.push(item);
+                if batch.len() == BATCH_ITEMS {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ITEMS));
+                    open = tx.blocking_send(full).is_ok();
+                }
+                open
+            })
+            .map_err(|e| RestoreError::Decode {
+                key: key.clone(),
+                record: e.read.items + 1,
+                message: e.message,
+            })?;
+            Ok(open && (batch.is_empty() || tx.blocking_send(batch).is_ok()))
+        })
+        .await
+        .map_err(|e| RestoreError::Internal(e.to_string()))??;
+        if !finished {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes one batch, resubmitting unprocessed items with exponential backoff and full jitter.
+/// Returns the capacity consumed and the number of resubmissions.
+async fn write_batch(
+    writer: &dyn TableWriter,
+    table: &str,
+    mut items: Vec<Item>,
+    budget: Option<&WriteBudget>,
+) -> Result<(f64, u64), RestoreError> {
+    let mut consumed = 0.0;
+    for attempt in 0..MAX_ATTEMPTS {
+        if let Some(budget) = budget {
+            budget
+                .acquire(items.iter().map(write_units).sum::<u64>() as f64)
+                .await;
+        }
+        let (unprocessed, used) = writer.batch_write(table, items).await?;
+        consumed += used;
+        if unprocessed.is_empty() {
+            return Ok((consumed, u64::from(attempt)));
+        }
+        items = unprocessed;
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Err(RestoreError::Unprocessed { count: items.len() })
+}
+
+/// Full jitter: a random wait between zero and the exponential bound, so that parallel writers
+/// throttled together do not retry together.
+fn backoff(attempt: u32) -> Duration {
+    let bound = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    let random = (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+    bound.mul_f64(random)
+}
+
+/// Write capacity units an item costs: one per started KiB of its DynamoDB size.
+pub fn write_units(item: &Item) -> u64 {
+    item_size(item).div_ceil(1024).max(1) as u64
+}
+
+/// DynamoDB's item size: attribute names plus values, as its documentation counts them.
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn number_size(n: &str) -> usize {
+    let digits = n.bytes().filter(u8::is_ascii_digit).count();
+    digits.div_ceil(2) + 1
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => number_size(n),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(set) => set.iter().map(String::len).sum(),
+        AttributeValue::Ns(set) => set.iter().map(|n| number_size(n)).sum(),
+        AttributeValue::Bs(set) => set.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::M(map) => {
+            3 + map
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_size(v))
+                .sum::<usize>()
+        }
+        AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        _ => 0,
+    }
+}
+
+/// A token bucket of write capacity units shared by all writers.
+pub struct WriteBudget {
+    rate: f64,
+    state: std::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl WriteBudget {
+    /// `rate` units per second, with one second of burst.
+    pub fn new(rate: f64) -> Self {
+        let rate = rate.max(1.0);
+        WriteBudget {
+            rate,
+            state: std::sync::Mutex::new((rate, tokio::time::Instant::now())),
+        }
+    }
+
+    /// Waits until `units` may be spent. A batch larger than one second's budget waits for a full
+    /// bucket and then drives it negative, so the average rate still holds.
+    pub async fn acquire(&self, units: f64) {
+        loop {
+            let wait = {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let now = tokio::time::Instant::now();
+                let refilled = (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate)
+                    .min(self.rate);
+                *state = (refilled, now);
+                let needed = units.min(self.rate);
+                if refilled >= needed {
+                    state.0 -= units;
+                    return;
+                }
+                Duration::from_secs_f64((needed - refilled) / self.rate)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+use super::*;
+use crate::readback::table_writer::MemoryWriter;
+use crate::store::MemoryStore;
+use crate::test_support::{memory_backup, numbered_items as items, sorted_by_id as sorted};
+
+async fn backup(store: &MemoryStore, items: Vec<Item>, format: &str) -> Manifest {
+    memory_backup(
+        store,
+        items,
+        &format!(r#","format":"{format}","segments":3"#),
+    )
+    .await
+}
+
+fn options(table: &str, create: bool) -> RestoreOptions {
+    RestoreOptions {
+        table: TableName::new(table).unwrap(),
+        create_table: create,
+        write_budget: None,
+        concurrency: 4,
+        allow_lossy: false,
+    }
+}
+
+async fn run(
+    store: &MemoryStore,
+    manifest: &Manifest,
+    writer: &MemoryWriter,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    restore(
+        Arc::new(store.clone()),
+        manifest,
+        str::to_string,
+        Arc::new(writer.clone()),
+        options,
+        Arc::new(RestoreProgress::default()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_comes_back_exactly_even_when_throttled_and_twice() {
+    let store = MemoryStore::new();
+    let original = items(300);
+    let manifest = backup(&store, original.clone(), "dynamodb-json").await;
+    let writer = MemoryWriter::throttling(3);
+    let report = run(&store, &manifest, &writer, &options("copy", true))
+        .await
+        .unwrap();
+    assert_eq!(report.items, 300);
+    assert!(
+        report.retries > 0,
+        "the throttling writer forced resubmissions"
+    );
+    assert_eq!(sorted(writer.items("copy")), sorted(original.clone()));
+    // Idempotent: a second run into the same table leaves the same items.
+    run(&store, &manifest, &writer, &options("copy", false))
+        .await
+        .unwrap();
+    assert_eq!(sorted(writer.items("copy")), sorted(original));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_sources_are_refused_unless_allowed() {
+    let store = MemoryStore::new();
+    let manifest = backup(&store, items(30), "json").await;
+    let writer = MemoryWriter::new();
+    let err = run(&store, &manifest, &writer, &options("copy", true))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::Lossy { .. }), "{err}");
+    assert!(err.to_string().contains("--allow-lossy"), "{err}");
+    let allowed = RestoreOptions {
+        allow_lossy: true,
+        ..options("copy", true)
+    };
+    run(&store, &manifest, &writer, &allowed).await.unwrap();
+    let restored = sorted(writer.items("copy"));
+    assert_eq!(restored.len(), 30);
+    // The documented rules: sets come back as lists, binary as its base64 text, digits exact.
+    assert!(matches!(&restored[0]["tags"], AttributeValue::L(l) if l.len() == 2));
+    assert_eq!(restored[0]["bin"], AttributeValue::S("AP8KDSI=".into()));
+    assert_eq!(
+        restored[0]["big"],
+        AttributeValue::N("12345678901234567890123456789012345678".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_table_mistakes_are_explained() {
+    let store = MemoryStore::new();
+    let manifest = backup(&store, items(5), "dynamodb-json").await;
+    let writer = MemoryWriter::new();
+    let err = run(&store, &manifest, &writer, &options("absent", false))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--create-table"), "{err}");
+    run(&store, &manifest, &writer, &options("copy", true))
+        .await
+        .unwrap();
+    let err = run(&store, &manifest, &writer, &options("copy", true))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::TableExists(_)), "{err}");
+    let other_key = TableSpec {
+        key_schema: vec![crate::source::KeyElement {
+            attribute_name: "pk".into(),
+            key_type: "HASH".into(),
+        }],
+        attribute_definitions: vec![crate::source::AttributeDefinition {
+            attribute_name: "pk".into(),
+            attribute_type: "N".into(),
+        }],
+        global_secondary_indexes: vec![],
+        local_secondary_indexes: vec![],
+    };
+    writer.create_table("other", &other_key).await.unwrap();
+    let err = run(&store, &manifest, &writer, &options("other", false))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("HASH id (S)") && err.to_string().contains("HASH pk (N)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_write_budget_holds_the_average_rate() {
+    let budget = WriteBudget::new(50.0);
+    let start = tokio::time::Instant::now();
+    for _ in 0..10 {
+        budget.acquire(30.0).await;
+    }
+    // 300 units at 50/s with a 50-unit burst: at least 5 s.
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!((5.0..6.5).contains(&elapsed), "{elapsed}");
+}
+
+#[test]
+fn item_sizes_follow_dynamodb_rules() {
+    let mut item = Item::new();
+    item.insert("id".into(), AttributeValue::S("abc".into()));
+    item.insert("n".into(), AttributeValue::N("12345".into()));
+    assert_eq!(item_size(&item), 2 + 3 + 1 + 4);
+    assert_eq!(write_units(&item), 1);
+    item.insert("blob".into(), AttributeValue::S("x".repeat(3000)));
+    assert_eq!(write_units(&item), 3);
+}

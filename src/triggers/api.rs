@@ -1,0 +1,358 @@
+//! The HTTP face of the product, behind API Gateway (REST API, Lambda proxy integration):
+//!
+//! - `POST /backup` with an optional job JSON body → validated job → SQS → `202 {"job_id", "status": "queued"}`;
+//! - `GET /backup/{job_id}` → the job's status document;
+//! - `OPTIONS` on both → the CORS preflight, for the web front end's origins only.
+//!
+//! API Gateway enforces the API key and the usage plan before a request reaches this code (see
+//! `infra/`); the preflight carries no key, so `OPTIONS` is configured without one. Every response,
+//! errors included, carries CORS headers when the request's `Origin` is allowed, so the browser
+//! can read the error.
+
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
+use base64::Engine;
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use crate::model::job::{JobDefaults, JobError, JobId, JobRequest, Trigger};
+use crate::source::{ScanError, TableSource};
+use crate::triggers::queue::JobQueue;
+use crate::triggers::status::{JobState, JobStatus, StatusBoard};
+
+/// Largest accepted body. A job is a few hundred bytes; anything near this is a mistake or abuse.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// How long a browser may cache a preflight answer.
+const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
+
+/// The API handler and its ports.
+pub struct Api {
+    queue: Arc<dyn JobQueue>,
+    status: Option<StatusBoard>,
+    tables: Option<Arc<dyn TableSource>>,
+    defaults: JobDefaults,
+    cors_origins: Vec<String>,
+}
+
+impl Api {
+    /// An API enqueueing on `queue`, filling jobs from `defaults`, allowing `cors_origins`.
+    pub fn new(queue: Arc<dyn JobQueue>, defaults: JobDefaults, cors_origins: Vec<String>) -> Self {
+        Api {
+            queue,
+            status: None,
+            tables: None,
+            defaults: JobDefaults {
+                trigger: Trigger::Api,
+                ..defaults
+            },
+            cors_origins,
+        }
+    }
+
+    /// Status documents: written as `queued` on enqueue, read by `GET /backup/{job_id}`.
+    pub fn with_status(mut self, status: StatusBoard) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Checks that a job's table exists before queueing it, so a typo gets a `400` now rather
+    /// than a failure email later.
+    pub fn with_tables(mut self, tables: Arc<dyn TableSource>) -> Self {
+        self.tables = Some(tables);
+        self
+    }
+
+    /// Handles one API Gateway proxy request.
+    pub async fn handle(&self, request: ApiGatewayProxyRequest) -> ApiGatewayProxyResponse {
+        let origin = request
+            .headers
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let allowed_origin = origin
+            .as_deref()
+            .filter(|o| self.cors_origins.iter().any(|a| a == o));
+        let resource = request
+            .resource
+            .clone()
+            .or_else(|| request.path.clone())
+            .unwrap_or_default();
+        let route = match resource.trim_end_matches('/') {
+            "/backup" => Route::Backups,
+            "/backup/{job_id}" => Route::Job(
+                request
+                    .path_parameters
+                    .get("job_id")
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            path => match path.strip_prefix("/backup/") {
+                Some(id) if !id.contains('/') => Route::Job(id.to_string()),
+                _ => Route::Unknown,
+            },
+        };
+        let method = request.http_method.clone();
+        let mut response = match (&route, &method) {
+            (Route::Unknown, _) => reply(
+                404,
+                json!({"error": format!("no route for {method} {resource}; use POST /backup or GET /backup/{{job_id}}")}),
+            ),
+            (_, &Method::OPTIONS) => self.preflight(origin.as_deref(), allowed_origin, &route),
+            (Route::Backups, &Method::POST) => self.enqueue(&request).await,
+            (Route::Job(id), &Method::GET) => self.status_of(id).await,
+            (route, _) => {
+                let mut r = reply(
+                    405,
+                    json!({"error": format!("{method} is not allowed here; allowed: {}", route.allow())}),
+                );
+                insert(&mut r.headers, "allow", route.allow());
+                r
+            }
+        };
+        if let Some(origin) = allowed_origin {
+            insert(&mut response.headers, "access-control-allow-origin", origin);
+        }
+        insert(&mut response.headers, "vary", "Origin");
+        info!(method = %method, resource = %resource, status = response.status_code,
+              origin = origin.as_deref().unwrap_or("-"), "api request");
+        response
+    }
+
+    fn preflight(
+        &self,
+        origin: Option<&str>,
+        allowed_origin: Option<&str>,
+        route: &Route,
+    ) -> ApiGatewayProxyResponse {
+        if allowed_origin.is_none() {
+            warn!(
+                origin = origin.unwrap_or("-"),
+                "CORS preflight from an origin that is not allowed"
+            );
+            return reply(
+                403,
+                json!({"error": "this origin may not call the backup API; add it to DDB_BACKUP_CORS_ORIGINS (the stack's AllowedOrigins parameter)"}),
+            );
+        }
+        let mut response = ApiGatewayProxyResponse::default();
+        response.status_code = 204;
+        insert(
+            &mut response.headers,
+            "access-control-allow-methods",
+            route.allow(),
+        );
+        insert(
+            &mut response.headers,
+            "access-control-allow-headers",
+            "content-type,x-api-key",
+        );
+        insert(
+            &mut response.headers,
+            "access-control-max-age",
+            &PREFLIGHT_MAX_AGE_SECS.to_string(),
+        );
+        response
+    }
+
+    async fn enqueue(&self, request: &ApiGatewayProxyRequest) -> ApiGatewayProxyResponse {
+        let body = match request_body(request) {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
+        let job_request = match JobRequest::from_json(&body) {
+            Ok(r) => r,
+            Err(err) => return job_error(&err),
+        };
+        if job_request.trigger.is_some_and(|t| t != Trigger::Api) {
+            return job_error(&JobError::Field {
+                field: "trigger".to_string(),
+                message: "requests through the API are always `api`; leave the field out"
+                    .to_string(),
+            });
+        }
+        let job = match job_request.into_job(&self.defaults, None) {
+            Ok(job) => job,
+            Err(err) => return job_error(&err),
+        };
+        if let Some(tables) = &self.tables {
+            match tables.describe(job.table.as_str()).await {
+                Ok(_) => {}
+                Err(err @ ScanError::TableNotFound { .. }) => {
+                    return job_error(&JobError::Field {
+                        field: "table".to_string(),
+                        message: err.to_string(),
+                    })
+                }
+                // Not fatal here: the worker reports it, with the whole story, if it persists.
+                Err(err) => warn!(table = %job.table, error = %err, "checking the table failed"),
+            }
+        }
+        // A caller-chosen job id is an idempotency key: a retried POST does not queue it twice.
+        if let Some(board) = &self.status {
+            match board.get(&job.job_id).await {
+                Ok(Some(existing)) => {
+                    return reply(
+                        200,
+                        json!({"job_id": job.job_id.as_str(), "status": existing.state, "status_url": format!("/backup/{}", job.job_id)}),
+                    )
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    warn!(job_id = %job.job_id, error = %err, "reading the job status failed")
+                }
+            }
+        }
+        let body = match serde_json::to_string(&job.to_request()) {
+            Ok(body) => body,
+            Err(err) => {
+                return reply(
+                    500,
+                    json!({"error": format!("encoding the job failed: {err}")}),
+                )
+            }
+        };
+        if let Err(err) = self.queue.send(&body, None).await {
+            error!(job_id = %job.job_id, error = %err, "enqueueing the job failed");
+            return reply(
+                503,
+                json!({"error": format!("the job could not be queued: {err}; try again in a minute"), "job_id": job.job_id.as_str()}),
+            );
+        }
+        if let Some(board) = &self.status {
+            if let Err(err) = board.put(&JobStatus::new(&job, JobState::Queued)).await {
+                warn!(job_id = %job.job_id, error = %err, "writing the queued status failed; the job is queued");
+            }
+        }
+        info!(job_id = %job.job_id, table = %job.table, "job queued");
+        let mut response = reply(
+            202,
+            json!({"job_id": job.job_id.as_str(), "status": "queued", "status_url": format!("/backup/{}", job.job_id)}),
+        );
+        insert(
+            &mut response.headers,
+            "location",
+            &format!("/backup/{}", job.job_id),
+        );
+        response
+    }
+
+    async fn status_of(&self, id: &str) -> ApiGatewayProxyResponse {
+        let job_id = match JobId::new(id) {
+            Ok(id) => id,
+            Err(message) => {
+                return reply(
+                    400,
+                    json!({"error": message.to_string(), "field": "job_id"}),
+                )
+            }
+        };
+        let Some(board) = &self.status else {
+            return reply(
+                501,
+                json!({"error": "job status is not configured (DDB_BACKUP_BUCKET)"}),
+            );
+        };
+        match board.get(&job_id).await {
+            Ok(Some(status)) => reply(200, serde_json::to_value(status).unwrap_or_default()),
+            Ok(None) => reply(
+                404,
+                json!({"error": format!("no job `{job_id}`: it was never queued through this API, or its status expired")}),
+            ),
+            Err(err) => {
+                error!(job_id = %job_id, error = %err, "reading the job status failed");
+                reply(
+                    503,
+                    json!({"error": format!("the job status could not be read: {err}")}),
+                )
+            }
+        }
+    }
+}
+
+enum Route {
+    Backups,
+    Job(String),
+    Unknown,
+}
+
+impl Route {
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::Backups => "POST, OPTIONS",
+            Route::Job(_) => "GET, OPTIONS",
+            Route::Unknown => "",
+        }
+    }
+}
+
+/// The body as text: `{}` when absent, base64 decoded when API Gateway encoded it, 413 when too big.
+fn request_body(request: &ApiGatewayProxyRequest) -> Result<String, Box<ApiGatewayProxyResponse>> {
+    let raw = request.body.as_deref().unwrap_or("");
+    // Base64 is 4/3 of the bytes; checking the raw length first refuses huge bodies before decoding.
+    if raw.len() > MAX_BODY_BYTES * 4 / 3 + 4 {
+        return Err(Box::new(too_large()));
+    }
+    let bytes = if request.is_base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .map_err(|e| {
+                Box::new(reply(
+                    400,
+                    json!({"error": format!("body is not valid base64: {e}")}),
+                ))
+            })?
+    } else {
+        raw.as_bytes().to_vec()
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(Box::new(too_large()));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Box::new(reply(
+            400,
+            json!({"error": "body is not UTF-8 text; send a JSON job"}),
+        ))
+    })?;
+    Ok(if text.trim().is_empty() {
+        "{}".to_string()
+    } else {
+        text
+    })
+}
+
+fn too_large() -> ApiGatewayProxyResponse {
+    reply(
+        413,
+        json!({"error": format!("body is larger than {MAX_BODY_BYTES} bytes; a job is a small JSON object such as {{\"table\": \"studentData\"}}")}),
+    )
+}
+
+fn job_error(err: &JobError) -> ApiGatewayProxyResponse {
+    let mut body = json!({"error": err.to_string()});
+    if let Some(field) = err.field() {
+        body["field"] = json!(field);
+    }
+    reply(400, body)
+}
+
+fn reply(status: i64, body: serde_json::Value) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = status;
+    insert(&mut response.headers, "content-type", "application/json");
+    insert(&mut response.headers, "cache-control", "no-store");
+    response.body = Some(Body::Text(body.to_string()));
+    response
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests;

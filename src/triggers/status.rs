@@ -1,0 +1,161 @@
+//! Job status for `GET /backup/{job_id}`: one small JSON object per job under a status prefix of
+//! the backup bucket (`backup-status/{job_id}.json` by default). The API writes `queued`; the
+//! worker writes `running`, then `complete` or `failed`. The manifest stays the authority on
+//! completeness; the status only tells a caller, who knows nothing but the job id, where to look.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::FailureKind;
+use crate::model::job::{BackupJob, JobId, Prefix};
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// On the queue, not yet picked up.
+    Queued,
+    /// A worker is on it (or between two legs of a long job).
+    Running,
+    /// The manifest is written.
+    Complete,
+    /// It failed; `will_retry` says whether SQS delivers it again.
+    Failed,
+}
+
+/// The status document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub job_id: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// Table being backed up.
+    pub table: String,
+    /// What started it.
+    pub trigger: String,
+    /// When it was requested.
+    pub requested_at: String,
+    /// When this status was written.
+    pub updated_at: String,
+    /// Invocations that worked on it so far (more than one for long jobs and retries).
+    #[serde(default)]
+    pub legs: u32,
+    /// Items backed up, once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
+    /// Stored bytes, once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Data files, once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<usize>,
+    /// The manifest's URI, once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// The stage that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The error, when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether a failed job will be delivered again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will_retry: Option<bool>,
+    /// Whether the summary email went out (so a redelivery after a crash sends it once).
+    #[serde(default)]
+    pub notified: bool,
+}
+
+impl JobStatus {
+    /// A fresh status for `job` in `state`.
+    pub fn new(job: &BackupJob, state: JobState) -> Self {
+        JobStatus {
+            job_id: job.job_id.to_string(),
+            state,
+            table: job.table.to_string(),
+            trigger: job.trigger.name().to_string(),
+            requested_at: job
+                .requested_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            updated_at: now(),
+            legs: 0,
+            items: None,
+            bytes: None,
+            files: None,
+            manifest: None,
+            stage: None,
+            error: None,
+            will_retry: None,
+            notified: false,
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Reads and writes status documents in a store.
+#[derive(Clone)]
+pub struct StatusBoard {
+    store: Arc<dyn ObjectStore>,
+    prefix: Prefix,
+}
+
+/// Default status prefix: outside the backup prefix, so it never mixes with backup data.
+pub const DEFAULT_STATUS_PREFIX: &str = "backup-status/";
+
+impl StatusBoard {
+    /// A board keeping documents under `prefix` of `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Prefix) -> Self {
+        StatusBoard { store, prefix }
+    }
+
+    fn key(&self, job_id: &str) -> String {
+        format!("{}{job_id}.json", self.prefix)
+    }
+
+    /// Writes `status`, stamping the time.
+    pub async fn put(&self, status: &JobStatus) -> Result<(), StoreError> {
+        let mut status = status.clone();
+        status.updated_at = now();
+        let body = serde_json::to_vec(&status).map_err(|e| {
+            StoreError::request(
+                "PutObject",
+                self.key(&status.job_id),
+                FailureKind::Rejected,
+                e.to_string(),
+            )
+        })?;
+        self.store
+            .put_object(
+                &self.key(&status.job_id),
+                Bytes::from(body),
+                &ObjectMeta {
+                    content_type: "application/json",
+                    content_encoding: None,
+                },
+            )
+            .await
+    }
+
+    /// The status of `job_id`, or `None` when no such job was ever seen.
+    pub async fn get(&self, job_id: &JobId) -> Result<Option<JobStatus>, StoreError> {
+        match self.store.get(&self.key(job_id.as_str())).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                StoreError::request(
+                    "GetObject",
+                    self.store.uri(&self.key(job_id.as_str())),
+                    FailureKind::Rejected,
+                    format!("not a job status document: {e}"),
+                )
+            }),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! What arrives on the queue: SQS records, parsed into a job or a continuation of one, and the
+//! invocation's deadline as the runtime gives it.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::model::job::{BackupJob, JobDefaults, JobError, JobId, JobRequest};
+
+/// One queue message, as much as the worker needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// SQS message id; the job id of a job that names none.
+    pub id: String,
+    /// The body: a job, or a continuation.
+    pub body: String,
+    /// When the message was first sent; the `requested_at` of a job that gives none.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// How many times SQS has delivered it, this time included.
+    pub receive_count: u32,
+}
+
+impl QueueMessage {
+    /// Reads a record of the Lambda SQS event.
+    pub fn from_sqs(record: &SqsMessage) -> QueueMessage {
+        let attribute = |name: &str| record.attributes.get(name).map(String::as_str);
+        QueueMessage {
+            id: record.message_id.clone().unwrap_or_default(),
+            body: record.body.clone().unwrap_or_default(),
+            sent_at: attribute("SentTimestamp")
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+            receive_count: attribute("ApproximateReceiveCount")
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// What a message asks for: a job, possibly continuing from a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkOrder {
+    /// The validated job.
+    pub job: BackupJob,
+    /// The checkpoint this message continues from (`None` for a new job).
+    pub continuation: Option<u32>,
+}
+
+/// The wire form of a continuation message: `{"continuation": 3, "job": {…}}`. The job carries
+/// every field explicitly (including `job_id` and `requested_at`), so the next leg writes to the
+/// same place whatever that worker's defaults are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContinuationMessage {
+    /// Sequence number of the checkpoint to resume from.
+    pub continuation: u32,
+    /// The job.
+    pub job: JobRequest,
+}
+
+impl WorkOrder {
+    /// Parses a message body. A job message is the job JSON of docs/job.md; a continuation is
+    /// recognized by its `continuation` field. Fields the job leaves out come from `defaults`,
+    /// except `job_id` and `requested_at`, which come from the message so that a redelivered
+    /// message is the same job.
+    pub fn parse(message: &QueueMessage, defaults: &JobDefaults) -> Result<WorkOrder, JobError> {
+        let (mut request, continuation) = match continuation_parts(&message.body)? {
+            Some((sequence, job)) => (
+                JobRequest::from_json(&job).map_err(|e| match e {
+                    JobError::Field { field, message } => JobError::Field {
+                        field: if field == "." {
+                            "job".to_string()
+                        } else {
+                            format!("job.{field}")
+                        },
+                        message,
+                    },
+                    other => other,
+                })?,
+                Some(sequence),
+            ),
+            None => (JobRequest::from_json(&message.body)?, None),
+        };
+        if continuation.is_some() && (request.job_id.is_none() || request.requested_at.is_none()) {
+            return Err(JobError::Field {
+                field: "job".to_string(),
+                message: "a continuation must carry the job's job_id and requested_at; it is written by the worker, not by hand".to_string(),
+            });
+        }
+        if request.job_id.is_none() && JobId::new(&message.id).is_ok() {
+            request.job_id = Some(message.id.clone());
+        }
+        if request.requested_at.is_none() {
+            request.requested_at = message
+                .sent_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        }
+        Ok(WorkOrder {
+            job: request.into_job(defaults, None)?,
+            continuation,
+        })
+    }
+}
+
+/// Splits a continuation into its sequence number and job JSON; `None` for a plain job.
+fn continuation_parts(body: &str) -> Result<Option<(u32, String)>, JobError> {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(body) else {
+        return Ok(None);
+    };
+    let Some(sequence) = fields.remove("continuation") else {
+        return Ok(None);
+    };
+    let field = |field: &str, message: String| JobError::Field {
+        field: field.to_string(),
+        message,
+    };
+    if let Some(other) = fields.keys().find(|k| k.as_str() != "job") {
+        return Err(field(
+            other,
+            "unknown field in a continuation; expected only `continuation` and `job`".to_string(),
+        ));
+    }
+    let sequence = sequence
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            field(
+                "continuation",
+                format!("expected a checkpoint number from 1, got {sequence}"),
+            )
+        })?;
+    let job = fields
+        .remove("job")
+        .ok_or_else(|| field("job", "required in a continuation".to_string()))?;
+    Ok(Some((sequence, job.to_string())))
+}
+
+/// Lambda's longest invocation.
+pub const MAX_INVOCATION: Duration = Duration::from_secs(15 * 60);
+
+/// The instant of a Lambda deadline (`Lambda-Runtime-Deadline-Ms`, milliseconds since the epoch).
+/// Some local runtime emulators send the timeout itself instead (cargo lambda sends 600000): a
+/// value before 2001 cannot be a wall-clock deadline, so it is read as milliseconds from now,
+/// at most Lambda's 15 minutes.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    const YEAR_2001_MS: u64 = 1_000_000_000_000;
+    if deadline_ms < YEAR_2001_MS {
+        warn!(
+            deadline_ms,
+            "the runtime's deadline is not a wall-clock time; reading it as a timeout"
+        );
+        return Instant::now() + Duration::from_millis(deadline_ms).min(MAX_INVOCATION);
+    }
+    let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}

@@ -1,0 +1,339 @@
+//! The SQS worker: one message, one job. It parses the message into a [`BackupJob`], runs the
+//! pipeline until done or until the invocation's deadline nears, then reports. Every message gets
+//! exactly one of five dispositions, and the Lambda handler turns them into a partial batch
+//! response, so one bad or failing message never fails the others:
+//!
+//! - `done`: the backup is complete (manifest written, email sent);
+//! - `skipped`: the job was already complete (a redelivery): acknowledged, no second email;
+//! - `continued`: the deadline came first; a checkpoint is stored and a continuation message
+//!   carries the job to the next invocation;
+//! - `rejected`: the message can never succeed (bad JSON, unknown field, a table that does not
+//!   exist…): logged with its reason and moved to the dead-letter queue;
+//! - `retry`: a transient failure; SQS delivers the message again after its visibility timeout.
+//!
+//! Idempotency: SQS delivers at least once. A job's object keys follow from its `job_id` and
+//! `requested_at` (for a message without them: the SQS message id and its sent time, both stable
+//! across redeliveries); a job whose manifest exists is skipped, and any delivery resumes from
+//! the newest checkpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::backup::checkpoint::Checkpoint;
+use crate::backup::pipeline::{Backup, BackupError, LegOutcome, Tuning};
+use crate::model::job::{Destination, EmailAddress, JobDefaults};
+use crate::model::manifest::{Layout, Manifest};
+use crate::source::TableSource;
+use crate::store::{ObjectStore, StoreError};
+use crate::triggers::metrics::MetricsSink;
+use crate::triggers::notify::Notifier;
+use crate::triggers::queue::JobQueue;
+use crate::triggers::status::{JobState, JobStatus, StatusBoard};
+
+mod message;
+mod outcome;
+mod report;
+
+use message::ContinuationMessage;
+pub use message::{deadline_from_epoch_ms, QueueMessage, WorkOrder, MAX_INVOCATION};
+pub use report::{advice, Disposition, MessageReport};
+
+/// Builds the store for a job's destination (jobs may name their own bucket).
+pub type StoreFactory = Arc<dyn Fn(&Destination) -> Arc<dyn ObjectStore> + Send + Sync>;
+
+/// Default time before the invocation's deadline at which a leg stops: closing the open files of
+/// every segment and writing a checkpoint takes seconds; a minute covers slow part uploads too.
+pub const DEFAULT_DEADLINE_MARGIN_SECS: u64 = 60;
+/// Default deliveries of one message before its job counts as failed, matching the queue's
+/// redrive policy in `infra/`.
+pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+/// The worker and its ports.
+pub struct Worker {
+    source: Arc<dyn TableSource>,
+    stores: StoreFactory,
+    defaults: JobDefaults,
+    tuning: Tuning,
+    queue: Option<Arc<dyn JobQueue>>,
+    dead_letters: Option<Arc<dyn JobQueue>>,
+    notifier: Option<(Arc<dyn Notifier>, EmailAddress)>,
+    status: Option<StatusBoard>,
+    metrics: Option<Arc<dyn MetricsSink>>,
+    deadline_margin: Duration,
+    max_receives: u32,
+}
+
+impl Worker {
+    /// A worker reading tables from `source` and writing where `stores` says, with no queue,
+    /// dead-letter queue, email or status (add them with the `with_*` methods).
+    pub fn new(
+        source: Arc<dyn TableSource>,
+        stores: StoreFactory,
+        defaults: JobDefaults,
+        tuning: Tuning,
+    ) -> Self {
+        Worker {
+            source,
+            stores,
+            defaults,
+            tuning,
+            queue: None,
+            dead_letters: None,
+            notifier: None,
+            status: None,
+            metrics: None,
+            deadline_margin: Duration::from_secs(DEFAULT_DEADLINE_MARGIN_SECS),
+            max_receives: DEFAULT_MAX_RECEIVES,
+        }
+    }
+
+    /// The job queue, for continuations. Without it a job must finish in one invocation.
+    pub fn with_queue(mut self, queue: Arc<dyn JobQueue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The dead-letter queue, for messages that can never succeed.
+    pub fn with_dead_letters(mut self, queue: Arc<dyn JobQueue>) -> Self {
+        self.dead_letters = Some(queue);
+        self
+    }
+
+    /// Summary emails from `sender`.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>, sender: EmailAddress) -> Self {
+        self.notifier = Some((notifier, sender));
+        self
+    }
+
+    /// Job status documents.
+    pub fn with_status(mut self, status: StatusBoard) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Per-job metrics (success, failure, items, bytes, duration, read capacity).
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Time kept in hand before the deadline, and the deliveries after which SQS gives up.
+    pub fn with_limits(mut self, deadline_margin: Duration, max_receives: u32) -> Self {
+        self.deadline_margin = deadline_margin;
+        self.max_receives = max_receives.max(1);
+        self
+    }
+
+    /// Handles a Lambda SQS event: every message in turn, failures reported per message.
+    pub async fn handle_sqs_event(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+        let messages: Vec<QueueMessage> =
+            event.records.iter().map(QueueMessage::from_sqs).collect();
+        let reports = self.handle_batch(&messages, deadline).await;
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = reports
+            .into_iter()
+            .filter(|r| r.keep_on_queue)
+            .map(|r| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = r.message_id;
+                failure
+            })
+            .collect();
+        response
+    }
+
+    /// Handles messages one after the other until the deadline nears; the rest are left on the
+    /// queue for the next invocation.
+    pub async fn handle_batch(
+        &self,
+        messages: &[QueueMessage],
+        deadline: Instant,
+    ) -> Vec<MessageReport> {
+        let mut reports = Vec::with_capacity(messages.len());
+        for message in messages {
+            let started = Instant::now();
+            let mut report = self.handle_message(message, deadline).await;
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            info!(message_id = %report.message_id, job_id = report.job_id.as_deref().unwrap_or("-"),
+                  table = report.table.as_deref().unwrap_or("-"),
+                  disposition = ?report.disposition, keep_on_queue = report.keep_on_queue,
+                  items = report.items, bytes = report.bytes, duration_ms = report.duration_ms,
+                  detail = %report.detail, "message handled");
+            if let (Some(sink), Some(metrics)) = (&self.metrics, report.metrics()) {
+                sink.record(&metrics);
+            }
+            reports.push(report);
+        }
+        reports
+    }
+
+    /// Handles one message: parse it, check that it is worth starting, run one leg, report.
+    pub async fn handle_message(&self, message: &QueueMessage, deadline: Instant) -> MessageReport {
+        let order = match WorkOrder::parse(message, &self.defaults) {
+            Ok(order) => order,
+            Err(err) => {
+                return self
+                    .reject(message, None, format!("invalid job message: {err}"))
+                    .await
+            }
+        };
+        let job = &order.job;
+        let mut start = match self.start(message, &order, deadline).await {
+            Ok(start) => start,
+            Err(report) => return report,
+        };
+        let mut status = JobStatus::new(job, JobState::Running);
+        status.legs = start.resume.as_ref().map_or(0, |c| c.sequence) + 1;
+        self.put_status(&status).await;
+
+        let backup = Backup::new(
+            self.source.clone(),
+            start.store.clone(),
+            self.tuning.clone(),
+        );
+        let stop_at = deadline
+            .checked_sub(self.deadline_margin)
+            .unwrap_or_else(Instant::now);
+        let resume = start.resume.take();
+        match backup.run_leg(job, resume, Some(stop_at)).await {
+            Ok(LegOutcome::Complete(manifest)) => {
+                self.completed(message, job, &start, status, manifest).await
+            }
+            Ok(LegOutcome::Suspended(checkpoint)) => {
+                self.suspended(message, job, &checkpoint).await
+            }
+            Err(BackupError::AlreadyComplete { manifest, .. }) => {
+                self.notify_once_after_crash(job, start.store.as_ref(), &start.layout, &manifest)
+                    .await;
+                MessageReport::new(
+                    message,
+                    Some(job),
+                    Disposition::Skipped,
+                    format!("already complete: {manifest}"),
+                )
+            }
+            Err(err) => self.failed(message, job, status, err).await,
+        }
+    }
+
+    /// Whether the job should run now, and from where: a report instead when there is too little
+    /// time left, the job is already complete, or its checkpoints cannot be read.
+    async fn start(
+        &self,
+        message: &QueueMessage,
+        order: &WorkOrder,
+        deadline: Instant,
+    ) -> Result<Start, MessageReport> {
+        let job = &order.job;
+        let retry =
+            |detail: String| MessageReport::new(message, Some(job), Disposition::Retry, detail);
+        let time_left = deadline.saturating_duration_since(Instant::now());
+        if time_left <= self.deadline_margin {
+            return Err(retry(format!(
+                "not started: {} ms left before the invocation's deadline, {} ms needed in hand",
+                time_left.as_millis(),
+                self.deadline_margin.as_millis()
+            )));
+        }
+        let store = (self.stores)(&job.destination);
+        let layout = Layout::new(job);
+        match store.exists(&layout.manifest_key()).await {
+            Ok(true) => {
+                let manifest_uri = store.uri(&layout.manifest_key());
+                self.notify_once_after_crash(job, store.as_ref(), &layout, &manifest_uri)
+                    .await;
+                return Err(MessageReport::new(
+                    message,
+                    Some(job),
+                    Disposition::Skipped,
+                    format!("already complete: {manifest_uri}"),
+                ));
+            }
+            Ok(false) => {}
+            Err(err) => {
+                warn!(job_id = %job.job_id, error = %err, "checking for the manifest failed; will retry");
+                return Err(retry(err.to_string()));
+            }
+        }
+        match self.latest_checkpoint(store.as_ref(), &layout, order).await {
+            Ok(resume) => Ok(Start {
+                store,
+                layout,
+                resume,
+            }),
+            Err(CheckpointLookup::Unknown(reason)) => {
+                Err(self.reject(message, Some(job), reason).await)
+            }
+            Err(CheckpointLookup::Store(err)) => {
+                warn!(job_id = %job.job_id, error = %err, "reading checkpoints failed; will retry");
+                Err(retry(err.to_string()))
+            }
+        }
+    }
+
+    /// Finds the newest checkpoint of the job. A continuation must find the checkpoint it names;
+    /// any delivery then resumes from the newest one, so a stale redelivery never redoes work.
+    async fn latest_checkpoint(
+        &self,
+        store: &dyn ObjectStore,
+        layout: &Layout,
+        order: &WorkOrder,
+    ) -> Result<Option<Checkpoint>, CheckpointLookup> {
+        let mut sequence = order.continuation.unwrap_or(1);
+        let exists = store.exists(&layout.checkpoint_key(sequence)).await?;
+        if !exists {
+            return match order.continuation {
+                Some(n) => Err(CheckpointLookup::Unknown(format!(
+                    "continuation of an unknown job: checkpoint {n} of job {} does not exist at {}",
+                    order.job.job_id,
+                    store.uri(&layout.checkpoint_key(n))
+                ))),
+                None => Ok(None),
+            };
+        }
+        while store.exists(&layout.checkpoint_key(sequence + 1)).await? {
+            sequence += 1;
+        }
+        let bytes = store.get(&layout.checkpoint_key(sequence)).await?;
+        Checkpoint::from_json(&bytes, order.job.job_id.as_str())
+            .map(Some)
+            .map_err(|e| CheckpointLookup::Unknown(e.to_string()))
+    }
+}
+
+/// Where a leg starts: the job's store and layout, and the checkpoint to resume from.
+struct Start {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    resume: Option<Checkpoint>,
+}
+
+enum CheckpointLookup {
+    Unknown(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for CheckpointLookup {
+    fn from(err: StoreError) -> Self {
+        CheckpointLookup::Store(err)
+    }
+}
+
+fn complete_status(mut status: JobStatus, manifest: &Manifest, uri: &str) -> JobStatus {
+    status.state = JobState::Complete;
+    status.items = Some(manifest.item_count);
+    status.bytes = Some(manifest.bytes);
+    status.files = Some(manifest.files.len());
+    status.manifest = Some(uri.to_string());
+    status.stage = None;
+    status.error = None;
+    status.will_retry = None;
+    status
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! What became of each message: its disposition, the numbers the logs and metrics carry, and the
+//! advice the failure email gives.
+
+use serde::Serialize;
+
+use crate::backup::pipeline::BackupError;
+use crate::error::Retryable;
+use crate::model::job::BackupJob;
+use crate::source::ScanError;
+use crate::store::StoreError;
+use crate::triggers::metrics::{JobMetrics, Outcome};
+
+use super::QueueMessage;
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disposition {
+    /// The backup completed.
+    Done,
+    /// Already complete; acknowledged without work.
+    Skipped,
+    /// Suspended at the deadline; a continuation is on the queue.
+    Continued,
+    /// Can never succeed; moved to the dead-letter queue (or left to SQS's redrive to move it).
+    Rejected,
+    /// Transient failure; SQS delivers it again.
+    Retry,
+}
+
+/// The result of one message, for the batch response and the logs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageReport {
+    /// SQS message id.
+    pub message_id: String,
+    /// The job, when the message could be parsed.
+    pub job_id: Option<String>,
+    /// What happened.
+    pub disposition: Disposition,
+    /// Why, in a sentence.
+    pub detail: String,
+    /// Whether SQS must keep the message (it is reported as a batch item failure).
+    pub keep_on_queue: bool,
+    /// The job's table, when the message could be parsed.
+    pub table: Option<String>,
+    /// Items backed up so far (complete or suspended jobs).
+    pub items: Option<u64>,
+    /// Bytes stored so far (complete or suspended jobs).
+    pub bytes: Option<u64>,
+    /// Time spent on this message.
+    pub duration_ms: u64,
+    /// Working time of the whole job, every leg (complete jobs).
+    pub job_duration_ms: Option<u64>,
+    /// Read capacity the whole job consumed (complete jobs).
+    pub consumed_rcu: Option<f64>,
+}
+
+impl MessageReport {
+    /// A report of `message` (and its job, when it could be parsed). Only a retry keeps the
+    /// message on the queue; the numbers are filled in by whoever has them.
+    pub fn new(
+        message: &QueueMessage,
+        job: Option<&BackupJob>,
+        disposition: Disposition,
+        detail: String,
+    ) -> MessageReport {
+        MessageReport {
+            message_id: message.id.clone(),
+            job_id: job.map(|j| j.job_id.to_string()),
+            disposition,
+            detail,
+            keep_on_queue: disposition == Disposition::Retry,
+            table: job.map(|j| j.table.to_string()),
+            items: None,
+            bytes: None,
+            duration_ms: 0,
+            job_duration_ms: None,
+            consumed_rcu: None,
+        }
+    }
+
+    /// The metrics of a handled message: complete backups and failed attempts. Nothing for a
+    /// message that was skipped, continued, or could not even be parsed into a job (the
+    /// dead-letter alarm covers that one).
+    pub fn metrics(&self) -> Option<JobMetrics> {
+        let outcome = match self.disposition {
+            Disposition::Done => Outcome::Succeeded,
+            Disposition::Rejected | Disposition::Retry => Outcome::Failed,
+            Disposition::Skipped | Disposition::Continued => return None,
+        };
+        // A failed attempt's report carries no items or bytes.
+        Some(JobMetrics {
+            table: self.table.clone()?,
+            job_id: self.job_id.clone()?,
+            outcome,
+            items: self.items.unwrap_or(0),
+            stored_bytes: self.bytes.unwrap_or(0),
+            duration_ms: self.job_duration_ms.unwrap_or(self.duration_ms),
+            consumed_rcu: self.consumed_rcu.unwrap_or(0.0),
+        })
+    }
+}
+
+/// What an operator should check first, for the failure email.
+pub fn advice(err: &BackupError, job: &BackupJob) -> String {
+    match err {
+        BackupError::Scan(ScanError::TableNotFound { .. }) => format!(
+            "Check the table name `{}` in the job and that the worker runs in the table's region.",
+            job.table
+        ),
+        BackupError::Scan(ScanError::AccessDenied { .. }) => "Grant dynamodb:Scan and dynamodb:DescribeTable on the table to the worker's role (see infra/template.yaml).".to_string(),
+        BackupError::Scan(_) => "DynamoDB kept failing after retries: check the table's throttling metrics and the AWS Health Dashboard.".to_string(),
+        BackupError::Encode { source, .. } if source.is_retryable() => "The worker could not write its output (most often memory ran out): raise WorkerMemoryMiB or lower the job's segments, then send the job again.".to_string(),
+        BackupError::Encode { .. } => "An item holds a value that could not be encoded; the error names the attribute. Upgrade ddb-backup or fix the item, then send the job again.".to_string(),
+        BackupError::Store(StoreError::DestinationMissing { .. }) => "Create the bucket (infra/) or fix the bucket name in the job.".to_string(),
+        BackupError::Store(StoreError::AccessDenied { .. }) => "Check the worker role's S3 permissions and the bucket policy, which lets only the worker's role write.".to_string(),
+        BackupError::Store(_) => "S3 kept failing after retries: check the bucket's region, KMS key permissions and the AWS Health Dashboard.".to_string(),
+        _ => format!("Search the worker's logs for job_id {}.", job.job_id),
+    }
+}

@@ -1,0 +1,65 @@
+//! Test harness for the emulator tests: real AWS SDK clients talking HTTP to moto.
+//! Start the emulator with `scripts/test.sh` (which runs everything) or
+//! `eval "$(scripts/emulator.sh start)"` before `cargo test`.
+#![allow(dead_code)]
+
+use ddb_backup::aws::AwsContext;
+
+mod dynamodb;
+mod faults;
+mod items;
+mod messaging;
+mod s3;
+
+pub use dynamodb::*;
+pub use faults::*;
+pub use items::*;
+pub use messaging::*;
+pub use s3::*;
+
+/// The emulator's endpoint, or a panic that says how to start it: a test never skips silently.
+pub fn endpoint() -> String {
+    let endpoint = std::env::var("DDB_BACKUP_TEST_ENDPOINT")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|_| {
+            panic!(
+                "no AWS emulator configured: run `scripts/test.sh`, or start moto with \
+                 `eval \"$(scripts/emulator.sh start)\"` and run cargo test again"
+            )
+        });
+    let addr = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    if std::net::TcpStream::connect(&addr).is_err() {
+        panic!(
+            "the AWS emulator at {endpoint} is not answering: start it with \
+             `eval \"$(scripts/emulator.sh start)\"` (or run `scripts/test.sh`)"
+        );
+    }
+    endpoint
+}
+
+/// SDK configuration for the emulator, with test credentials and us-east-1.
+pub async fn aws() -> AwsContext {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    AwsContext {
+        sdk,
+        custom_endpoint: true,
+    }
+}
+
+/// A name no other test uses (tests run in parallel against one emulator).
+pub fn unique(base: &str) -> String {
+    format!(
+        "{base}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}

@@ -1,0 +1,19 @@
+//! The integration suites, linked as one test binary. Most talk to the AWS emulator over real
+//! HTTP through the real SDK clients (start it with `scripts/test.sh`, or
+//! `eval "$(scripts/emulator.sh start)"` before `cargo test`); `malformed_inputs` runs in-process
+//! with the memory adapters; `lambda_runtime` runs the built binaries under cargo-lambda's
+//! runtime emulator; `independent_readers` reads our files with DuckDB and pyarrow.
+
+// Helpers shared by the tests panic on failure as the tests themselves do: that is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod backup;
+mod cli;
+mod fault_injection;
+mod independent_readers;
+mod lambda_runtime;
+mod malformed_inputs;
+mod restore;
+mod triggers;

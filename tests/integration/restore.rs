@@ -1,0 +1,224 @@
+//! Backup → verify → restore into a new table → both tables hold the same items, through the real
+//! SDK clients against the emulator, for the lossless formats (DynamoDB JSON in every compression, CSV, Parquet).
+
+use std::sync::Arc;
+
+use crate::common::*;
+use aws_sdk_dynamodb::types::AttributeValue;
+use ddb_backup::model::job::TableName;
+use ddb_backup::readback::restore::{restore, RestoreOptions, RestoreProgress};
+use ddb_backup::readback::table_writer::DynamoDbWriter;
+use ddb_backup::Compression;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_verify_restore_gives_back_the_same_items_and_indexes() {
+    let aws = aws().await;
+    let source = unique("restore-src");
+    let bucket = unique("bkt");
+    create_table_with_gsi(&aws, &source).await;
+    create_bucket(&aws, &bucket).await;
+    let items: Vec<_> = every_type_items(48)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut item)| {
+            item.insert("grp".into(), AttributeValue::S(format!("g{}", i % 3)));
+            item
+        })
+        .collect();
+    put_items(&aws, &source, &items).await;
+    let store = s3_store(&aws, &bucket);
+
+    // The lossless formats: DynamoDB JSON in every compression, CSV and Parquet.
+    let cases = Compression::ALL
+        .iter()
+        .map(|c| format!(r#""compression":"{c}""#))
+        .chain([
+            r#""format":"csv","compression":"zstd""#.to_string(),
+            r#""format":"parquet""#.to_string(),
+        ]);
+    for compression in cases {
+        let manifest = run_backup(
+            &aws,
+            store.clone(),
+            &format!(r#"{{"table":"{source}","bucket":"{bucket}",{compression},"segments":2}}"#),
+        )
+        .await;
+        assert_eq!(manifest.global_secondary_indexes[0].index_name, "byGroup");
+
+        let report =
+            ddb_backup::readback::verify::verify_backup(store.clone(), &manifest, str::to_string)
+                .await
+                .expect("verify");
+        assert!(report.is_ok(), "{compression}: {:?}", report.problems());
+
+        let target = unique("restored");
+        let options = RestoreOptions {
+            table: TableName::new(&target).unwrap(),
+            create_table: true,
+            write_budget: None,
+            concurrency: 4,
+            allow_lossy: false,
+        };
+        let writer = Arc::new(DynamoDbWriter::new(aws.dynamodb()));
+        let restored = restore(
+            store.clone(),
+            &manifest,
+            str::to_string,
+            writer.clone(),
+            &options,
+            Arc::new(RestoreProgress::default()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{compression}: {e}"));
+        assert_eq!(restored.items, 48);
+
+        assert_eq!(
+            sorted(scan_all(&aws, &target).await),
+            sorted(scan_all(&aws, &source).await),
+            "{compression}"
+        );
+        assert_eq!(
+            sorted(scan_all(&aws, &target).await),
+            sorted(items.clone()),
+            "{compression}"
+        );
+
+        let described = aws
+            .dynamodb()
+            .describe_table()
+            .table_name(&target)
+            .send()
+            .await
+            .unwrap();
+        let gsi = &described.table().unwrap().global_secondary_indexes()[0];
+        assert_eq!(gsi.index_name(), Some("byGroup"));
+        assert_eq!(gsi.key_schema()[0].attribute_name(), "grp");
+
+        // Restoring again into the now existing table changes nothing.
+        let again = RestoreOptions {
+            create_table: false,
+            ..options
+        };
+        restore(
+            store.clone(),
+            &manifest,
+            str::to_string,
+            writer,
+            &again,
+            Arc::new(RestoreProgress::default()),
+        )
+        .await
+        .expect("second restore");
+        assert_eq!(sorted(scan_all(&aws, &target).await), sorted(items.clone()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_table_rebuilds_a_composite_key_and_local_index() {
+    use aws_sdk_dynamodb::types::{
+        BillingMode, KeyType, LocalSecondaryIndex, Projection, ProjectionType, ScalarAttributeType,
+    };
+    let aws = aws().await;
+    let source = unique("lsi-src");
+    let bucket = unique("bkt");
+    aws.dynamodb()
+        .create_table()
+        .table_name(&source)
+        .attribute_definitions(attr_def("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr_def("sk", ScalarAttributeType::N))
+        .attribute_definitions(attr_def("score", ScalarAttributeType::N))
+        .key_schema(key_element("pk", KeyType::Hash))
+        .key_schema(key_element("sk", KeyType::Range))
+        .local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name("byScore")
+                .key_schema(key_element("pk", KeyType::Hash))
+                .key_schema(key_element("score", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("name")
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table with LSI");
+    create_bucket(&aws, &bucket).await;
+    let items: Vec<_> = (0..12)
+        .map(|i| {
+            std::collections::HashMap::from([
+                (
+                    "pk".to_string(),
+                    AttributeValue::S(format!("class-{}", i % 3)),
+                ),
+                ("sk".to_string(), AttributeValue::N(i.to_string())),
+                (
+                    "score".to_string(),
+                    AttributeValue::N(format!("{}.5", 100 - i)),
+                ),
+                (
+                    "name".to_string(),
+                    AttributeValue::S(format!("student {i}")),
+                ),
+            ])
+        })
+        .collect();
+    put_items(&aws, &source, &items).await;
+    let store = s3_store(&aws, &bucket);
+    let manifest = run_backup(
+        &aws,
+        store.clone(),
+        &format!(r#"{{"table":"{source}","bucket":"{bucket}","segments":2}}"#),
+    )
+    .await;
+    let target = unique("lsi-copy");
+    let options = RestoreOptions {
+        table: TableName::new(&target).unwrap(),
+        create_table: true,
+        write_budget: Some(100.0),
+        concurrency: 2,
+        allow_lossy: false,
+    };
+    restore(
+        store,
+        &manifest,
+        str::to_string,
+        Arc::new(DynamoDbWriter::new(aws.dynamodb())),
+        &options,
+        Arc::new(RestoreProgress::default()),
+    )
+    .await
+    .expect("restore");
+    let table = aws
+        .dynamodb()
+        .describe_table()
+        .table_name(&target)
+        .send()
+        .await
+        .unwrap();
+    let table = table.table().unwrap();
+    let keys: Vec<_> = table
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect();
+    assert_eq!(keys, [("pk", "HASH"), ("sk", "RANGE")]);
+    let lsi = &table.local_secondary_indexes()[0];
+    assert_eq!(lsi.index_name(), Some("byScore"));
+    assert_eq!(lsi.key_schema()[1].attribute_name(), "score");
+    let projection = lsi.projection().unwrap();
+    assert_eq!(
+        projection.projection_type().map(|p| p.as_str()),
+        Some("INCLUDE")
+    );
+    assert_eq!(projection.non_key_attributes(), ["name"]);
+    let sort = |mut v: Vec<ddb_backup::Item>| {
+        v.sort_by_key(|i| format!("{:?}{:?}", i["pk"], i["sk"]));
+        v
+    };
+    assert_eq!(sort(scan_all(&aws, &target).await), sort(items));
+}
