@@ -154,9 +154,9 @@ mod tests {
         assert_eq!(auto_segments(&info(Some(0), Some(300_000)), 32), 3);
     }
 
-    #[tokio::test]
-    async fn segments_of_a_memory_table_cover_every_item_once() {
-        let items: Vec<Item> = (0..103)
+    /// A memory table of `count` items keyed `id` = 0, 1, 2…, ten items a page.
+    fn table(count: u32) -> MemorySource {
+        let items: Vec<Item> = (0..count)
             .map(|i| {
                 HashMap::from([(
                     "id".to_string(),
@@ -164,20 +164,29 @@ mod tests {
                 )])
             })
             .collect();
-        let source = MemorySource::new("t", "id", items, 10);
+        MemorySource::new("t", "id", items, 10)
+    }
+
+    /// The first page of `segment` of `total`, decoded.
+    fn request(segment: u32, total: u32) -> PageRequest {
+        PageRequest {
+            table: "t".into(),
+            segment,
+            total_segments: total,
+            exclusive_start_key: None,
+            consistent_read: false,
+            limit: None,
+            wire_items: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn segments_of_a_memory_table_cover_every_item_once() {
+        let source = table(103);
         let mut seen = Vec::new();
         for segment in 0..4 {
             let (tx, mut rx) = mpsc::channel(100);
-            let request = PageRequest {
-                table: "t".into(),
-                segment,
-                total_segments: 4,
-                exclusive_start_key: None,
-                consistent_read: false,
-                limit: None,
-                wire_items: false,
-            };
-            let stats = scan_segment(&source, request, tx, None, None)
+            let stats = scan_segment(&source, request(segment, 4), tx, None, None)
                 .await
                 .unwrap();
             while let Some(page) = rx.recv().await {
@@ -199,27 +208,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_scan_whose_consumer_is_gone_does_not_report_the_segment_done() {
-        let items: Vec<Item> = (0..30)
-            .map(|i| {
-                HashMap::from([(
-                    "id".to_string(),
-                    aws_sdk_dynamodb::types::AttributeValue::S(i.to_string()),
-                )])
-            })
-            .collect();
-        let source = MemorySource::new("t", "id", items, 10);
+        let source = table(30);
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
-        let request = PageRequest {
-            table: "t".into(),
-            segment: 0,
-            total_segments: 1,
-            exclusive_start_key: None,
-            consistent_read: false,
-            limit: None,
-            wire_items: false,
-        };
-        let stats = scan_segment(&source, request, tx, None, None)
+        let stats = scan_segment(&source, request(0, 1), tx, None, None)
             .await
             .unwrap();
         assert_eq!(stats.end, SegmentEnd::ConsumerGone);
