@@ -6,7 +6,7 @@
 pub mod checkpoint;
 pub mod compress;
 pub mod error;
-pub mod file;
-pub mod part_buffer;
+pub(crate) mod file;
+pub(crate) mod part_buffer;
 pub mod pipeline;
 mod segment;

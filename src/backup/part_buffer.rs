@@ -26,11 +26,6 @@ impl PartBuffer {
         self.as_slice().len()
     }
 
-    /// Whether nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Hands the bytes over without copying; the memory is released when the last `Bytes` that
     /// shares it is dropped, on whatever thread that is.
     pub fn into_bytes(self) -> Bytes {
@@ -172,7 +167,7 @@ mod tests {
     #[test]
     fn grows_truncates_and_hands_over_its_bytes() {
         let mut buffer = PartBuffer::with_capacity(10).unwrap();
-        assert!(buffer.is_empty());
+        assert_eq!(buffer.len(), 0);
         buffer.extend_from_slice(b"hello").unwrap();
         buffer
             .extend_from_slice(b" world, and more than ten bytes")
