@@ -1,4 +1,6 @@
 use super::*;
+use crate::codec::wire::split_scan_response;
+use crate::source::{PageItems, PageRequest, TableSource};
 
 #[test]
 fn students_are_deterministic_and_distinct() {
