@@ -120,8 +120,13 @@ pub enum RestoreError {
         count: usize,
     },
     /// A task died (a bug, reported instead of hanging).
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: the {task} task failed: {source}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// How it ended.
+        source: tokio::task::JoinError,
+    },
 }
 
 /// Restores `manifest`'s backup from `store` into a table through `writer`.
@@ -173,16 +178,26 @@ pub async fn restore(
             }
         });
     }
+    // Only the writers hold the receiving end: once they are all gone (the last one failed),
+    // the reader's next send fails and it stops, instead of waiting on a full channel forever.
+    drop(batches_rx);
 
     let read = read_files(store, manifest, &locate, batches_tx).await;
     let mut write: Result<(), RestoreError> = Ok(());
     while let Some(joined) = writers.join_next().await {
-        let result = joined
-            .map_err(|e| RestoreError::Internal(e.to_string()))
-            .and_then(|r| r);
-        if let Err(e) = result {
-            writers.abort_all();
-            write = Err(e);
+        let failed = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            // Cancelled by the abort below, after the first failure: never the cause.
+            Err(e) if e.is_cancelled() => continue,
+            Err(source) => RestoreError::Task {
+                task: "writer",
+                source,
+            },
+        };
+        writers.abort_all();
+        if write.is_ok() {
+            write = Err(failed);
         }
     }
     // A writer failing closes the channel and stops the reader: report the writer's cause.
@@ -282,7 +297,10 @@ async fn read_files(
             Ok(open && (batch.is_empty() || tx.blocking_send(batch).is_ok()))
         })
         .await
-        .map_err(|e| RestoreError::Internal(e.to_string()))??;
+        .map_err(|source| RestoreError::Task {
+            task: "reader",
+            source,
+        })??;
         if !finished {
             break;
         }

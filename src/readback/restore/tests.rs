@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::table::TableInfo;
 use crate::readback::table_writer::MemoryWriter;
 use crate::store::MemoryStore;
 use crate::test_support::{memory_backup, numbered_items as items, sorted_by_id as sorted};
@@ -146,4 +147,73 @@ fn item_sizes_follow_dynamodb_rules() {
     assert_eq!(write_units(&item), 1);
     item.insert("blob".into(), AttributeValue::S("x".repeat(3000)));
     assert_eq!(write_units(&item), 3);
+}
+
+/// A table that refuses the first write, as DynamoDB refuses an item over 400 KB, and is slow to
+/// take the others, so the other writers are mid-request when the first one fails.
+struct RefusingWriter {
+    inner: MemoryWriter,
+    calls: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl TableWriter for RefusingWriter {
+    async fn describe(&self, table: &str) -> Result<Option<TableInfo>, WriteError> {
+        self.inner.describe(table).await
+    }
+
+    async fn create_table(&self, table: &str, spec: &TableSpec) -> Result<(), WriteError> {
+        self.inner.create_table(table, spec).await
+    }
+
+    async fn batch_write(
+        &self,
+        table: &str,
+        items: Vec<Item>,
+    ) -> Result<(Vec<Item>, f64), WriteError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(WriteError::Request {
+                operation: "BatchWriteItem",
+                table: table.to_string(),
+                message: "ValidationException: Item size has exceeded the maximum allowed size"
+                    .to_string(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.inner.batch_write(table, items).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_ends_the_restore_with_its_own_error_at_any_concurrency() {
+    let store = MemoryStore::new();
+    // Far more batches than the channel holds, so the reader is waiting when the writers fail.
+    let manifest = backup(&store, items(2000), "dynamodb-json").await;
+    for concurrency in [1, 8] {
+        let writer = Arc::new(RefusingWriter {
+            inner: MemoryWriter::new(),
+            calls: AtomicU64::new(0),
+        });
+        let options = RestoreOptions {
+            concurrency,
+            ..options("copy", true)
+        };
+        let restore = restore(
+            Arc::new(store.clone()),
+            &manifest,
+            str::to_string,
+            writer,
+            &options,
+            Arc::new(RestoreProgress::default()),
+        );
+        let result = tokio::time::timeout(std::time::Duration::from_secs(20), restore)
+            .await
+            .unwrap_or_else(|_| panic!("restore with {concurrency} writers never ended"));
+        let err = result.expect_err("a write was refused");
+        assert!(
+            matches!(err, RestoreError::Write(_))
+                && err.to_string().contains("maximum allowed size"),
+            "{concurrency} writers: {err}"
+        );
+    }
 }
