@@ -441,4 +441,140 @@ mod tests {
             .expect("valid maps");
         assert_eq!(texts(&items), [r#"{"a":{"N":"1"}}"#, r#"{"b":{"S":""}}"#]);
     }
+
+    /// A small deterministic generator, so a failing round reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = self.0;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// A string with the bytes that could mislead a scanner: quotes, backslashes, brackets,
+    /// commas and colons, control characters, multi-byte UTF-8, and runs long enough to cross
+    /// 64-byte blocks.
+    fn awkward_string(rng: &mut Rng) -> String {
+        const PIECES: [&str; 12] = [
+            "abc",
+            "\"",
+            "\\",
+            "\\\"",
+            "{[}]",
+            "Hà Nội",
+            " ",
+            "\n\t\u{1}",
+            ",:",
+            "é😀",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "/",
+        ];
+        (0..rng.below(8))
+            .map(|_| PIECES[rng.below(PIECES.len())])
+            .collect()
+    }
+
+    /// A DynamoDB JSON attribute value of any type, nested up to `depth`.
+    fn attribute(rng: &mut Rng, depth: u32) -> serde_json::Value {
+        use serde_json::json;
+        let kinds = if depth >= 5 { 7 } else { 9 };
+        match rng.below(kinds) {
+            0 => json!({ "S": awkward_string(rng) }),
+            1 => {
+                let n = [
+                    "0",
+                    "-1.5",
+                    "12345678901234567890123456789012345678",
+                    "1E-130",
+                ][rng.below(4)];
+                json!({ "N": n })
+            }
+            2 => {
+                let b = ["", "AP8=", "3q2+7w=="][rng.below(3)];
+                json!({ "B": b })
+            }
+            3 => json!({ "BOOL": rng.below(2) == 0 }),
+            4 => json!({ "NULL": true }),
+            5 => {
+                json!({ "SS": (0..1 + rng.below(3)).map(|_| awkward_string(rng)).collect::<Vec<_>>() })
+            }
+            6 => json!({ "NS": ["1", "2.5", "-3"] }),
+            7 => {
+                json!({ "L": (0..rng.below(4)).map(|_| attribute(rng, depth + 1)).collect::<Vec<_>>() })
+            }
+            _ => json!({ "M": item(rng, depth + 1) }),
+        }
+    }
+
+    /// An item (an attribute map) whose names are awkward strings too.
+    fn item(rng: &mut Rng, depth: u32) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for i in 0..rng.below(5) {
+            map.insert(format!("{i}{}", awkward_string(rng)), attribute(rng, depth));
+        }
+        serde_json::Value::Object(map)
+    }
+
+    #[test]
+    fn generated_scan_bodies_split_into_exactly_the_items_serde_json_reads() {
+        let mut rng = Rng(2026);
+        for round in 0..3_000 {
+            let items: Vec<serde_json::Value> =
+                (0..rng.below(6)).map(|_| item(&mut rng, 0)).collect();
+            let pretty = rng.below(4) == 0;
+            let render = |value: &serde_json::Value| {
+                if pretty {
+                    serde_json::to_string_pretty(value).unwrap()
+                } else {
+                    serde_json::to_string(value).unwrap()
+                }
+            };
+            let key = item(&mut rng, 3);
+            let mut fields = vec![
+                format!("\"Count\":{}", items.len()),
+                format!(
+                    "\"Items\":{}",
+                    render(&serde_json::Value::Array(items.clone()))
+                ),
+                format!("\"ScannedCount\":{}", items.len()),
+                r#""ConsumedCapacity":{"CapacityUnits":0.5,"TableName":"t"}"#.to_string(),
+            ];
+            if rng.below(2) == 0 {
+                fields.push(format!("\"LastEvaluatedKey\":{}", render(&key)));
+            }
+            // DynamoDB's field order is not promised: `Items` anywhere among them.
+            for i in (1..fields.len()).rev() {
+                fields.swap(i, rng.below(i + 1));
+            }
+            let separator = if pretty { ",\n  " } else { "," };
+            let body = format!("{{{}}}", fields.join(separator));
+
+            let split = split_scan_response(Bytes::from(body.clone()))
+                .unwrap_or_else(|e| panic!("round {round}: {e}\n{body}"));
+            let got: Vec<serde_json::Value> = split
+                .items
+                .iter()
+                .map(|bytes| {
+                    assert!(
+                        !bytes.contains(&b'\n'),
+                        "round {round}: an item spans lines"
+                    );
+                    serde_json::from_slice(bytes).unwrap()
+                })
+                .collect();
+            assert_eq!(got, items, "round {round}\n{body}");
+            let mut expected_rest: serde_json::Value = serde_json::from_str(&body).unwrap();
+            expected_rest["Items"] = serde_json::json!([]);
+            let rest: serde_json::Value = serde_json::from_slice(&split.rest).unwrap();
+            assert_eq!(rest, expected_rest, "round {round}\n{body}");
+        }
+    }
 }
