@@ -11,7 +11,8 @@ use aws_sdk_dynamodb::types::{
     ReturnConsumedCapacity, ScalarAttributeType, WriteRequest,
 };
 
-use crate::aws::error_facts;
+use crate::aws::{error_facts, BoxError, FailureKind};
+use crate::error::Retryable;
 use crate::model::Item;
 use crate::source::{
     AttributeDefinition, DynamoDbSource, IndexInfo, KeyElement, ScanError, TableInfo, TableSource,
@@ -33,16 +34,70 @@ pub struct TableSpec {
 /// Why a write-side call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// The call failed after the SDK's retries.
+    /// Describing the target table failed.
+    #[error(transparent)]
+    Describe(#[from] ScanError),
+    /// The call failed after the SDK's retries, or was refused as it is.
     #[error("{operation} on table `{table}` failed: {message}")]
     Request {
         /// The API call.
         operation: &'static str,
         /// Table name.
         table: String,
-        /// Error with causes.
+        /// What kind of failure, which decides whether to try again.
+        kind: FailureKind,
+        /// One line saying what happened.
         message: String,
+        /// The SDK's error with its whole chain, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
+}
+
+impl WriteError {
+    /// A request refused before or without an SDK error (a request this writer cannot build, a
+    /// table the memory twin does not hold).
+    fn refused(operation: &'static str, table: &str, message: impl ToString) -> Self {
+        WriteError::Request {
+            operation,
+            table: table.to_string(),
+            kind: FailureKind::Rejected,
+            message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// An SDK error, classified and put in one line.
+    fn sdk<E>(
+        operation: &'static str,
+        table: &str,
+        err: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> Self
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        let facts = error_facts(&err);
+        WriteError::Request {
+            operation,
+            table: table.to_string(),
+            kind: facts.kind,
+            message: facts.message,
+            source: Some(err.into()),
+        }
+    }
+}
+
+impl Retryable for WriteError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            WriteError::Describe(e) => e.is_retryable(),
+            WriteError::Request { kind, .. } => kind.is_retryable(),
+        }
+    }
 }
 
 /// The table writer port.
@@ -75,14 +130,6 @@ impl DynamoDbWriter {
     }
 }
 
-fn request_error(operation: &'static str, table: &str, message: impl ToString) -> WriteError {
-    WriteError::Request {
-        operation,
-        table: table.to_string(),
-        message: message.to_string(),
-    }
-}
-
 fn sdk_keys(table: &str, keys: &[KeyElement]) -> Result<Vec<KeySchemaElement>, WriteError> {
     keys.iter()
         .map(|k| {
@@ -90,7 +137,7 @@ fn sdk_keys(table: &str, keys: &[KeyElement]) -> Result<Vec<KeySchemaElement>, W
                 .attribute_name(&k.attribute_name)
                 .key_type(KeyType::from(k.key_type.as_str()))
                 .build()
-                .map_err(|e| request_error("CreateTable", table, e))
+                .map_err(|e| WriteError::refused("CreateTable", table, e))
         })
         .collect()
 }
@@ -113,7 +160,7 @@ impl TableWriter for DynamoDbWriter {
         {
             Ok(info) => Ok(Some(info)),
             Err(ScanError::TableNotFound { .. }) => Ok(None),
-            Err(e) => Err(request_error("DescribeTable", table, e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -127,7 +174,7 @@ impl TableWriter for DynamoDbWriter {
                     .attribute_name(&a.attribute_name)
                     .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
                     .build()
-                    .map_err(|e| request_error("CreateTable", table, e))
+                    .map_err(|e| WriteError::refused("CreateTable", table, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let gsis = spec
@@ -139,7 +186,7 @@ impl TableWriter for DynamoDbWriter {
                     .set_key_schema(Some(sdk_keys(table, &g.key_schema)?))
                     .projection(sdk_projection(g))
                     .build()
-                    .map_err(|e| request_error("CreateTable", table, e))
+                    .map_err(|e| WriteError::refused("CreateTable", table, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let lsis = spec
@@ -151,7 +198,7 @@ impl TableWriter for DynamoDbWriter {
                     .set_key_schema(Some(sdk_keys(table, &l.key_schema)?))
                     .projection(sdk_projection(l))
                     .build()
-                    .map_err(|e| request_error("CreateTable", table, e))
+                    .map_err(|e| WriteError::refused("CreateTable", table, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.client
@@ -164,13 +211,19 @@ impl TableWriter for DynamoDbWriter {
             .billing_mode(BillingMode::PayPerRequest)
             .send()
             .await
-            .map_err(|e| request_error("CreateTable", table, error_facts(&e).message))?;
+            .map_err(|e| WriteError::sdk("CreateTable", table, e))?;
         self.client
             .wait_until_table_exists()
             .table_name(table)
             .wait(std::time::Duration::from_secs(600))
             .await
-            .map_err(|e| request_error("DescribeTable", table, e))?;
+            .map_err(|e| WriteError::Request {
+                operation: "DescribeTable",
+                table: table.to_string(),
+                kind: FailureKind::TimedOut,
+                message: "the new table did not become active within 10 minutes".to_string(),
+                source: Some(e.into()),
+            })?;
         Ok(())
     }
 
@@ -186,7 +239,7 @@ impl TableWriter for DynamoDbWriter {
                     .set_item(Some(item))
                     .build()
                     .map(|put| WriteRequest::builder().put_request(put).build())
-                    .map_err(|e| request_error("BatchWriteItem", table, e))
+                    .map_err(|e| WriteError::refused("BatchWriteItem", table, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let out = self
@@ -196,7 +249,7 @@ impl TableWriter for DynamoDbWriter {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
-            .map_err(|e| request_error("BatchWriteItem", table, error_facts(&e).message))?;
+            .map_err(|e| WriteError::sdk("BatchWriteItem", table, e))?;
         let consumed = out
             .consumed_capacity()
             .iter()
@@ -258,7 +311,7 @@ impl TableWriter for MemoryWriter {
         let tables = self
             .tables
             .lock()
-            .map_err(|e| request_error("DescribeTable", table, e))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(tables.get(table).map(|(spec, items)| TableInfo {
             table_name: table.to_string(),
             table_arn: None,
@@ -278,7 +331,7 @@ impl TableWriter for MemoryWriter {
         let mut tables = self
             .tables
             .lock()
-            .map_err(|e| request_error("CreateTable", table, e))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tables.insert(table.to_string(), (spec.clone(), Vec::new()));
         Ok(())
     }
@@ -292,7 +345,7 @@ impl TableWriter for MemoryWriter {
             let mut batches = self
                 .batches
                 .lock()
-                .map_err(|e| request_error("BatchWriteItem", table, e))?;
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             *batches += 1;
             *batches
         };
@@ -305,10 +358,10 @@ impl TableWriter for MemoryWriter {
         let mut tables = self
             .tables
             .lock()
-            .map_err(|e| request_error("BatchWriteItem", table, e))?;
-        let (spec, stored) = tables
-            .get_mut(table)
-            .ok_or_else(|| request_error("BatchWriteItem", table, "ResourceNotFoundException"))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (spec, stored) = tables.get_mut(table).ok_or_else(|| {
+            WriteError::refused("BatchWriteItem", table, "ResourceNotFoundException")
+        })?;
         let key_names: Vec<String> = spec
             .key_schema
             .iter()

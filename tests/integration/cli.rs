@@ -380,6 +380,13 @@ fn assert_one_line(out: &std::process::Output, says: &str) {
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn missing_aws_setup_is_one_line_that_says_what_to_do() {
     let backup = [
@@ -412,6 +419,14 @@ fn missing_aws_setup_is_one_line_that_says_what_to_do() {
     assert_one_line(
         &cli_without_aws(&backup, &unreachable),
         "the AWS endpoint did not answer",
+    );
+    // Restore reaches DynamoDB through its own adapter: the same one line.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = runtime().block_on(directory_backup(dir.path(), &every_type_items(3), ""));
+    let restore = ["restore", &manifest.location, "--table", "restored"];
+    assert_one_line(
+        &cli_without_aws(&restore, &keys),
+        "no AWS region: pass --region or set AWS_REGION",
     );
     // The whole chain is one flag away.
     let verbose = cli_without_aws(&[&backup[..], &["-v"]].concat(), &unreachable);

@@ -6,15 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use crate::common::{every_type_items, sorted};
+use crate::common::{directory_backup, every_type_items, sorted};
 use ddb_backup::codec::decode::decode_dynamodb_json_line;
-use ddb_backup::model::job::{Destination, JobRequest, Prefix};
 use ddb_backup::readback::records::item_from_cells;
-use ddb_backup::source::MemorySource;
-use ddb_backup::store::LocalStore;
-use ddb_backup::{Backup, Format, Item, Manifest, Tuning};
+use ddb_backup::{Format, Item, Manifest};
 use serde_json::{json, Value};
 
 /// The readers' Python, or a panic that says how to get it: this test never skips.
@@ -40,27 +36,6 @@ fn items() -> Vec<Item> {
         );
     }
     items
-}
-
-async fn backup(dir: &Path, items: &[Item], fields: &str) -> Manifest {
-    let job = JobRequest::from_json(&format!(r#"{{"table":"tbl","segments":2{fields}}}"#))
-        .expect("job JSON")
-        .into_job(
-            &Default::default(),
-            Some(Destination::Directory {
-                root: dir.to_path_buf(),
-                prefix: Prefix::default(),
-            }),
-        )
-        .expect("valid job");
-    Backup::new(
-        Arc::new(MemorySource::new("tbl", "id", items.to_vec(), 200)),
-        Arc::new(LocalStore::new(dir)),
-        Tuning::default(),
-    )
-    .run(&job)
-    .await
-    .expect("backup")
 }
 
 /// Runs the Python readers over every file of every manifest; one result per file, in order.
@@ -131,7 +106,7 @@ async fn duckdb_and_pyarrow_read_our_files_as_stored_and_get_the_same_items() {
     ];
     let mut manifests = Vec::new();
     for fields in cases {
-        manifests.push(backup(dir.path(), &items, fields).await);
+        manifests.push(directory_backup(dir.path(), &items, fields).await);
     }
     let results = read_with_python(dir.path(), &manifests);
     let mut results = results.iter();

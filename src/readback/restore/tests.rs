@@ -175,8 +175,10 @@ impl TableWriter for RefusingWriter {
             return Err(WriteError::Request {
                 operation: "BatchWriteItem",
                 table: table.to_string(),
+                kind: crate::aws::FailureKind::Rejected,
                 message: "ValidationException: Item size has exceeded the maximum allowed size"
                     .to_string(),
+                source: None,
             });
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -1,6 +1,7 @@
 //! Buckets and objects in the emulator, and the S3 store and backup the tests run against them.
 
 use ddb_backup::aws::AwsContext;
+use ddb_backup::{Item, Manifest};
 
 /// Creates a bucket.
 pub async fn create_bucket(aws: &AwsContext, name: &str) {
@@ -125,4 +126,33 @@ pub fn s3_store_with(
 /// The S3 store for a bucket with SSE-S3.
 pub fn s3_store(aws: &AwsContext, bucket: &str) -> std::sync::Arc<ddb_backup::store::S3Store> {
     s3_store_with(aws, bucket, ddb_backup::store::ServerSideEncryption::Aes256)
+}
+
+/// A backup of `items` (table `tbl`, key `id`) into a local directory by the real pipeline, from
+/// an in-memory table: no emulator needed. `fields` are extra job fields (`,"format":"csv"`).
+pub async fn directory_backup(dir: &std::path::Path, items: &[Item], fields: &str) -> Manifest {
+    let job =
+        ddb_backup::JobRequest::from_json(&format!(r#"{{"table":"tbl","segments":2{fields}}}"#))
+            .expect("job JSON")
+            .into_job(
+                &Default::default(),
+                Some(ddb_backup::model::job::Destination::Directory {
+                    root: dir.to_path_buf(),
+                    prefix: ddb_backup::model::job::Prefix::default(),
+                }),
+            )
+            .expect("valid job");
+    ddb_backup::Backup::new(
+        std::sync::Arc::new(ddb_backup::source::MemorySource::new(
+            "tbl",
+            "id",
+            items.to_vec(),
+            200,
+        )),
+        std::sync::Arc::new(ddb_backup::store::LocalStore::new(dir)),
+        ddb_backup::Tuning::default(),
+    )
+    .run(&job)
+    .await
+    .expect("backup")
 }
