@@ -350,6 +350,7 @@ static CLASS: [u8; 256] = {
 
 #[cfg(test)]
 mod tests {
+    use super::structural::tests::Rng;
     use super::*;
 
     fn split(body: &str) -> SplitResponse {
@@ -440,23 +441,6 @@ mod tests {
         let items = WireItems::from_maps([&br#"{"a":{"N":"1"}}"#[..], br#"{"b":{"S":""}}"#])
             .expect("valid maps");
         assert_eq!(texts(&items), [r#"{"a":{"N":"1"}}"#, r#"{"b":{"S":""}}"#]);
-    }
-
-    /// A small deterministic generator, so a failing round reproduces.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut x = self.0;
-            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            x ^ (x >> 31)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     /// A string with the bytes that could mislead a scanner: quotes, backslashes, brackets,
