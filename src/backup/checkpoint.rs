@@ -145,6 +145,8 @@ impl Checkpoint {
         }
         if version == Some(1) {
             upgrade_v1(&mut value);
+            // Whatever is written from it is written in today's schema.
+            value["version"] = serde_json::json!(CHECKPOINT_VERSION);
         }
         let checkpoint: Checkpoint = serde_json::from_value(value).map_err(not_a_checkpoint)?;
         if checkpoint.job_id != job_id {
@@ -187,6 +189,9 @@ fn upgrade_v1(value: &mut serde_json::Value) {
         let Some(fields) = segment.as_object_mut() else {
             continue;
         };
+        if fields.contains_key("position") {
+            continue;
+        }
         let position = match fields.remove("resume_key") {
             Some(serde_json::Value::Null) | None => serde_json::json!("done"),
             Some(key) => serde_json::json!({ "after": key }),
@@ -323,5 +328,8 @@ mod tests {
             Position::After(serde_json::json!({"pk": {"S": "a"}}))
         );
         assert_eq!(back.segments[1].position, Position::Done);
+        // The next leg's checkpoint, written from it, reads back the same.
+        let next = serde_json::to_vec(&back).unwrap();
+        assert_eq!(Checkpoint::from_json(&next, "j1").unwrap(), back);
     }
 }
