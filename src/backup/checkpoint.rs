@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::decode::{decode_dynamodb_json_line, DecodeError};
 use crate::codec::encode::EncodeError;
 use crate::codec::encode::{DynamoDbJsonEncoder, RecordEncoder};
+use crate::model::fan_out::Shard;
 use crate::model::manifest::FileEntry;
 use crate::model::Item;
 
@@ -29,11 +30,15 @@ pub struct Checkpoint {
     pub sequence: u32,
     /// The segment count of the scan, fixed for the whole job.
     pub total_segments: u32,
+    /// The worker whose share this is, for a job fanned out over several; its checkpoints list
+    /// only the segments of its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
     /// When the first leg started (RFC 3339).
     pub started_at: String,
     /// Working time of all legs so far, excluding the gaps between them.
     pub elapsed_ms: u64,
-    /// One entry per segment, in segment order.
+    /// One entry per segment of the job (or of the worker's share), in segment order.
     pub segments: Vec<SegmentCheckpoint>,
 }
 
@@ -104,6 +109,16 @@ pub enum CheckpointError {
         /// The job it names.
         other: String,
     },
+    /// Belongs to another worker of the job.
+    #[error("checkpoint of job {job_id} belongs to {found}, not to {expected}")]
+    OtherShard {
+        /// The job being resumed.
+        job_id: String,
+        /// The share being resumed.
+        expected: String,
+        /// The share it names.
+        found: String,
+    },
     /// Its segment list does not match its segment count.
     #[error("checkpoint of job {job_id} lists {listed} segments for a scan of {total}")]
     Segments {
@@ -128,8 +143,12 @@ pub enum CheckpointError {
 }
 
 impl Checkpoint {
-    /// Parses and checks a stored checkpoint against the job it is meant to resume.
-    pub fn from_json(bytes: &[u8], job_id: &str) -> Result<Checkpoint, CheckpointError> {
+    /// Parses and checks a stored checkpoint against the job (and worker) it is meant to resume.
+    pub fn from_json(
+        bytes: &[u8],
+        job_id: &str,
+        shard: Option<Shard>,
+    ) -> Result<Checkpoint, CheckpointError> {
         let not_a_checkpoint = |source| CheckpointError::NotACheckpoint {
             job_id: job_id.to_string(),
             source,
@@ -155,12 +174,25 @@ impl Checkpoint {
                 other: checkpoint.job_id,
             });
         }
+        if checkpoint.shard != shard {
+            let name = |s: Option<Shard>| {
+                s.map_or("the whole job".to_string(), |s| {
+                    format!("worker {} of {}", s.worker, s.workers)
+                })
+            };
+            return Err(CheckpointError::OtherShard {
+                job_id: job_id.to_string(),
+                expected: name(shard),
+                found: name(checkpoint.shard),
+            });
+        }
+        let expected = checkpoint.segment_range();
         let segments_in_order = checkpoint
             .segments
             .iter()
-            .enumerate()
-            .all(|(i, s)| s.segment as usize == i);
-        if checkpoint.segments.len() != checkpoint.total_segments as usize || !segments_in_order {
+            .map(|s| s.segment)
+            .eq(expected.clone());
+        if !segments_in_order {
             return Err(CheckpointError::Segments {
                 job_id: job_id.to_string(),
                 listed: checkpoint.segments.len(),
@@ -168,6 +200,22 @@ impl Checkpoint {
             });
         }
         Ok(checkpoint)
+    }
+
+    /// The segments this checkpoint covers: all of the job's, or the worker's share.
+    pub fn segment_range(&self) -> std::ops::Range<u32> {
+        match self.shard {
+            Some(shard) => shard.segments(self.total_segments),
+            None => 0..self.total_segments,
+        }
+    }
+
+    /// The state of `segment`, when this checkpoint covers it.
+    pub fn segment_mut(&mut self, segment: u32) -> Option<&mut SegmentCheckpoint> {
+        let first = self.segment_range().start;
+        segment
+            .checked_sub(first)
+            .and_then(|i| self.segments.get_mut(i as usize))
     }
 
     /// Whether every segment has been read to its end.
@@ -254,6 +302,7 @@ mod tests {
             job_id: "j1".into(),
             sequence: 1,
             total_segments: 2,
+            shard: None,
             started_at: "2025-07-06T02:00:00Z".into(),
             elapsed_ms: 10,
             segments: vec![SegmentCheckpoint {
@@ -267,13 +316,45 @@ mod tests {
             }],
         };
         let bytes = serde_json::to_vec(&checkpoint).unwrap();
-        let err = Checkpoint::from_json(&bytes, "j2").unwrap_err();
+        let err = Checkpoint::from_json(&bytes, "j2", None).unwrap_err();
         assert!(err.to_string().contains("belongs to job j1"), "{err}");
-        let err = Checkpoint::from_json(&bytes, "j1").unwrap_err();
+        let err = Checkpoint::from_json(&bytes, "j1", None).unwrap_err();
         assert!(
             err.to_string().contains("1 segments for a scan of 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_worker_resumes_only_its_own_share() {
+        let shard = Shard::new(1, 2).unwrap();
+        let mut checkpoint = one_segment(Position::Done);
+        checkpoint.total_segments = 4;
+        checkpoint.shard = Some(shard);
+        checkpoint.segments = (2..4)
+            .map(|segment| SegmentCheckpoint {
+                segment,
+                ..one_segment(Position::Start).segments[0].clone()
+            })
+            .collect();
+        let bytes = serde_json::to_vec(&checkpoint).unwrap();
+        let back = Checkpoint::from_json(&bytes, "j1", Some(shard)).unwrap();
+        assert_eq!(back, checkpoint);
+        assert_eq!(back.clone().segment_mut(3).unwrap().segment, 3);
+        assert!(back.clone().segment_mut(1).is_none());
+        let other = Checkpoint::from_json(&bytes, "j1", Some(Shard::new(0, 2).unwrap()));
+        assert!(
+            other
+                .unwrap_err()
+                .to_string()
+                .contains("belongs to worker 1 of 2"),
+            "a checkpoint is never applied to another worker's share"
+        );
+        assert!(Checkpoint::from_json(&bytes, "j1", None).is_err());
+        // A share whose segment list does not match the share is refused.
+        checkpoint.segments.pop();
+        let bytes = serde_json::to_vec(&checkpoint).unwrap();
+        assert!(Checkpoint::from_json(&bytes, "j1", Some(shard)).is_err());
     }
 
     fn one_segment(position: Position) -> Checkpoint {
@@ -282,6 +363,7 @@ mod tests {
             job_id: "j1".into(),
             sequence: 1,
             total_segments: 1,
+            shard: None,
             started_at: "2025-07-06T02:00:00Z".into(),
             elapsed_ms: 10,
             segments: vec![SegmentCheckpoint {
@@ -304,7 +386,7 @@ mod tests {
             Position::Done,
         ] {
             let bytes = serde_json::to_vec(&one_segment(position.clone())).unwrap();
-            let back = Checkpoint::from_json(&bytes, "j1").unwrap();
+            let back = Checkpoint::from_json(&bytes, "j1", None).unwrap();
             assert_eq!(back.segments[0].position, position);
         }
         assert!(!one_segment(Position::Start).is_complete());
@@ -322,7 +404,7 @@ mod tests {
                  "items": 1, "consumed_capacity": 0.5, "files": []}
             ]
         });
-        let back = Checkpoint::from_json(v1.to_string().as_bytes(), "j1").unwrap();
+        let back = Checkpoint::from_json(v1.to_string().as_bytes(), "j1", None).unwrap();
         assert_eq!(
             back.segments[0].position,
             Position::After(serde_json::json!({"pk": {"S": "a"}}))
@@ -330,6 +412,6 @@ mod tests {
         assert_eq!(back.segments[1].position, Position::Done);
         // The next leg's checkpoint, written from it, reads back the same.
         let next = serde_json::to_vec(&back).unwrap();
-        assert_eq!(Checkpoint::from_json(&next, "j1").unwrap(), back);
+        assert_eq!(Checkpoint::from_json(&next, "j1", None).unwrap(), back);
     }
 }

@@ -72,6 +72,21 @@ pub enum BackupError {
     /// This segment stopped because another one failed (never the job's reported cause).
     #[error("stopped because another segment failed")]
     Cancelled,
+    /// Another worker of a fanned-out job failed for good: this one stopped and aborted its
+    /// uploads, and the job reports that worker's error, not this.
+    #[error("stopped: the job failed in another worker ({failure})")]
+    Halted {
+        /// Where the failure record is.
+        failure: String,
+    },
+    /// A fanned-out job's plan or a worker's result cannot be used.
+    #[error("{uri}: {message}")]
+    FanOut {
+        /// The document.
+        uri: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// The job asks for a read budget this table cannot have.
@@ -120,6 +135,13 @@ pub enum Internal {
     /// A backup without a deadline was suspended.
     #[error("a backup without a deadline was suspended")]
     SuspendedWithoutDeadline,
+    /// A share of a fanned-out job was run without the job's segment count, or a whole job
+    /// ended as a share.
+    #[error("a worker's share was run without its job's segment count, or a whole job as a share")]
+    ShardWithoutShare,
+    /// A segment's result came back for a segment outside the worker's share.
+    #[error("segment {0} is outside this worker's share")]
+    SegmentOutsideShare(u32),
 }
 
 impl Retryable for BackupError {
@@ -131,6 +153,8 @@ impl Retryable for BackupError {
             BackupError::Budget(_)
             | BackupError::Checkpoint(_)
             | BackupError::AlreadyComplete { .. }
+            | BackupError::Halted { .. }
+            | BackupError::FanOut { .. }
             | BackupError::Serialize(_) => false,
             BackupError::Internal(_) | BackupError::Cancelled => true,
         }
@@ -148,6 +172,8 @@ impl BackupError {
             BackupError::Store(_) => Stage::Upload,
             BackupError::AlreadyComplete { .. }
             | BackupError::Serialize(_)
+            | BackupError::Halted { .. }
+            | BackupError::FanOut { .. }
             | BackupError::Checkpoint(_) => Stage::Manifest,
         }
     }

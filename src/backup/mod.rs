@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod compress;
 pub mod error;
+pub mod fan_out;
 pub(crate) mod file;
 pub(crate) mod part_buffer;
 pub mod pipeline;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -18,6 +18,7 @@ use super::checkpoint::{
 pub use super::error::{BackupError, BudgetError, Internal, Stage};
 use super::segment::{key_attributes, run_segments, SegmentContext, SegmentStart};
 use crate::codec::encode::EncodeOptions;
+use crate::model::fan_out::{Shard, WorkerResult, FAN_OUT_VERSION};
 use crate::model::format::Format;
 use crate::model::job::BackupJob;
 use crate::model::manifest::{FileEntry, Layout, Manifest, ToolInfo, MANIFEST_VERSION};
@@ -74,20 +75,44 @@ pub struct Progress {
     pub throttled_segments: AtomicU32,
 }
 
+/// Where a leg starts, when it must stop, and which part of the job it covers.
+#[derive(Debug, Default)]
+pub struct Leg {
+    /// The checkpoint to resume from; `None` starts from the beginning.
+    pub resume: Option<Checkpoint>,
+    /// When to stop at a page boundary and leave the rest to the next leg.
+    pub deadline: Option<Instant>,
+    /// The worker's share, for a job fanned out over several workers; `None` for the whole job.
+    pub shard: Option<Shard>,
+    /// Turns true when the job failed in another worker: the leg stops at the next page and
+    /// aborts its uploads.
+    pub halt: Option<watch::Receiver<bool>>,
+}
+
 /// How a leg of a backup ended.
 #[derive(Debug)]
 pub enum LegOutcome {
-    /// The backup is complete; its manifest is stored.
+    /// The backup is complete; this leg stored its manifest.
     Complete(Box<Manifest>),
     /// The deadline came first; the checkpoint is stored and the job continues from it.
     Suspended(Checkpoint),
+    /// This worker's share is read and its result recorded; the job is not complete yet, or
+    /// another worker wrote the manifest.
+    ShardDone {
+        /// Workers whose results are recorded.
+        done: u32,
+        /// All workers of the job.
+        workers: u32,
+        /// What this worker read.
+        result: Box<WorkerResult>,
+    },
 }
 
 /// A backup run: a table source, an object store and the tuning to use.
 pub struct Backup {
-    source: Arc<dyn TableSource>,
-    store: Arc<dyn ObjectStore>,
-    tuning: Tuning,
+    pub(super) source: Arc<dyn TableSource>,
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) tuning: Tuning,
     progress: Arc<Progress>,
 }
 
@@ -110,32 +135,44 @@ impl Backup {
     /// Runs `job` to completion and returns its manifest, or fails leaving no manifest and no
     /// open multipart upload.
     pub async fn run(&self, job: &BackupJob) -> Result<Manifest, BackupError> {
-        match self.run_leg(job, None, None).await? {
+        match self.run_leg(job, Leg::default()).await? {
             LegOutcome::Complete(manifest) => Ok(*manifest),
             LegOutcome::Suspended(_) => Err(Internal::SuspendedWithoutDeadline.into()),
+            LegOutcome::ShardDone { .. } => Err(Internal::ShardWithoutShare.into()),
         }
     }
 
-    /// Runs one leg of `job`: from `resume` (or the start) until the table is read, or until
-    /// `deadline` passes. At the deadline every segment stops at a page boundary, closes its file,
-    /// and the leg stores the next checkpoint and returns it; the caller continues the job later
-    /// from there. On failure nothing is left that looks complete: no manifest, no open upload.
-    pub async fn run_leg(
-        &self,
-        job: &BackupJob,
-        resume: Option<Checkpoint>,
-        deadline: Option<Instant>,
-    ) -> Result<LegOutcome, BackupError> {
+    /// Runs one leg of `job`: from `leg.resume` (or the start) until the table (or the worker's
+    /// share of it) is read, or until `leg.deadline` passes. At the deadline every segment stops
+    /// at a page boundary, closes its file, and the leg stores the next checkpoint and returns
+    /// it; the caller continues the job later from there. A worker of a fanned-out job records
+    /// its result instead of a manifest, and writes the manifest if it is the last to finish.
+    /// On failure nothing is left that looks complete: no manifest, no open upload.
+    pub async fn run_leg(&self, job: &BackupJob, leg: Leg) -> Result<LegOutcome, BackupError> {
+        let Leg {
+            resume,
+            deadline,
+            shard,
+            halt,
+        } = leg;
         let started_at = Utc::now();
         let clock = Instant::now();
         let layout = Layout::new(job);
         let info = self.source.describe(job.table.as_str()).await?;
-        let segments = match &resume {
-            Some(checkpoint) => checkpoint.total_segments,
-            None => job
+        let segments = match (&resume, shard) {
+            (Some(checkpoint), _) => checkpoint.total_segments,
+            (None, Some(_)) => job
+                .segments
+                .map(|n| n.get())
+                .ok_or(Internal::ShardWithoutShare)?,
+            (None, None) => job
                 .segments
                 .map(|n| n.get())
                 .unwrap_or_else(|| auto_segments(&info, self.tuning.max_auto_segments)),
+        };
+        let share = match shard {
+            Some(shard) => shard.segments(segments),
+            None => 0..segments,
         };
         self.progress
             .segments_total
@@ -154,7 +191,23 @@ impl Backup {
         }
         // An earlier attempt of this job that was killed (a Lambda timeout, a crash) could not
         // abort its uploads; only one attempt of a job runs at a time, so they are leftovers.
-        match self.store.abort_uploads_under(layout.base()).await {
+        if let Some(shard) = shard {
+            if self.store.exists(&layout.failure_key()).await? {
+                return Err(BackupError::Halted {
+                    failure: self.store.uri(&layout.failure_key()),
+                });
+            }
+            // A worker that recorded its result but stopped before the merge only merges.
+            if self.store.exists(&layout.result_key(shard.worker)).await? {
+                let result = self.read_result(&layout, shard.worker).await?;
+                return self
+                    .finish_fan_out(job, info, shard, segments, result)
+                    .await;
+            }
+        }
+        // Only this worker's files: its siblings' uploads under the same prefix are theirs.
+        let owned = |key: &str| layout.is_data_of(key, &share);
+        match self.store.abort_uploads_under(layout.base(), &owned).await {
             Ok(0) => {}
             Ok(stale) => {
                 warn!(job_id = %job.job_id, uploads = stale, "aborted multipart uploads left by an earlier attempt")
@@ -172,9 +225,11 @@ impl Backup {
                 job_id: job.job_id.to_string(),
                 sequence: 0,
                 total_segments: segments,
+                shard,
                 started_at: started_at.to_rfc3339_opts(SecondsFormat::Millis, true),
                 elapsed_ms: 0,
-                segments: (0..segments)
+                segments: share
+                    .clone()
                     .map(|segment| SegmentCheckpoint {
                         segment,
                         position: Position::Start,
@@ -199,8 +254,11 @@ impl Backup {
                 next_file: state.next_file,
             });
         }
-        let budget = read_budget(job, &info)?;
+        // A job's read budget is shared evenly by its workers.
+        let budget =
+            read_budget(job, &info)?.map(|rcu| rcu / f64::from(shard.map_or(1, |s| s.workers)));
         info!(job_id = %job.job_id, table = %job.table, segments, format = %job.format,
+              worker = shard.map(|s| s.worker), workers = shard.map_or(1, |s| s.workers),
               compression = %job.compression, destination = %self.store.uri(layout.base()),
               leg = prior.sequence + 1, segments_left = starts.len(),
               read_budget_rcu = budget.unwrap_or(0.0), "backup started");
@@ -211,6 +269,7 @@ impl Backup {
             table: job.table.to_string(),
             job_id: job.job_id.to_string(),
             total_segments: segments,
+            worker: shard.map_or(0, |s| s.worker),
             consistent_read: job.consistent_read,
             format: job.format,
             compression: job.compression,
@@ -232,6 +291,7 @@ impl Backup {
             progress: self.progress.clone(),
             deadline,
             budget: budget.map(|rcu| Arc::new(ReadBudget::new(rcu))),
+            halt,
         });
         let results = match run_segments(&ctx, starts).await {
             Ok(results) => results,
@@ -243,7 +303,9 @@ impl Backup {
 
         let mut state = prior;
         for result in results {
-            let segment = &mut state.segments[result.segment as usize];
+            let segment = state
+                .segment_mut(result.segment)
+                .ok_or(Internal::SegmentOutsideShare(result.segment))?;
             segment.position = match &result.scan.end {
                 SegmentEnd::Paused { resume_key } => Position::After(key_to_json(resume_key)?),
                 SegmentEnd::Done => Position::Done,
@@ -259,7 +321,7 @@ impl Backup {
         if !state.is_complete() {
             state.sequence += 1;
             let body = serde_json::to_vec(&state).map_err(BackupError::Serialize)?;
-            let key = layout.checkpoint_key(state.sequence);
+            let key = layout.checkpoint_key(shard.map(|s| s.worker), state.sequence);
             self.store
                 .put_object(&key, Bytes::from(body), &JSON_META)
                 .await?;
@@ -276,8 +338,68 @@ impl Backup {
             .flat_map(|s| s.files.iter().cloned())
             .collect();
         files.sort_by(|a, b| a.key.cmp(&b.key));
+        if let Some(shard) = shard {
+            let result = WorkerResult {
+                version: FAN_OUT_VERSION,
+                job_id: job.job_id.to_string(),
+                worker: shard.worker,
+                started_at: state.started_at.clone(),
+                finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+                elapsed_ms: state.elapsed_ms,
+                legs: state.sequence + 1,
+                pages: state.segments.iter().map(|s| s.pages).sum(),
+                items: state.segments.iter().map(|s| s.items).sum(),
+                consumed_read_capacity: state.segments.iter().map(|s| s.consumed_capacity).sum(),
+                files,
+            };
+            self.record_result(&layout, &result).await?;
+            return self
+                .finish_fan_out(job, info, shard, segments, result)
+                .await;
+        }
+        let manifest = self.manifest(
+            job,
+            info,
+            &layout,
+            Completed {
+                started_at: state.started_at.clone(),
+                duration_ms: state.elapsed_ms,
+                consumed_read_capacity: state.segments.iter().map(|s| s.consumed_capacity).sum(),
+                segments,
+                workers: 1,
+                files,
+            },
+        );
+        let body = serde_json::to_vec_pretty(&manifest).map_err(BackupError::Serialize)?;
+        self.store
+            .put_object(&manifest_key, Bytes::from(body), &JSON_META)
+            .await?;
+        info!(job_id = %manifest.job_id, table = %manifest.table, items = manifest.item_count,
+              bytes = manifest.bytes, files = manifest.files.len(), segments,
+              legs = state.sequence + 1, consumed_rcu = manifest.consumed_read_capacity,
+              duration_ms = manifest.duration_ms,
+              manifest = %self.store.uri(&manifest_key), "backup complete");
+        Ok(LegOutcome::Complete(Box::new(manifest)))
+    }
+
+    /// The manifest of a complete backup of `job`.
+    pub(super) fn manifest(
+        &self,
+        job: &BackupJob,
+        info: TableInfo,
+        layout: &Layout,
+        done: Completed,
+    ) -> Manifest {
+        let Completed {
+            started_at,
+            duration_ms,
+            consumed_read_capacity,
+            segments,
+            workers,
+            files,
+        } = done;
         let finished_at = Utc::now();
-        let manifest = Manifest {
+        Manifest {
             version: MANIFEST_VERSION,
             job_id: job.job_id.to_string(),
             trigger: job.trigger.name().to_string(),
@@ -291,12 +413,13 @@ impl Backup {
             requested_at: job
                 .requested_at
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
-            started_at: state.started_at.clone(),
+            started_at,
             finished_at: finished_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            duration_ms: state.elapsed_ms,
+            duration_ms,
             item_count: files.iter().map(|f| f.item_count).sum(),
-            consumed_read_capacity: state.segments.iter().map(|s| s.consumed_capacity).sum(),
+            consumed_read_capacity,
             segments,
+            workers,
             consistent_read: job.consistent_read,
             location: self.store.uri(layout.base()),
             bytes: files.iter().map(|f| f.bytes).sum(),
@@ -308,18 +431,18 @@ impl Backup {
             local_secondary_indexes: info.local_secondary_indexes,
             files,
             tool: ToolInfo::default(),
-        };
-        let body = serde_json::to_vec_pretty(&manifest).map_err(BackupError::Serialize)?;
-        self.store
-            .put_object(&manifest_key, Bytes::from(body), &JSON_META)
-            .await?;
-        info!(job_id = %manifest.job_id, table = %manifest.table, items = manifest.item_count,
-              bytes = manifest.bytes, files = manifest.files.len(), segments,
-              legs = state.sequence + 1, consumed_rcu = manifest.consumed_read_capacity,
-              duration_ms = manifest.duration_ms,
-              manifest = %self.store.uri(&manifest_key), "backup complete");
-        Ok(LegOutcome::Complete(Box::new(manifest)))
+        }
     }
+}
+
+/// What a complete backup adds to the job and the table: the numbers of its manifest.
+pub(super) struct Completed {
+    pub(super) started_at: String,
+    pub(super) duration_ms: u64,
+    pub(super) consumed_read_capacity: f64,
+    pub(super) segments: u32,
+    pub(super) workers: u32,
+    pub(super) files: Vec<FileEntry>,
 }
 
 /// The job's read budget in RCU/s: the absolute figure, a percentage of the table's provisioned
@@ -346,8 +469,8 @@ fn read_budget(job: &BackupJob, info: &TableInfo) -> Result<Option<f64>, BudgetE
     })
 }
 
-/// Metadata of the JSON documents the pipeline writes (manifest, checkpoints).
-const JSON_META: ObjectMeta = ObjectMeta {
+/// Metadata of the JSON documents the pipeline writes (manifest, checkpoints, fan-out records).
+pub(super) const JSON_META: ObjectMeta = ObjectMeta {
     content_type: "application/json",
     content_encoding: None,
 };

@@ -28,6 +28,8 @@ pub(super) struct SegmentContext {
     pub(super) table: String,
     pub(super) job_id: String,
     pub(super) total_segments: u32,
+    /// The worker writing these segments (0 unless the job fanned out).
+    pub(super) worker: u32,
     pub(super) consistent_read: bool,
     pub(super) format: Format,
     pub(super) compression: Compression,
@@ -42,6 +44,8 @@ pub(super) struct SegmentContext {
     pub(super) deadline: Option<Instant>,
     /// The job's read budget, shared by every segment.
     pub(super) budget: Option<Arc<ReadBudget>>,
+    /// Turns true when the job failed in another worker: every segment stops.
+    pub(super) halt: Option<watch::Receiver<bool>>,
 }
 
 /// The key attributes, partition key first: the first columns of CSV and Parquet files.
@@ -91,7 +95,20 @@ pub(super) async fn run_segments(
     }
     let mut results = Vec::with_capacity(count);
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
+    let mut halt = ctx.halt.clone();
+    let mut halted = false;
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(joined) => joined,
+                None => break,
+            },
+            () = halted_elsewhere(&mut halt), if !halted => {
+                halted = true;
+                let _ = stop.send(true);
+                continue;
+            }
+        };
         let result = joined
             .map_err(|source| {
                 BackupError::from(Internal::Task {
@@ -112,8 +129,22 @@ pub(super) async fn run_segments(
     }
     match first_error {
         Some(err) => Err(err),
+        None if halted => Err(BackupError::Halted {
+            failure: ctx.store.uri(&ctx.layout.failure_key()),
+        }),
         None => Ok(results),
     }
+}
+
+/// Resolves once the job's halt signal turns true; never, without one (or once its sender is
+/// gone: nobody can halt the job any more).
+async fn halted_elsewhere(halt: &mut Option<watch::Receiver<bool>>) {
+    if let Some(halt) = halt {
+        if halt.wait_for(|h| *h).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 async fn run_segment(
@@ -363,6 +394,7 @@ impl SegmentOutput {
         self.files.push(FileEntry {
             key: file.key,
             segment: self.segment,
+            worker: self.ctx.worker,
             item_count: finished.items,
             bytes: finished.bytes,
             uncompressed_bytes: finished.uncompressed_bytes,

@@ -5,6 +5,8 @@
 //! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/data/seg-{segment:04}-{file:05}.{ext}` and
 //! `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/manifest.json`, and for a backup that spans several
 //! Lambda invocations, `{prefix}{table}/dt={YYYY-MM-DD}/{job_id}/checkpoints/{sequence:05}.json`.
+//! A job fanned out over several workers adds `plan.json`, `results/worker-{w:04}.json`,
+//! `checkpoints/worker-{w:04}/{sequence:05}.json` and, if it failed, `failed.json`.
 //! The date is the job's `requested_at` (UTC) and the job id is unique, so backups never overwrite
 //! each other, and `dt=` lets Athena or Glue treat dates as partitions.
 
@@ -19,6 +21,10 @@ use crate::model::table::{AttributeDefinition, IndexInfo, KeyElement};
 pub const MANIFEST_VERSION: u32 = 1;
 /// File name of the manifest inside a backup's directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of a fanned-out job's plan inside a backup's directory.
+pub const PLAN_FILE: &str = "plan.json";
+/// File name of a fanned-out job's failure record inside a backup's directory.
+pub const FAILURE_FILE: &str = "failed.json";
 
 /// Object keys of one backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +66,42 @@ impl Layout {
         format!("{}{MANIFEST_FILE}", self.base)
     }
 
-    /// Key of checkpoint `sequence` (from 1) of a backup that spans several legs.
-    pub fn checkpoint_key(&self, sequence: u32) -> String {
-        format!("{}checkpoints/{sequence:05}.json", self.base)
+    /// Key of checkpoint `sequence` (from 1) of a backup that spans several legs; each worker
+    /// of a fanned-out job keeps its own sequence.
+    pub fn checkpoint_key(&self, worker: Option<u32>, sequence: u32) -> String {
+        match worker {
+            None => format!("{}checkpoints/{sequence:05}.json", self.base),
+            Some(w) => format!("{}checkpoints/worker-{w:04}/{sequence:05}.json", self.base),
+        }
+    }
+
+    /// Key of the plan of a fanned-out job: its worker and segment counts, fixed once.
+    pub fn plan_key(&self) -> String {
+        format!("{}{PLAN_FILE}", self.base)
+    }
+
+    /// Prefix of the workers' results of a fanned-out job.
+    pub fn results_prefix(&self) -> String {
+        format!("{}results/", self.base)
+    }
+
+    /// Key of the result of `worker` of a fanned-out job, written once it has read its share.
+    pub fn result_key(&self, worker: u32) -> String {
+        format!("{}worker-{worker:04}.json", self.results_prefix())
+    }
+
+    /// Key of the failure record of a fanned-out job: its presence stops every worker.
+    pub fn failure_key(&self) -> String {
+        format!("{}{FAILURE_FILE}", self.base)
+    }
+
+    /// Whether `key` is a data file of one of `segments`: the files one worker owns.
+    pub fn is_data_of(&self, key: &str, segments: &std::ops::Range<u32>) -> bool {
+        key.strip_prefix(&self.base)
+            .and_then(|rest| rest.strip_prefix("data/seg-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|segment| segments.contains(&segment))
     }
 }
 
@@ -73,6 +112,9 @@ pub struct FileEntry {
     pub key: String,
     /// Scan segment that produced it.
     pub segment: u32,
+    /// The worker (0-based) that wrote it: 0 unless the job fanned out over several.
+    #[serde(default)]
+    pub worker: u32,
     /// Items in the file.
     pub item_count: u64,
     /// Stored size in bytes.
@@ -143,6 +185,9 @@ pub struct Manifest {
     pub consumed_read_capacity: f64,
     /// Scan segments.
     pub segments: u32,
+    /// Workers that shared the scan (1 unless the job fanned out).
+    #[serde(default = "one")]
+    pub workers: u32,
     /// Whether the scan was strongly consistent.
     pub consistent_read: bool,
     /// Where the backup lives (`s3://bucket/prefix/…/` or a directory).
@@ -165,6 +210,10 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// Writer of the manifest.
     pub tool: ToolInfo,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Manifest {

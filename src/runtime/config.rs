@@ -128,6 +128,13 @@ impl Settings {
         }
         defaults.segments = number("DDB_BACKUP_SEGMENTS", 1, MAX_SEGMENTS as u64)?
             .and_then(|n| NonZeroU32::new(n as u32));
+        if let Some(n) = number(
+            "DDB_BACKUP_MAX_WORKERS",
+            1,
+            u64::from(crate::model::job::MAX_WORKERS),
+        )? {
+            defaults.max_workers = n as u32;
+        }
         if let Some(v) = parse("DDB_BACKUP_CONSISTENT_READ", &|v| match v {
             "true" | "false" => Ok(()),
             _ => Err(format!("`{v}` is not true or false")),

@@ -8,7 +8,19 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
-use super::{CompletedPart, ObjectMeta, ObjectReader, ObjectStore, StoreError};
+use sha2::{Digest, Sha256};
+
+use super::{
+    CompletedPart, KeyFilter, ObjectMeta, ObjectReader, ObjectStore, Precondition, StoreError,
+};
+
+/// Conditional writes compare and write under this lock: a local directory is written by one
+/// process (the CLI), whose tasks it keeps from interleaving.
+static CONDITIONAL_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn tag_of(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
 
 /// Directory adapter. Multipart parts are kept in `<root>/.uploads/<id>/` until completed.
 #[derive(Debug, Clone)]
@@ -105,6 +117,72 @@ impl ObjectStore for LocalStore {
         self.write_atomically(key, Vec::new(), Some(body)).await
     }
 
+    async fn put_object_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        condition: Precondition<'_>,
+    ) -> Result<bool, StoreError> {
+        let _guard = CONDITIONAL_WRITES.lock().await;
+        let current = self.get_tagged(key).await?.map(|(_, tag)| tag);
+        let holds = match condition {
+            Precondition::Absent => current.is_none(),
+            Precondition::Unchanged(tag) => current.as_deref() == Some(tag),
+        };
+        if holds {
+            self.put_object(key, body, meta).await?;
+        }
+        Ok(holds)
+    }
+
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError> {
+        match self.get(key).await {
+            Ok(body) => {
+                let tag = tag_of(&body);
+                Ok(Some((body, tag)))
+            }
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // The deepest directory the prefix names, walked below; keys are `/`-joined.
+        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
+        let mut keys = Vec::new();
+        let mut pending = vec![dir_part.to_string()];
+        while let Some(dir) = pending.pop() {
+            let path = self.path(&dir);
+            let mut entries = match tokio::fs::read_dir(&path).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("listing", &path, e)),
+            };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|e| io_err("listing", &path, e))?
+            {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let key = format!("{dir}{name}");
+                let kind = entry
+                    .file_type()
+                    .await
+                    .map_err(|e| io_err("listing", &entry.path(), e))?;
+                if kind.is_dir() {
+                    if name != ".uploads" {
+                        pending.push(format!("{key}/"));
+                    }
+                } else if key.starts_with(prefix) && !name.contains(".tmp-") {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     async fn create_multipart(&self, key: &str, _meta: &ObjectMeta) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.upload_dir(&id);
@@ -164,7 +242,11 @@ impl ObjectStore for LocalStore {
         Ok(())
     }
 
-    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError> {
+    async fn abort_uploads_under(
+        &self,
+        prefix: &str,
+        owned: &KeyFilter<'_>,
+    ) -> Result<usize, StoreError> {
         let uploads = self.root.join(".uploads");
         let mut entries = match tokio::fs::read_dir(&uploads).await {
             Ok(entries) => entries,
@@ -181,7 +263,7 @@ impl ObjectStore for LocalStore {
             let key = tokio::fs::read_to_string(entry.path().join(UPLOAD_KEY_FILE))
                 .await
                 .unwrap_or_default();
-            if key.starts_with(prefix) {
+            if key.starts_with(prefix) && owned(&key) {
                 self.abort_multipart(&key, &id).await?;
                 aborted += 1;
             }
@@ -216,5 +298,69 @@ impl ObjectStore for LocalStore {
             }),
             Err(e) => Err(io_err("opening", &path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: ObjectMeta = ObjectMeta {
+        content_type: "application/json",
+        content_encoding: None,
+    };
+
+    #[tokio::test]
+    async fn conditional_writes_tags_and_lists_behave_as_on_s3() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let put = |body: &'static str, condition| {
+            let store = store.clone();
+            async move {
+                store
+                    .put_object_if("a/b/c.json", Bytes::from(body), &JSON, condition)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(put("first", Precondition::Absent).await);
+        assert!(!put("second", Precondition::Absent).await);
+        let (body, tag) = store.get_tagged("a/b/c.json").await.unwrap().unwrap();
+        assert_eq!(body, "first");
+        assert!(put("third", Precondition::Unchanged(&tag)).await);
+        assert!(!put("fourth", Precondition::Unchanged(&tag)).await);
+        assert_eq!(store.get("a/b/c.json").await.unwrap(), "third");
+        assert_eq!(store.get_tagged("a/none.json").await.unwrap(), None);
+
+        store
+            .put_object("a/b/d.json", Bytes::new(), &JSON)
+            .await
+            .unwrap();
+        store
+            .put_object("a/x.json", Bytes::new(), &JSON)
+            .await
+            .unwrap();
+        let id = store.create_multipart("a/b/e.json", &JSON).await.unwrap();
+        assert_eq!(
+            store.list("a/b/").await.unwrap(),
+            ["a/b/c.json", "a/b/d.json"],
+            "open uploads and other folders are not listed"
+        );
+        assert_eq!(store.list("a/").await.unwrap().len(), 3);
+        assert_eq!(store.list("a/b/c").await.unwrap(), ["a/b/c.json"]);
+        assert!(store.list("z/").await.unwrap().is_empty());
+        let aborted = store
+            .abort_uploads_under("a/", &|key: &str| key.ends_with("d.json"))
+            .await
+            .unwrap();
+        assert_eq!(aborted, 0, "an upload another worker owns is left alone");
+        assert_eq!(
+            store
+                .abort_uploads_under("a/", &|_: &str| true)
+                .await
+                .unwrap(),
+            1
+        );
+        let _ = id;
     }
 }

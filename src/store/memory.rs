@@ -6,21 +6,34 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{CompletedPart, ObjectMeta, ObjectReader, ObjectStore, StoreError};
+use super::{
+    CompletedPart, KeyFilter, ObjectMeta, ObjectReader, ObjectStore, Precondition, StoreError,
+};
 use crate::aws::FailureKind;
 
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, (Bytes, ObjectMeta)>,
+    /// Version tags of objects, bumped on every write.
+    tags: HashMap<String, u64>,
+    next_tag: u64,
     uploads: HashMap<String, (String, ObjectMeta, BTreeMap<i32, Bytes>)>,
 }
 
-/// Objects in a map. With `discard_data`, bodies are dropped (except manifests), so a
-/// benchmark of a million items keeps flat memory.
+/// Objects in a map. With `discard_data`, the bodies of data files (keys with `/data/` in them)
+/// are dropped, so a benchmark of a million items keeps flat memory.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     discard_data: bool,
+}
+
+impl State {
+    fn insert(&mut self, key: &str, body: Bytes, meta: ObjectMeta) {
+        self.next_tag += 1;
+        self.tags.insert(key.to_string(), self.next_tag);
+        self.objects.insert(key.to_string(), (body, meta));
+    }
 }
 
 impl MemoryStore {
@@ -58,7 +71,7 @@ impl MemoryStore {
     }
 
     fn keep(&self, body: Bytes, key: &str) -> Bytes {
-        if self.discard_data && !key.ends_with(crate::model::manifest::MANIFEST_FILE) {
+        if self.discard_data && key.contains("/data/") {
             Bytes::new()
         } else {
             body
@@ -87,10 +100,47 @@ impl ObjectStore for MemoryStore {
         meta: &ObjectMeta,
     ) -> Result<(), StoreError> {
         let body = self.keep(body, key);
-        self.lock()
-            .objects
-            .insert(key.to_string(), (body, meta.clone()));
+        self.lock().insert(key, body, meta.clone());
         Ok(())
+    }
+
+    async fn put_object_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        condition: Precondition<'_>,
+    ) -> Result<bool, StoreError> {
+        let body = self.keep(body, key);
+        let mut state = self.lock();
+        let current = state.tags.get(key).map(u64::to_string);
+        let holds = match condition {
+            Precondition::Absent => current.is_none(),
+            Precondition::Unchanged(tag) => current.as_deref() == Some(tag),
+        };
+        if holds {
+            state.insert(key, body, meta.clone());
+        }
+        Ok(holds)
+    }
+
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .objects
+            .get(key)
+            .map(|(body, _)| (body.clone(), state.tags[key].to_string())))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .lock()
+            .objects
+            .range(prefix.to_string()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
@@ -151,9 +201,7 @@ impl ObjectStore for MemoryStore {
             })?;
             body.extend_from_slice(bytes);
         }
-        state
-            .objects
-            .insert(key.to_string(), (Bytes::from(body), meta));
+        state.insert(key, Bytes::from(body), meta);
         Ok(())
     }
 
@@ -162,12 +210,16 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
-    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError> {
+    async fn abort_uploads_under(
+        &self,
+        prefix: &str,
+        owned: &KeyFilter<'_>,
+    ) -> Result<usize, StoreError> {
         let mut state = self.lock();
         let before = state.uploads.len();
         state
             .uploads
-            .retain(|_, (key, _, _)| !key.starts_with(prefix));
+            .retain(|_, (key, _, _)| !(key.starts_with(prefix) && owned(key)));
         Ok(before - state.uploads.len())
     }
 

@@ -176,9 +176,33 @@ pub trait ObjectStore: Send + Sync {
     /// Discards an unfinished upload and its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
 
-    /// Aborts every unfinished multipart upload whose key starts with `prefix` and returns how
-    /// many there were: the leftovers of an attempt that was killed before it could abort them.
-    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError>;
+    /// Aborts every unfinished multipart upload whose key starts with `prefix` and that `owned`
+    /// accepts, and returns how many there were: the leftovers of an attempt that was killed
+    /// before it could abort them. `owned` keeps one worker of a fanned-out job from aborting
+    /// the uploads its siblings have open under the same prefix.
+    async fn abort_uploads_under(
+        &self,
+        prefix: &str,
+        owned: &KeyFilter<'_>,
+    ) -> Result<usize, StoreError>;
+
+    /// Stores a small object only if `condition` holds, in one request that no concurrent
+    /// writer can interleave with (S3 conditional writes). `Ok(false)` when the condition did
+    /// not hold and nothing was written: how the workers of one job agree on who writes what.
+    async fn put_object_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        condition: Precondition<'_>,
+    ) -> Result<bool, StoreError>;
+
+    /// Reads a small object with its version tag (S3's ETag), for a later
+    /// [`Precondition::Unchanged`]; `None` when there is no such object.
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError>;
+
+    /// Keys of the objects under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
     /// Whether an object exists (manifest checks).
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
@@ -188,6 +212,18 @@ pub trait ObjectStore: Send + Sync {
 
     /// Streams an object, so that verify and restore read files of any size in flat memory.
     async fn open(&self, key: &str) -> Result<ObjectReader, StoreError>;
+}
+
+/// Which keys an operation may touch.
+pub type KeyFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
+
+/// When a conditional write may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition<'a> {
+    /// No object exists at the key (`If-None-Match: *`): the first writer wins.
+    Absent,
+    /// The object is still the version with this tag (`If-Match`): compare-and-swap.
+    Unchanged(&'a str),
 }
 
 /// A stored object being read.

@@ -6,7 +6,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload};
 use bytes::Bytes;
 
-use super::{CompletedPart, ObjectMeta, ObjectReader, ObjectStore, StoreError};
+use super::{
+    CompletedPart, KeyFilter, ObjectMeta, ObjectReader, ObjectStore, Precondition, StoreError,
+};
 use crate::aws::{error_facts, FailureKind};
 use crate::model::job::BucketName;
 
@@ -151,6 +153,103 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn put_object_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        condition: Precondition<'_>,
+    ) -> Result<bool, StoreError> {
+        // S3 answers 409 ConditionalRequestConflict when two conditional writes of one key race;
+        // the request is then simply sent again, and one of the writers sees 412.
+        let mut conflicts = 0;
+        loop {
+            let request = self
+                .client
+                .put_object()
+                .bucket(self.bucket.as_str())
+                .key(key)
+                .body(ByteStream::from(body.clone()))
+                .content_type(meta.content_type)
+                .set_content_encoding(meta.content_encoding.map(str::to_string))
+                .server_side_encryption(self.sse_algorithm())
+                .set_ssekms_key_id(self.kms_key())
+                .set_expected_bucket_owner(self.expected_owner.clone())
+                .checksum_algorithm(ChecksumAlgorithm::Crc32);
+            let request = match condition {
+                Precondition::Absent => request.if_none_match("*"),
+                Precondition::Unchanged(tag) => request.if_match(tag),
+            };
+            match request.send().await {
+                Ok(_) => return Ok(true),
+                Err(err) => {
+                    let facts = error_facts(&err);
+                    match facts.status {
+                        Some(412) => return Ok(false),
+                        Some(409) if conflicts < 3 => conflicts += 1,
+                        _ => return Err(self.fail("PutObject", key, err)),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError> {
+        let object = match self.get_object(key).await {
+            Ok(object) => object,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let tag = object.e_tag.clone().ok_or_else(|| {
+            StoreError::request(
+                "GetObject",
+                self.uri(key),
+                FailureKind::ServerError,
+                "response carried no ETag",
+            )
+        })?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Request {
+                operation: "GetObject",
+                target: self.uri(key),
+                kind: FailureKind::Unreachable,
+                message: "the object's body could not be read to its end".to_string(),
+                source: Some(e.into()),
+            })?;
+        Ok(Some((body.into_bytes(), tag)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(self.bucket.as_str())
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .set_expected_bucket_owner(self.expected_owner.clone())
+                .send()
+                .await
+                .map_err(|e| self.fail("ListObjectsV2", prefix, e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
         let out = self
             .client
@@ -249,7 +348,11 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError> {
+    async fn abort_uploads_under(
+        &self,
+        prefix: &str,
+        owned: &KeyFilter<'_>,
+    ) -> Result<usize, StoreError> {
         let mut aborted = 0;
         let (mut key_marker, mut id_marker) = (None, None);
         loop {
@@ -266,6 +369,9 @@ impl ObjectStore for S3Store {
                 .map_err(|e| self.fail("ListMultipartUploads", prefix, e))?;
             for upload in page.uploads() {
                 if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+                    if !owned(key) {
+                        continue;
+                    }
                     self.abort_multipart(key, id).await?;
                     aborted += 1;
                 }

@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::FailureKind;
 use crate::model::job::{BackupJob, JobId, Prefix};
-use crate::store::{ObjectMeta, ObjectStore, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, Precondition, StoreError};
+
+const JSON: ObjectMeta = ObjectMeta {
+    content_type: "application/json",
+    content_encoding: None,
+};
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +73,12 @@ pub struct JobStatus {
     /// Whether the summary email went out (so a redelivery after a crash sends it once).
     #[serde(default)]
     pub notified: bool,
+    /// Workers sharing the job, when it fanned out over several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
+    /// Workers that have read their share, when it fanned out over several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers_done: Option<u32>,
 }
 
 impl JobStatus {
@@ -91,6 +102,17 @@ impl JobStatus {
             error: None,
             will_retry: None,
             notified: false,
+            workers: None,
+            workers_done: None,
+        }
+    }
+
+    /// Whether nothing more will happen to the job: complete, or failed with no retry to come.
+    pub fn is_final(&self) -> bool {
+        match self.state {
+            JobState::Complete => true,
+            JobState::Failed => self.will_retry != Some(true),
+            JobState::Queued | JobState::Running => false,
         }
     }
 }
@@ -132,28 +154,74 @@ impl StatusBoard {
             )
         })?;
         self.store
-            .put_object(
-                &self.key(&status.job_id),
-                Bytes::from(body),
-                &ObjectMeta {
-                    content_type: "application/json",
-                    content_encoding: None,
-                },
-            )
+            .put_object(&self.key(&status.job_id), Bytes::from(body), &JSON)
             .await
+    }
+
+    /// Changes the status of `job_id` by `change`, which sees the current document (`None`:
+    /// none yet) and returns the new one, or `None` to leave it. Compare-and-swap: when another
+    /// worker of the same job wrote in between, `change` runs again on what that worker wrote,
+    /// so concurrent workers never undo each other (a late "running" never hides "complete").
+    pub async fn update(
+        &self,
+        job_id: &str,
+        change: impl Fn(Option<JobStatus>) -> Option<JobStatus>,
+    ) -> Result<(), StoreError> {
+        const ATTEMPTS: usize = 8;
+        let key = self.key(job_id);
+        for _ in 0..ATTEMPTS {
+            let (current, tag) = match self.store.get_tagged(&key).await? {
+                Some((body, tag)) => (Some(self.parse(&key, &body)?), Some(tag)),
+                None => (None, None),
+            };
+            let Some(mut status) = change(current) else {
+                return Ok(());
+            };
+            status.updated_at = now();
+            let body = serde_json::to_vec(&status).map_err(|e| {
+                StoreError::request(
+                    "PutObject",
+                    key.clone(),
+                    FailureKind::Rejected,
+                    e.to_string(),
+                )
+            })?;
+            let condition = match &tag {
+                Some(tag) => Precondition::Unchanged(tag),
+                None => Precondition::Absent,
+            };
+            if self
+                .store
+                .put_object_if(&key, Bytes::from(body), &JSON, condition)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::request(
+            "PutObject",
+            self.store.uri(&key),
+            FailureKind::Throttled,
+            format!("the status changed under {ATTEMPTS} attempts in a row"),
+        ))
+    }
+
+    fn parse(&self, key: &str, body: &[u8]) -> Result<JobStatus, StoreError> {
+        serde_json::from_slice(body).map_err(|e| {
+            StoreError::request(
+                "GetObject",
+                self.store.uri(key),
+                FailureKind::Rejected,
+                format!("not a job status document: {e}"),
+            )
+        })
     }
 
     /// The status of `job_id`, or `None` when no such job was ever seen.
     pub async fn get(&self, job_id: &JobId) -> Result<Option<JobStatus>, StoreError> {
-        match self.store.get(&self.key(job_id.as_str())).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                StoreError::request(
-                    "GetObject",
-                    self.store.uri(&self.key(job_id.as_str())),
-                    FailureKind::Rejected,
-                    format!("not a job status document: {e}"),
-                )
-            }),
+        let key = self.key(job_id.as_str());
+        match self.store.get(&key).await {
+            Ok(bytes) => self.parse(&key, &bytes).map(Some),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(err) => Err(err),
         }

@@ -352,8 +352,27 @@ impl ObjectStore for FailingPartStore {
     async fn abort_multipart(&self, key: &str, id: &str) -> Result<(), StoreError> {
         self.inner.abort_multipart(key, id).await
     }
-    async fn abort_uploads_under(&self, prefix: &str) -> Result<usize, StoreError> {
-        self.inner.abort_uploads_under(prefix).await
+    async fn abort_uploads_under(
+        &self,
+        prefix: &str,
+        owned: &ddb_backup::store::KeyFilter<'_>,
+    ) -> Result<usize, StoreError> {
+        self.inner.abort_uploads_under(prefix, owned).await
+    }
+    async fn put_object_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+        condition: ddb_backup::store::Precondition<'_>,
+    ) -> Result<bool, StoreError> {
+        self.inner.put_object_if(key, body, meta, condition).await
+    }
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError> {
+        self.inner.get_tagged(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
     }
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         self.inner.exists(key).await

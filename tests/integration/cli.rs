@@ -280,6 +280,8 @@ async fn enqueue_puts_a_validated_job_on_the_queue_that_the_worker_accepts() {
         "ops@example.com,dba@example.com",
         "--read-budget",
         "50",
+        "--workers",
+        "4",
     ]);
     assert!(
         out.status.success(),
@@ -305,6 +307,7 @@ async fn enqueue_puts_a_validated_job_on_the_queue_that_the_worker_accepts() {
     assert_eq!(job.compression, ddb_backup::Compression::Zstd);
     assert_eq!(job.notify.len(), 2);
     assert_eq!(job.read_budget.map(|b| b.get()), Some(50.0));
+    assert_eq!(job.workers.map(|w| w.get()), Some(4));
 
     // A bad job is refused before anything is sent.
     let out = cli(&["enqueue", "--queue-url", &queue, "--table", "x"]);

@@ -11,6 +11,7 @@ mod common;
 
 mod backup;
 mod cli;
+mod fan_out;
 mod fault_injection;
 mod independent_readers;
 mod lambda_runtime;

@@ -113,15 +113,22 @@ async fn a_job_split_into_legs_at_deadlines_covers_every_item_exactly_once() {
         legs += 1;
         // A deadline already past: each leg reads one page per segment, then stops.
         match backup
-            .run_leg(&job, resume.take(), Some(Instant::now()))
+            .run_leg(
+                &job,
+                Leg {
+                    resume: resume.take(),
+                    deadline: Some(Instant::now()),
+                    ..Leg::default()
+                },
+            )
             .await
             .unwrap()
         {
             LegOutcome::Complete(manifest) => break manifest,
             LegOutcome::Suspended(checkpoint) => {
                 assert_eq!(checkpoint.sequence, legs);
-                let stored = store.get(&layout.checkpoint_key(legs)).await.unwrap();
-                let reread = Checkpoint::from_json(&stored, job.job_id.as_str()).unwrap();
+                let stored = store.get(&layout.checkpoint_key(None, legs)).await.unwrap();
+                let reread = Checkpoint::from_json(&stored, job.job_id.as_str(), None).unwrap();
                 assert_eq!(reread, checkpoint);
                 assert!(
                     !store.keys().iter().any(|k| k.ends_with(MANIFEST_FILE)),
@@ -129,6 +136,7 @@ async fn a_job_split_into_legs_at_deadlines_covers_every_item_exactly_once() {
                 );
                 resume = Some(reread);
             }
+            LegOutcome::ShardDone { .. } => panic!("a whole job ended as a share"),
         }
     };
     // 333 or 334 items per segment at 100 per page: 4 pages, so 4 legs of one file each.
@@ -149,7 +157,7 @@ async fn a_job_split_into_legs_at_deadlines_covers_every_item_exactly_once() {
     }
     assert_eq!(sorted_by_id(seen), sorted_by_id(items));
     assert_eq!(store.open_uploads(), 0);
-    let err = backup.run_leg(&job, None, None).await.unwrap_err();
+    let err = backup.run_leg(&job, Leg::default()).await.unwrap_err();
     assert!(matches!(err, BackupError::AlreadyComplete { .. }), "{err}");
 }
 

@@ -108,7 +108,7 @@ pub(crate) struct JobFlags {
     /// Column compression of Parquet files (default zstd).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ParquetCompression::ALL.map(|c| c.name())))]
     pub(crate) parquet_compression: Option<String>,
-    /// Parallel scan segments, 1 to 1000 (default: chosen from the table's size).
+    /// Parallel scan segments, 1 to 1000 per worker (default: chosen from the table's size).
     #[arg(long)]
     pub(crate) segments: Option<i64>,
     /// Strongly consistent scan (uses twice the read capacity).
@@ -169,6 +169,10 @@ pub(crate) struct EnqueueArgs {
     /// Summary email recipients, comma-separated (default: DDB_BACKUP_NOTIFY).
     #[arg(long, value_delimiter = ',')]
     pub(crate) notify: Option<Vec<String>>,
+    /// Workers (Lambda invocations) sharing the scan, 1 to DDB_BACKUP_MAX_WORKERS
+    /// (default: one per 10 GiB of table).
+    #[arg(long)]
+    pub(crate) workers: Option<i64>,
 }
 
 #[derive(Args)]

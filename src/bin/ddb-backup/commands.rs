@@ -33,6 +33,7 @@ pub(crate) async fn enqueue(
         })?;
     let mut request = args.job.into_request(Trigger::Manual)?;
     request.notify = args.notify;
+    request.workers = args.workers;
     let job = request.into_job(&settings.defaults, None)?;
     let aws = AwsContext::load(options).await;
     let body = serde_json::to_string(&job.to_request())?;

@@ -15,9 +15,15 @@ pub use values::{
     BucketName, EmailAddress, InvalidValue, JobId, Prefix, ReadBudgetLimit, TableName,
 };
 
-/// Largest `segments` a job may ask for. DynamoDB accepts up to 1,000,000, but every segment costs
-/// at least one request and its own buffers; past a thousand nothing gets faster.
+/// Largest `segments` one worker may be given. DynamoDB accepts up to 1,000,000 per scan, but
+/// every segment costs at least one request and its own buffers; past a thousand in one worker
+/// nothing gets faster. A job fanned out over `workers` may ask for this many per worker.
 pub const MAX_SEGMENTS: u32 = 1000;
+/// Largest `workers` a job may ask for: one backup spread over this many Lambda invocations.
+pub const MAX_WORKERS: u32 = 1000;
+/// Default ceiling on the workers of one job (`DDB_BACKUP_MAX_WORKERS`): enough for 1 TB at the
+/// size rule of [`crate::model::fan_out::workers_for`].
+pub const DEFAULT_MAX_WORKERS: u32 = 100;
 /// Largest read budget a job may ask for, in RCU/s (far above any table's need; a typo guard).
 pub const MAX_READ_BUDGET: f64 = 1_000_000.0;
 
@@ -45,6 +51,9 @@ pub struct JobRequest {
     /// Parallel scan segments; chosen from the table's size when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<i64>,
+    /// Workers (Lambda invocations) sharing the scan; chosen from the table's size when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<i64>,
     /// Destination bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
@@ -117,6 +126,8 @@ pub struct JobDefaults {
     pub compression: Compression,
     /// Segments when the job gives none (`None`: chosen from the table's size).
     pub segments: Option<NonZeroU32>,
+    /// Ceiling on `workers`, given or chosen (`DDB_BACKUP_MAX_WORKERS`).
+    pub max_workers: u32,
     /// Consistent read when the job does not say.
     pub consistent_read: bool,
     /// Read budget (RCU/s) when the job gives none.
@@ -138,6 +149,7 @@ impl Default for JobDefaults {
             format: Format::DynamodbJson,
             compression: Compression::Gzip,
             segments: None,
+            max_workers: DEFAULT_MAX_WORKERS,
             consistent_read: false,
             read_budget: None,
             read_budget_percent: None,
@@ -190,6 +202,8 @@ pub struct BackupJob {
     pub parquet_compression: ParquetCompression,
     /// Explicit segment count, or `None` to choose from the table's size.
     pub segments: Option<NonZeroU32>,
+    /// Explicit worker count, or `None` to choose from the table's size.
+    pub workers: Option<NonZeroU32>,
     /// Where files go.
     pub destination: Destination,
     /// Strongly consistent scan.
@@ -314,9 +328,13 @@ impl JobRequest {
                 )
             })?,
         };
+        let workers = match self.workers {
+            None => None,
+            Some(n) => Some(validate_workers(n, defaults.max_workers)?),
+        };
         let segments = match self.segments {
             None => defaults.segments,
-            Some(n) => Some(validate_segments(n)?),
+            Some(n) => Some(validate_segments(n, workers)?),
         };
         let prefix = match self.prefix {
             Some(p) => Prefix::new(&p).map_err(|m| JobError::field_error("prefix", m))?,
@@ -415,6 +433,7 @@ impl JobRequest {
             compression,
             parquet_compression,
             segments,
+            workers,
             destination,
             consistent_read: self.consistent_read.unwrap_or(defaults.consistent_read),
             read_budget: match self.read_budget.or(defaults.read_budget) {
@@ -458,6 +477,7 @@ impl BackupJob {
             parquet_compression: (self.format == Format::Parquet)
                 .then_some(self.parquet_compression),
             segments: self.segments.map(|n| i64::from(n.get())),
+            workers: self.workers.map(|n| i64::from(n.get())),
             bucket,
             prefix: Some(prefix.to_string()),
             consistent_read: Some(self.consistent_read),
@@ -474,15 +494,43 @@ impl BackupJob {
     }
 }
 
-fn validate_segments(n: i64) -> Result<NonZeroU32, JobError> {
+fn validate_segments(n: i64, workers: Option<NonZeroU32>) -> Result<NonZeroU32, JobError> {
+    let workers = workers.map_or(1, NonZeroU32::get);
+    let most = MAX_SEGMENTS * workers;
+    let segments = u32::try_from(n)
+        .ok()
+        .filter(|n| *n <= most)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            let per_worker = if workers > 1 {
+                format!(" ({MAX_SEGMENTS} for each of {workers} workers)")
+            } else {
+                String::new()
+            };
+            JobError::field_error(
+                "segments",
+                format!("must be a whole number from 1 to {most}{per_worker}, got {n}; leave it out to size it from the table"),
+            )
+        })?;
+    if segments.get() < workers {
+        return Err(JobError::field_error(
+            "segments",
+            format!("{segments} segments cannot be shared by {workers} workers: give at least one segment per worker, or leave `segments` out"),
+        ));
+    }
+    Ok(segments)
+}
+
+fn validate_workers(n: i64, max_workers: u32) -> Result<NonZeroU32, JobError> {
+    let most = max_workers.clamp(1, MAX_WORKERS);
     u32::try_from(n)
         .ok()
-        .filter(|n| *n <= MAX_SEGMENTS)
+        .filter(|n| *n <= most)
         .and_then(NonZeroU32::new)
         .ok_or_else(|| {
             JobError::field_error(
-                "segments",
-                format!("must be a whole number from 1 to {MAX_SEGMENTS}, got {n}; leave it out to size it from the table"),
+                "workers",
+                format!("must be a whole number from 1 to {most} (DDB_BACKUP_MAX_WORKERS), got {n}; leave it out to size it from the table"),
             )
         })
 }

@@ -251,6 +251,7 @@ fn the_documented_schema_matches_the_job_the_code_accepts() {
         compression: Some(Compression::Zstd),
         parquet_compression: Some(ParquetCompression::Snappy),
         segments: Some(1),
+        workers: Some(1),
         bucket: Some("b".repeat(3)),
         prefix: Some("p/".into()),
         consistent_read: Some(true),
@@ -295,6 +296,68 @@ fn the_documented_schema_matches_the_job_the_code_accepts() {
             "{trigger}"
         );
     }
-    assert_eq!(properties["segments"]["maximum"], MAX_SEGMENTS);
+    assert_eq!(
+        properties["segments"]["maximum"],
+        MAX_SEGMENTS * MAX_WORKERS
+    );
+    assert_eq!(properties["workers"]["maximum"], MAX_WORKERS);
     assert_eq!(properties["notify"]["maxItems"], MAX_RECIPIENTS);
+}
+
+#[test]
+fn workers_are_bounded_by_the_configured_ceiling_and_share_at_least_one_segment_each() {
+    let parse = |json: &str, max_workers: u32| {
+        BackupJob::parse(
+            json,
+            &JobDefaults {
+                max_workers,
+                ..defaults()
+            },
+        )
+    };
+    let job = parse(r#"{"table":"tbl","workers":4,"segments":4000}"#, 100).unwrap();
+    assert_eq!(job.workers.map(|w| w.get()), Some(4));
+    assert_eq!(job.to_request().workers, Some(4));
+    for (json, max, field, says) in [
+        (
+            r#"{"table":"tbl","workers":0}"#,
+            100,
+            "workers",
+            "from 1 to 100",
+        ),
+        (
+            r#"{"table":"tbl","workers":101}"#,
+            100,
+            "workers",
+            "DDB_BACKUP_MAX_WORKERS",
+        ),
+        (
+            r#"{"table":"tbl","workers":20}"#,
+            10,
+            "workers",
+            "from 1 to 10",
+        ),
+        (
+            r#"{"table":"tbl","workers":4,"segments":3}"#,
+            100,
+            "segments",
+            "one segment per worker",
+        ),
+        (
+            r#"{"table":"tbl","workers":2,"segments":2001}"#,
+            100,
+            "segments",
+            "1000 for each of 2 workers",
+        ),
+        (
+            r#"{"table":"tbl","segments":1001}"#,
+            100,
+            "segments",
+            "from 1 to 1000,",
+        ),
+    ] {
+        let err = parse(json, max).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{json}: {err}");
+        assert!(err.to_string().contains(says), "{json}: {err}");
+    }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::model::fan_out::Shard;
 use crate::model::job::{BackupJob, JobDefaults, JobError, JobId, JobRequest};
 
 /// One queue message, as much as the worker needs of it.
@@ -41,35 +42,48 @@ impl QueueMessage {
     }
 }
 
-/// What a message asks for: a job, possibly continuing from a checkpoint.
+/// What a message asks for: a job, or one worker's share of it, possibly continuing from a
+/// checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkOrder {
     /// The validated job.
     pub job: BackupJob,
-    /// The checkpoint this message continues from (`None` for a new job).
+    /// The checkpoint this message continues from (`None` for a new job or share).
     pub continuation: Option<u32>,
+    /// The worker's share of a fanned-out job (`None` for the whole job).
+    pub shard: Option<Shard>,
 }
 
-/// The wire form of a continuation message: `{"continuation": 3, "job": {…}}`. The job carries
-/// every field explicitly (including `job_id` and `requested_at`), so the next leg writes to the
-/// same place whatever that worker's defaults are.
+/// The wire form of the messages the worker writes: a shard `{"worker": 2, "job": {…}}`, a
+/// continuation `{"continuation": 3, "job": {…}}`, or a shard's continuation with both. The job
+/// carries every field explicitly (including `job_id`, `requested_at` and, for a shard,
+/// `workers` and `segments`), so the next leg writes to the same place whatever that worker's
+/// defaults are.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ContinuationMessage {
+pub struct Envelope {
+    /// The worker (from 0) whose share this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
     /// Sequence number of the checkpoint to resume from.
-    pub continuation: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<u32>,
     /// The job.
     pub job: JobRequest,
 }
 
 impl WorkOrder {
-    /// Parses a message body. A job message is the job JSON of docs/job.md; a continuation is
-    /// recognized by its `continuation` field. Fields the job leaves out come from `defaults`,
-    /// except `job_id` and `requested_at`, which come from the message so that a redelivered
-    /// message is the same job.
+    /// Parses a message body. A job message is the job JSON of docs/job.md; a shard or a
+    /// continuation is recognized by its `worker` or `continuation` field. Fields the job leaves
+    /// out come from `defaults`, except `job_id` and `requested_at`, which come from the message
+    /// so that a redelivered message is the same job.
     pub fn parse(message: &QueueMessage, defaults: &JobDefaults) -> Result<WorkOrder, JobError> {
-        let (mut request, continuation) = match continuation_parts(&message.body)? {
-            Some((sequence, job)) => (
+        let (mut request, continuation, worker) = match envelope_parts(&message.body)? {
+            Some(Parts {
+                continuation,
+                worker,
+                job,
+            }) => (
                 JobRequest::from_json(&job).map_err(|e| match e {
                     JobError::Field { field, message } => JobError::Field {
                         field: if field == "." {
@@ -81,16 +95,36 @@ impl WorkOrder {
                     },
                     other => other,
                 })?,
-                Some(sequence),
+                continuation,
+                worker,
             ),
-            None => (JobRequest::from_json(&message.body)?, None),
+            None => (JobRequest::from_json(&message.body)?, None, None),
         };
-        if continuation.is_some() && (request.job_id.is_none() || request.requested_at.is_none()) {
+        let written_by_worker = continuation.is_some() || worker.is_some();
+        if written_by_worker && (request.job_id.is_none() || request.requested_at.is_none()) {
             return Err(JobError::Field {
                 field: "job".to_string(),
-                message: "a continuation must carry the job's job_id and requested_at; it is written by the worker, not by hand".to_string(),
+                message: "a continuation or shard must carry the job's job_id and requested_at; it is written by the worker, not by hand".to_string(),
             });
         }
+        let shard = match worker {
+            None => None,
+            Some(worker) => {
+                let (Some(workers), Some(_)) = (request.workers, request.segments) else {
+                    return Err(JobError::Field {
+                        field: "job".to_string(),
+                        message: "a shard must carry the job's workers and segments; it is written by the worker, not by hand".to_string(),
+                    });
+                };
+                let workers = u32::try_from(workers).unwrap_or(0);
+                Some(
+                    Shard::new(worker, workers).map_err(|message| JobError::Field {
+                        field: "worker".to_string(),
+                        message,
+                    })?,
+                )
+            }
+        };
         if request.job_id.is_none() && JobId::new(&message.id).is_ok() {
             request.job_id = Some(message.id.clone());
         }
@@ -102,18 +136,27 @@ impl WorkOrder {
         Ok(WorkOrder {
             job: request.into_job(defaults, None)?,
             continuation,
+            shard,
         })
     }
 }
 
-/// Splits a continuation into its sequence number and job JSON; `None` for a plain job.
-fn continuation_parts(body: &str) -> Result<Option<(u32, String)>, JobError> {
+/// A message the worker wrote, taken apart.
+struct Parts {
+    continuation: Option<u32>,
+    worker: Option<u32>,
+    job: String,
+}
+
+/// Splits a shard or continuation into its numbers and job JSON; `None` for a plain job.
+fn envelope_parts(body: &str) -> Result<Option<Parts>, JobError> {
     let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(body) else {
         return Ok(None);
     };
-    let Some(sequence) = fields.remove("continuation") else {
+    let (sequence, worker) = (fields.remove("continuation"), fields.remove("worker"));
+    if sequence.is_none() && worker.is_none() {
         return Ok(None);
-    };
+    }
     let field = |field: &str, message: String| JobError::Field {
         field: field.to_string(),
         message,
@@ -121,23 +164,44 @@ fn continuation_parts(body: &str) -> Result<Option<(u32, String)>, JobError> {
     if let Some(other) = fields.keys().find(|k| k.as_str() != "job") {
         return Err(field(
             other,
-            "unknown field in a continuation; expected only `continuation` and `job`".to_string(),
+            "unknown field in a shard or continuation; expected only `worker`, `continuation` and `job`".to_string(),
         ));
     }
-    let sequence = sequence
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| {
-            field(
-                "continuation",
-                format!("expected a checkpoint number from 1, got {sequence}"),
-            )
-        })?;
+    let continuation = sequence
+        .map(|sequence| {
+            sequence
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    field(
+                        "continuation",
+                        format!("expected a checkpoint number from 1, got {sequence}"),
+                    )
+                })
+        })
+        .transpose()?;
+    let worker = worker
+        .map(|worker| {
+            worker
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    field(
+                        "worker",
+                        format!("expected a worker number from 0, got {worker}"),
+                    )
+                })
+        })
+        .transpose()?;
     let job = fields
         .remove("job")
-        .ok_or_else(|| field("job", "required in a continuation".to_string()))?;
-    Ok(Some((sequence, job.to_string())))
+        .ok_or_else(|| field("job", "required in a shard or continuation".to_string()))?;
+    Ok(Some(Parts {
+        continuation,
+        worker,
+        job: job.to_string(),
+    }))
 }
 
 /// Lambda's longest invocation.

@@ -1,9 +1,11 @@
-//! The SQS worker: one message, one job. It parses the message into a [`BackupJob`], runs the
-//! pipeline until done or until the invocation's deadline nears, then reports. Every message gets
-//! exactly one of five dispositions, and the Lambda handler turns them into a partial batch
-//! response, so one bad or failing message never fails the others:
+//! The SQS worker: one message, one job or one worker's share of it. It parses the message into a
+//! [`WorkOrder`], runs the pipeline until done or until the invocation's deadline nears, then
+//! reports. Every message gets exactly one of seven dispositions, and the Lambda handler turns
+//! them into a partial batch response, so one bad or failing message never fails the others:
 //!
 //! - `done`: the backup is complete (manifest written, email sent);
+//! - `fanned_out`: a job for several workers; one shard message per worker is on the queue;
+//! - `shard_done`: this worker's share is recorded; another worker completes the job;
 //! - `skipped`: the job was already complete (a redelivery): acknowledged, no second email;
 //! - `continued`: the deadline came first; a checkpoint is stored and a continuation message
 //!   carries the job to the next invocation;
@@ -14,18 +16,24 @@
 //! Idempotency: SQS delivers at least once. A job's object keys follow from its `job_id` and
 //! `requested_at` (for a message without them: the SQS message id and its sent time, both stable
 //! across redeliveries); a job whose manifest exists is skipped, and any delivery resumes from
-//! the newest checkpoint.
+//! the newest checkpoint. A fanned-out job keeps these guarantees per share (see
+//! [`crate::backup::fan_out`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use std::num::NonZeroU32;
+
+use futures::StreamExt;
 
 use crate::backup::checkpoint::Checkpoint;
-use crate::backup::pipeline::{Backup, BackupError, LegOutcome, Tuning};
-use crate::model::job::{Destination, EmailAddress, JobDefaults};
+use crate::backup::fan_out::FailureWatch;
+use crate::backup::pipeline::{Backup, BackupError, Leg, LegOutcome, Tuning};
+use crate::model::job::{BackupJob, Destination, EmailAddress, JobDefaults};
 use crate::model::manifest::{Layout, Manifest};
 use crate::source::TableSource;
 use crate::store::{ObjectStore, StoreError};
@@ -38,7 +46,7 @@ mod message;
 mod outcome;
 mod report;
 
-use message::ContinuationMessage;
+use message::Envelope;
 pub use message::{deadline_from_epoch_ms, QueueMessage, WorkOrder, MAX_INVOCATION};
 pub use report::{advice, Disposition, MessageReport};
 
@@ -51,6 +59,11 @@ pub const DEFAULT_DEADLINE_MARGIN_SECS: u64 = 60;
 /// Default deliveries of one message before its job counts as failed, matching the queue's
 /// redrive policy in `infra/`.
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+/// Default interval at which a worker of a fanned-out job checks whether another worker failed
+/// the job: one HEAD request per interval, and the longest a doomed worker reads on.
+pub const DEFAULT_FAILURE_POLL: Duration = Duration::from_secs(5);
+/// Shard messages sent at once when a job fans out.
+const SHARD_SENDS_IN_FLIGHT: usize = 16;
 
 /// The worker and its ports.
 pub struct Worker {
@@ -65,6 +78,7 @@ pub struct Worker {
     metrics: Option<Arc<dyn MetricsSink>>,
     deadline_margin: Duration,
     max_receives: u32,
+    failure_poll: Duration,
 }
 
 impl Worker {
@@ -88,6 +102,7 @@ impl Worker {
             metrics: None,
             deadline_margin: Duration::from_secs(DEFAULT_DEADLINE_MARGIN_SECS),
             max_receives: DEFAULT_MAX_RECEIVES,
+            failure_poll: DEFAULT_FAILURE_POLL,
         }
     }
 
@@ -125,6 +140,12 @@ impl Worker {
     pub fn with_limits(mut self, deadline_margin: Duration, max_receives: u32) -> Self {
         self.deadline_margin = deadline_margin;
         self.max_receives = max_receives.max(1);
+        self
+    }
+
+    /// How often a worker of a fanned-out job checks whether another worker failed the job.
+    pub fn with_failure_poll(mut self, every: Duration) -> Self {
+        self.failure_poll = every.max(Duration::from_millis(10));
         self
     }
 
@@ -171,7 +192,8 @@ impl Worker {
         reports
     }
 
-    /// Handles one message: parse it, check that it is worth starting, run one leg, report.
+    /// Handles one message: parse it, check that it is worth starting, fan it out over several
+    /// workers or run one leg of it (or of this worker's share), report.
     pub async fn handle_message(&self, message: &QueueMessage, deadline: Instant) -> MessageReport {
         let order = match WorkOrder::parse(message, &self.defaults) {
             Ok(order) => order,
@@ -186,26 +208,48 @@ impl Worker {
             Ok(start) => start,
             Err(report) => return report,
         };
-        let mut status = JobStatus::new(job, JobState::Running);
-        status.legs = start.resume.as_ref().map_or(0, |c| c.sequence) + 1;
-        self.put_status(&status).await;
-
         let backup = Backup::new(
             self.source.clone(),
             start.store.clone(),
             self.tuning.clone(),
         );
+        if order.shard.is_none() && start.resume.is_none() {
+            if let Some(report) = self.fan_out(message, job, &start, &backup).await {
+                return report;
+            }
+        }
+        let mut status = JobStatus::new(job, JobState::Running);
+        status.legs = start.resume.as_ref().map_or(0, |c| c.sequence) + 1;
+        if order.shard.is_none() {
+            self.put_status(&status).await;
+        }
+
         let stop_at = deadline
             .checked_sub(self.deadline_margin)
             .unwrap_or_else(Instant::now);
-        let resume = start.resume.take();
-        match backup.run_leg(job, resume, Some(stop_at)).await {
+        let watch = order
+            .shard
+            .map(|_| FailureWatch::start(start.store.clone(), job, self.failure_poll));
+        let leg = Leg {
+            resume: start.resume.take(),
+            deadline: Some(stop_at),
+            shard: order.shard,
+            halt: watch.as_ref().map(FailureWatch::signal),
+        };
+        let outcome = backup.run_leg(job, leg).await;
+        drop(watch);
+        match outcome {
             Ok(LegOutcome::Complete(manifest)) => {
                 self.completed(message, job, &start, status, manifest).await
             }
             Ok(LegOutcome::Suspended(checkpoint)) => {
-                self.suspended(message, job, &checkpoint).await
+                self.suspended(message, job, order.shard, &checkpoint).await
             }
+            Ok(LegOutcome::ShardDone {
+                done,
+                workers,
+                result,
+            }) => self.shard_done(message, job, done, workers, &result).await,
             Err(BackupError::AlreadyComplete { manifest, .. }) => {
                 self.notify_once_after_crash(job, start.store.as_ref(), &start.layout, &manifest)
                     .await;
@@ -216,8 +260,94 @@ impl Worker {
                     format!("already complete: {manifest}"),
                 )
             }
-            Err(err) => self.failed(message, job, status, err).await,
+            Err(err @ BackupError::Halted { .. }) => {
+                info!(job_id = %job.job_id, worker = order.shard.map(|s| s.worker), error = %err,
+                      "stopped: another worker failed the job");
+                MessageReport::new(message, Some(job), Disposition::Skipped, err.to_string())
+            }
+            Err(err) => self.failed(message, job, order.shard, status, err).await,
         }
+    }
+
+    /// A new job planned for more than one worker: queues one shard message per worker and
+    /// reports. `None` when the job runs as one worker (a small table, `workers: 1`, no queue).
+    async fn fan_out(
+        &self,
+        message: &QueueMessage,
+        job: &BackupJob,
+        start: &Start,
+        backup: &Backup,
+    ) -> Option<MessageReport> {
+        let queue = self.queue.as_ref()?;
+        if job.workers.is_some_and(|w| w.get() == 1) {
+            return None;
+        }
+        let plan = match backup.plan_fan_out(job, self.defaults.max_workers).await {
+            Ok(plan) if plan.workers == 1 => return None,
+            Ok(plan) => plan,
+            Err(err) => {
+                let status = JobStatus::new(job, JobState::Running);
+                return Some(self.failed(message, job, None, status, err).await);
+            }
+        };
+        let mut shard_job = job.clone();
+        shard_job.workers = NonZeroU32::new(plan.workers);
+        shard_job.segments = NonZeroU32::new(plan.segments);
+        let request = shard_job.to_request();
+        let mut status = JobStatus::new(job, JobState::Running);
+        (status.workers, status.workers_done) = (Some(plan.workers), Some(0));
+        self.update_status(&job.job_id, |current| match current {
+            Some(current) if current.is_final() || current.workers.is_some() => None,
+            _ => Some(status.clone()),
+        })
+        .await;
+        // A redelivered plan re-queues only the shares that have not recorded a result.
+        let layout = &start.layout;
+        let recorded = match start.store.list(&layout.results_prefix()).await {
+            Ok(keys) => keys,
+            Err(err) => return Some(self.retry(message, job, err.to_string())),
+        };
+        let pending: Vec<u32> = (0..plan.workers)
+            .filter(|w| !recorded.contains(&layout.result_key(*w)))
+            .collect();
+        let sent = futures::stream::iter(pending.iter().copied())
+            .map(|worker| {
+                let body = serde_json::to_string(&Envelope {
+                    worker: Some(worker),
+                    continuation: None,
+                    job: request.clone(),
+                });
+                async move {
+                    let body = body.map_err(|e| e.to_string())?;
+                    queue.send(&body, None).await.map_err(|e| e.to_string())
+                }
+            })
+            .buffer_unordered(SHARD_SENDS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        if let Some(err) = sent.into_iter().find_map(Result::err) {
+            // Kept on the queue: the redelivery sends the shares again, and a share delivered
+            // twice is recorded once.
+            error!(job_id = %job.job_id, error = %err, "queueing the shards failed; the message stays on the queue");
+            return Some(self.retry(message, job, format!("queueing the shards failed: {err}")));
+        }
+        info!(job_id = %job.job_id, table = %job.table, workers = plan.workers,
+              segments = plan.segments, queued = pending.len(), "job fanned out");
+        Some(MessageReport::new(
+            message,
+            Some(job),
+            Disposition::FannedOut,
+            format!(
+                "fanned out over {} workers ({} segments); {} shard messages queued",
+                plan.workers,
+                plan.segments,
+                pending.len()
+            ),
+        ))
+    }
+
+    fn retry(&self, message: &QueueMessage, job: &BackupJob, detail: String) -> MessageReport {
+        MessageReport::new(message, Some(job), Disposition::Retry, detail)
     }
 
     /// Whether the job should run now, and from where: a report instead when there is too little
@@ -275,31 +405,34 @@ impl Worker {
         }
     }
 
-    /// Finds the newest checkpoint of the job. A continuation must find the checkpoint it names;
-    /// any delivery then resumes from the newest one, so a stale redelivery never redoes work.
+    /// Finds the newest checkpoint of the job (or of this worker's share). A continuation must
+    /// find the checkpoint it names; any delivery then resumes from the newest one, so a stale
+    /// redelivery never redoes work.
     async fn latest_checkpoint(
         &self,
         store: &dyn ObjectStore,
         layout: &Layout,
         order: &WorkOrder,
     ) -> Result<Option<Checkpoint>, CheckpointLookup> {
+        let worker = order.shard.map(|s| s.worker);
+        let key = |sequence| layout.checkpoint_key(worker, sequence);
         let mut sequence = order.continuation.unwrap_or(1);
-        let exists = store.exists(&layout.checkpoint_key(sequence)).await?;
+        let exists = store.exists(&key(sequence)).await?;
         if !exists {
             return match order.continuation {
                 Some(n) => Err(CheckpointLookup::Unknown(format!(
                     "continuation of an unknown job: checkpoint {n} of job {} does not exist at {}",
                     order.job.job_id,
-                    store.uri(&layout.checkpoint_key(n))
+                    store.uri(&key(n))
                 ))),
                 None => Ok(None),
             };
         }
-        while store.exists(&layout.checkpoint_key(sequence + 1)).await? {
+        while store.exists(&key(sequence + 1)).await? {
             sequence += 1;
         }
-        let bytes = store.get(&layout.checkpoint_key(sequence)).await?;
-        Checkpoint::from_json(&bytes, order.job.job_id.as_str())
+        let bytes = store.get(&key(sequence)).await?;
+        Checkpoint::from_json(&bytes, order.job.job_id.as_str(), order.shard)
             .map(Some)
             .map_err(|e| CheckpointLookup::Unknown(e.to_string()))
     }
@@ -325,6 +458,9 @@ impl From<StoreError> for CheckpointLookup {
 
 fn complete_status(mut status: JobStatus, manifest: &Manifest, uri: &str) -> JobStatus {
     status.state = JobState::Complete;
+    if manifest.workers > 1 {
+        (status.workers, status.workers_done) = (Some(manifest.workers), Some(manifest.workers));
+    }
     status.items = Some(manifest.item_count);
     status.bytes = Some(manifest.bytes);
     status.files = Some(manifest.files.len());
@@ -337,3 +473,6 @@ fn complete_status(mut status: JobStatus, manifest: &Manifest, uri: &str) -> Job
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fan_out_tests;

@@ -5,10 +5,12 @@
 use tracing::{error, info, warn};
 
 use super::report::{advice, Disposition, MessageReport};
-use super::{complete_status, ContinuationMessage, QueueMessage, Start, Worker};
+use super::{complete_status, Envelope, QueueMessage, Start, Worker};
 use crate::backup::checkpoint::Checkpoint;
+use crate::backup::fan_out::record_failure;
 use crate::backup::pipeline::BackupError;
 use crate::error::Retryable;
+use crate::model::fan_out::{Shard, WorkerResult};
 use crate::model::job::BackupJob;
 use crate::model::manifest::{Layout, Manifest};
 use crate::store::ObjectStore;
@@ -52,14 +54,54 @@ impl Worker {
         done
     }
 
+    /// This worker's share is recorded and another worker will complete the job: the status
+    /// counts it, and nothing is emailed or measured (the job's own report does that).
+    pub(super) async fn shard_done(
+        &self,
+        message: &QueueMessage,
+        job: &BackupJob,
+        done: u32,
+        workers: u32,
+        result: &WorkerResult,
+    ) -> MessageReport {
+        let fresh = JobStatus::new(job, JobState::Running);
+        self.update_status(&job.job_id, |current| {
+            let mut status = match current {
+                Some(current) if current.is_final() => return None,
+                Some(current) => current,
+                None => fresh.clone(),
+            };
+            status.state = JobState::Running;
+            status.workers = Some(workers);
+            status.workers_done = Some(status.workers_done.unwrap_or(0).max(done));
+            Some(status)
+        })
+        .await;
+        let mut report = MessageReport::new(
+            message,
+            Some(job),
+            Disposition::ShardDone,
+            format!(
+                "worker {} of {workers} read its share; {done} of {workers} done",
+                result.worker
+            ),
+        );
+        (report.items, report.bytes) = (
+            Some(result.items),
+            Some(result.files.iter().map(|f| f.bytes).sum()),
+        );
+        report
+    }
+
     /// The deadline came first: the checkpoint is stored; a continuation carries the job on.
     pub(super) async fn suspended(
         &self,
         message: &QueueMessage,
         job: &BackupJob,
+        shard: Option<Shard>,
         checkpoint: &Checkpoint,
     ) -> MessageReport {
-        match self.continue_later(job, checkpoint.sequence).await {
+        match self.continue_later(job, shard, checkpoint.sequence).await {
             Ok(detail) => {
                 let mut continued =
                     MessageReport::new(message, Some(job), Disposition::Continued, detail);
@@ -84,24 +126,49 @@ impl Worker {
     }
 
     /// The backup failed: retried while the cause is transient and deliveries remain, otherwise
-    /// reported by email and rejected.
+    /// reported by email and rejected. A worker of a fanned-out job that fails for good fails
+    /// the whole job, once: the first to record the failure reports it, the others stop.
     pub(super) async fn failed(
         &self,
         message: &QueueMessage,
         job: &BackupJob,
+        shard: Option<Shard>,
         mut status: JobStatus,
         err: BackupError,
     ) -> MessageReport {
         let permanent = !err.is_retryable();
         let will_retry = !permanent && message.receive_count < self.max_receives;
         error!(job_id = %job.job_id, table = %job.table, stage = err.stage().name(),
-               error = %err, permanent, will_retry, receive_count = message.receive_count,
-               "backup failed");
+               worker = shard.map(|s| s.worker), error = %err, permanent, will_retry,
+               receive_count = message.receive_count, "backup failed");
         status.state = JobState::Failed;
         status.stage = Some(err.stage().name().to_string());
         status.error = Some(err.to_string());
         status.will_retry = Some(will_retry);
-        if !will_retry {
+        let mut reports_failure = !will_retry;
+        if let (Some(shard), false) = (shard, will_retry) {
+            let store = (self.stores)(&job.destination);
+            reports_failure = match record_failure(
+                store.as_ref(),
+                job,
+                shard,
+                err.stage().name(),
+                &err.to_string(),
+            )
+            .await
+            {
+                Ok(first) => first,
+                // Reported anyway: a second email is better than a failure nobody hears of.
+                Err(record_err) => {
+                    error!(job_id = %job.job_id, error = %record_err, "recording the failure for the other workers failed");
+                    true
+                }
+            };
+            status.workers = Some(shard.workers);
+        }
+        if shard.is_some() && !reports_failure {
+            info!(job_id = %job.job_id, "another worker already failed the job and reported it");
+        } else if !will_retry {
             status.notified = self
                 .notify(
                     job,
@@ -115,7 +182,9 @@ impl Worker {
                 )
                 .await;
         }
-        self.put_status(&status).await;
+        if shard.is_none() || reports_failure || will_retry {
+            self.put_status(&status).await;
+        }
         if permanent {
             self.reject(message, Some(job), err.to_string()).await
         } else {
@@ -126,11 +195,13 @@ impl Worker {
     pub(super) async fn continue_later(
         &self,
         job: &BackupJob,
+        shard: Option<Shard>,
         sequence: u32,
     ) -> Result<String, ContinueError> {
         let queue = self.queue.as_ref().ok_or(ContinueError::NoQueue)?;
-        let body = serde_json::to_string(&ContinuationMessage {
-            continuation: sequence,
+        let body = serde_json::to_string(&Envelope {
+            worker: shard.map(|s| s.worker),
+            continuation: Some(sequence),
             job: job.to_request(),
         })
         .map_err(ContinueError::Serialize)?;
@@ -242,10 +313,38 @@ impl Worker {
         self.put_status(&status).await;
     }
 
+    /// Writes `status`, unless the job is already complete and this is not: a late or
+    /// duplicate delivery never hides a complete backup.
     pub(super) async fn put_status(&self, status: &JobStatus) {
+        self.update_status(&status.job_id, |current| match current {
+            Some(current)
+                if current.state == JobState::Complete && status.state != JobState::Complete =>
+            {
+                None
+            }
+            // What the workers of a fanned-out job counted stays.
+            Some(current) => Some(JobStatus {
+                workers: status.workers.or(current.workers),
+                workers_done: status.workers_done.or(current.workers_done),
+                ..status.clone()
+            }),
+            None => Some(status.clone()),
+        })
+        .await;
+    }
+
+    /// Changes the job's status document by compare-and-swap (see
+    /// [`crate::triggers::status::StatusBoard::update`]); a
+    /// failure is logged, never turned into a failed job.
+    pub(super) async fn update_status(
+        &self,
+        job_id: &impl std::fmt::Display,
+        change: impl Fn(Option<JobStatus>) -> Option<JobStatus>,
+    ) {
         if let Some(board) = &self.status {
-            if let Err(err) = board.put(status).await {
-                warn!(job_id = %status.job_id, error = %err, "writing the job status failed; the backup goes on");
+            let job_id = job_id.to_string();
+            if let Err(err) = board.update(&job_id, change).await {
+                warn!(job_id = %job_id, error = %err, "writing the job status failed; the backup goes on");
             }
         }
     }

@@ -14,12 +14,16 @@ use super::QueueMessage;
 
 /// What became of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Disposition {
     /// The backup completed.
     Done,
-    /// Already complete; acknowledged without work.
+    /// Already complete, or stopped because another worker failed the job; acknowledged.
     Skipped,
+    /// A job for several workers: one shard message per worker is queued.
+    FannedOut,
+    /// This worker's share is read and recorded; another worker completes the job.
+    ShardDone,
     /// Suspended at the deadline; a continuation is on the queue.
     Continued,
     /// Can never succeed; moved to the dead-letter queue (or left to SQS's redrive to move it).
@@ -86,7 +90,10 @@ impl MessageReport {
         let outcome = match self.disposition {
             Disposition::Done => Outcome::Succeeded,
             Disposition::Rejected | Disposition::Retry => Outcome::Failed,
-            Disposition::Skipped | Disposition::Continued => return None,
+            Disposition::Skipped
+            | Disposition::Continued
+            | Disposition::FannedOut
+            | Disposition::ShardDone => return None,
         };
         // A failed attempt's report carries no items or bytes.
         Some(JobMetrics {

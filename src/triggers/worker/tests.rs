@@ -16,16 +16,16 @@ use crate::triggers::notify::Email;
 use crate::triggers::notify::MemoryNotifier;
 use crate::triggers::queue::MemoryQueue;
 
-struct Harness {
-    store: MemoryStore,
-    queue: MemoryQueue,
-    dead_letters: MemoryQueue,
-    outbox: MemoryNotifier,
-    metrics: Arc<RecordedMetrics>,
-    worker: Worker,
+pub(super) struct Harness {
+    pub(super) store: MemoryStore,
+    pub(super) queue: MemoryQueue,
+    pub(super) dead_letters: MemoryQueue,
+    pub(super) outbox: MemoryNotifier,
+    pub(super) metrics: Arc<RecordedMetrics>,
+    pub(super) worker: Worker,
 }
 
-fn harness(source: MemorySource) -> Harness {
+pub(super) fn harness(source: MemorySource) -> Harness {
     let store = MemoryStore::new();
     let queue = MemoryQueue::new();
     let dead_letters = MemoryQueue::new();
@@ -65,7 +65,7 @@ fn harness(source: MemorySource) -> Harness {
     }
 }
 
-fn message(id: &str, body: &str) -> QueueMessage {
+pub(super) fn message(id: &str, body: &str) -> QueueMessage {
     QueueMessage {
         id: id.to_string(),
         body: body.to_string(),
@@ -74,7 +74,7 @@ fn message(id: &str, body: &str) -> QueueMessage {
     }
 }
 
-async fn status_of(store: &MemoryStore, job_id: &str) -> JobStatus {
+pub(super) async fn status_of(store: &MemoryStore, job_id: &str) -> JobStatus {
     StatusBoard::new(
         Arc::new(store.clone()),
         Prefix::new("backup-status/").unwrap(),
@@ -85,11 +85,11 @@ async fn status_of(store: &MemoryStore, job_id: &str) -> JobStatus {
     .expect("a status document")
 }
 
-fn far_deadline() -> Instant {
+pub(super) fn far_deadline() -> Instant {
     Instant::now() + Duration::from_secs(600)
 }
 
-fn manifests(store: &MemoryStore) -> Vec<String> {
+pub(super) fn manifests(store: &MemoryStore) -> Vec<String> {
     store
         .keys()
         .into_iter()
@@ -221,8 +221,9 @@ async fn a_job_longer_than_one_invocation_continues_through_the_queue_until_comp
                 let mut sent = h.queue.drain();
                 assert_eq!(sent.len(), 1);
                 let body = sent.remove(0).body;
-                let parsed: ContinuationMessage = serde_json::from_str(&body).unwrap();
-                assert_eq!(parsed.continuation, continuations);
+                let parsed: Envelope = serde_json::from_str(&body).unwrap();
+                assert_eq!(parsed.continuation, Some(continuations));
+                assert_eq!(parsed.worker, None);
                 msg = message(&format!("m-{}", continuations + 1), &body);
             }
             Disposition::Done => break,
@@ -242,8 +243,9 @@ async fn a_job_longer_than_one_invocation_continues_through_the_queue_until_comp
     // A stale redelivery of an earlier continuation changes nothing.
     let stale = message(
         "m-old",
-        &serde_json::to_string(&ContinuationMessage {
-            continuation: 1,
+        &serde_json::to_string(&Envelope {
+            worker: None,
+            continuation: Some(1),
             job: WorkOrder::parse(&msg, &JobDefaults::default())
                 .unwrap()
                 .job

@@ -8,12 +8,14 @@ use ddb_backup::aws::AwsContext;
 mod dynamodb;
 mod faults;
 mod items;
+mod lambda;
 mod messaging;
 mod s3;
 
 pub use dynamodb::*;
 pub use faults::*;
 pub use items::*;
+pub use lambda::*;
 pub use messaging::*;
 pub use s3::*;
 
