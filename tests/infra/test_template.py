@@ -244,6 +244,19 @@ class TemplateInvariants(unittest.TestCase):
         # SQS event sources accept MaximumConcurrency from 2 to 1000.
         self.assertEqual((concurrency["MinValue"], concurrency["MaxValue"]), (2, 1000))
 
+    def test_both_functions_cap_a_jobs_workers_at_the_max_workers_parameter(self):
+        env = self.t["Globals"]["Function"]["Environment"]["Variables"]
+        self.assertEqual(env["DDB_BACKUP_MAX_WORKERS"], {"Ref": "MaxWorkers"})
+        for name in ("WorkerFunction", "ApiFunction"):
+            own = self.resource(name)["Properties"].get("Environment", {}).get("Variables", {})
+            self.assertNotIn("DDB_BACKUP_MAX_WORKERS", own, name)
+        workers = self.t["Parameters"]["MaxWorkers"]
+        # The job schema's `workers` goes from 1 to 1000 (src/model/job/mod.rs MAX_WORKERS).
+        self.assertEqual((workers["MinValue"], workers["MaxValue"], workers["Default"]), (1, 1000, 100))
+        limit = re.search(r"pub const MAX_WORKERS: u32 = (\d+);",
+                          (ROOT / "src/model/job/mod.rs").read_text())
+        self.assertEqual(int(limit.group(1)), workers["MaxValue"])
+
     def alarms(self):
         return {n: r["Properties"] for n, r in self.resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
 
