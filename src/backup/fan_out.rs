@@ -22,9 +22,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::error::BackupError;
-use super::pipeline::{Backup, Completed, LegOutcome, JSON_META};
+use super::pipeline::{read_budget, Backup, Completed, LegOutcome, JSON_META};
 use crate::model::fan_out::{
-    workers_for, FailureRecord, Plan, Shard, WorkerResult, FAN_OUT_VERSION,
+    workers_for, FailureRecord, Plan, Shard, WorkerResult, FAN_OUT_VERSION, ON_DEMAND_READ_UNITS,
 };
 use crate::model::job::{BackupJob, MAX_SEGMENTS};
 #[cfg(test)]
@@ -38,8 +38,8 @@ use crate::store::{ObjectStore, Precondition, StoreError};
 const CONCURRENT_RESULT_READS: usize = 16;
 
 impl Backup {
-    /// How `job` is shared: its workers (the job's `workers`, or one per 10 GiB of table up to
-    /// `max_workers`) and its segments (the job's, or enough to keep every worker's segments
+    /// How `job` is shared: its workers (the job's `workers`, or one per 10 GiB of table, no more
+    /// than the table's reads feed, up to `max_workers`) and its segments (the job's, or enough to keep every worker's segments
     /// busy). A plan of more than one worker is stored once; a redelivery gets the stored plan
     /// back, so every shard message of one job agrees. A plan of one worker is not stored: the
     /// job runs as it always has.
@@ -53,10 +53,10 @@ impl Backup {
             return Ok(plan);
         }
         let info = self.source.describe(job.table.as_str()).await?;
-        let mut workers = job
-            .workers
-            .map(|w| w.get())
-            .unwrap_or_else(|| workers_for(info.size_bytes, max_workers));
+        let mut workers = match job.workers {
+            Some(w) => w.get(),
+            None => workers_for(info.size_bytes, read_units(job, &info)?, max_workers),
+        };
         let segments = match job.segments {
             Some(n) => n.get(),
             None => planned_segments(
@@ -250,6 +250,18 @@ impl Backup {
             message: format!("not a ddb-backup fan-out document: {e}"),
         })
     }
+}
+
+/// The read units per second `job` may use on this table: its read budget, else the table's
+/// provisioned read capacity, else an on-demand table's default ceiling.
+fn read_units(job: &BackupJob, info: &TableInfo) -> Result<f64, BackupError> {
+    if let Some(budget) = read_budget(job, info)? {
+        return Ok(budget);
+    }
+    let provisioned = info
+        .provisioned_read_capacity
+        .filter(|rcu| *rcu > 0 && info.billing_mode.as_deref() != Some("PAY_PER_REQUEST"));
+    Ok(provisioned.map_or(ON_DEMAND_READ_UNITS, |rcu| rcu as f64))
 }
 
 /// Segments of a fanned-out job that gives none: enough for every worker to run

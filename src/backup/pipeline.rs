@@ -448,7 +448,7 @@ pub(super) struct Completed {
 /// The job's read budget in RCU/s: the absolute figure, a percentage of the table's provisioned
 /// read capacity, or the smaller of both. A percentage of an on-demand table (which reports no
 /// read capacity) is an error unless an absolute figure is given too.
-fn read_budget(job: &BackupJob, info: &TableInfo) -> Result<Option<f64>, BudgetError> {
+pub(super) fn read_budget(job: &BackupJob, info: &TableInfo) -> Result<Option<f64>, BudgetError> {
     let provisioned = info
         .provisioned_read_capacity
         .filter(|rcu| *rcu > 0 && info.billing_mode.as_deref() != Some("PAY_PER_REQUEST"));

@@ -13,17 +13,32 @@ use crate::model::manifest::FileEntry;
 /// Version of the plan, result and failure documents.
 pub const FAN_OUT_VERSION: u32 = 1;
 
-/// Table bytes planned per worker when a job does not say how many workers: at the tens of MB/s
-/// one Lambda reads (docs/scaling.md), 10 GiB is a few minutes of one invocation, so a table of
-/// any size up to `DDB_BACKUP_MAX_WORKERS` × 10 GiB finishes inside one 15-minute window.
+/// Table bytes planned per worker when a job does not say how many workers: at the ~33 MB/s of
+/// table one Lambda reads (network-bound, docs/scaling.md), 10 GiB is under six minutes of one
+/// invocation, so a table of up to `DDB_BACKUP_MAX_WORKERS` × 10 GiB finishes inside one
+/// 15-minute window when the table can serve them all.
 pub const BYTES_PER_WORKER: u64 = 10 * 1024 * 1024 * 1024;
 
+/// Read units per second one worker consumes at full speed (eventually consistent, 8 KiB each:
+/// ~33 MB/s of table): more workers than the table's read capacity feeds only wait on throttling.
+pub const READ_UNITS_PER_WORKER: f64 = 4000.0;
+
+/// An on-demand table's default ceiling on read request units per second (a per-table quota
+/// that AWS raises on request).
+pub const ON_DEMAND_READ_UNITS: f64 = 40_000.0;
+
 /// Workers for a table of `table_bytes` (DynamoDB's `TableSizeBytes`, refreshed about every six
-/// hours): one per [`BYTES_PER_WORKER`] begun, at least 1, at most `max_workers`.
-pub fn workers_for(table_bytes: Option<i64>, max_workers: u32) -> u32 {
+/// hours) that can serve `read_units` per second (the job's read budget, the provisioned
+/// capacity, or [`ON_DEMAND_READ_UNITS`]): one per [`BYTES_PER_WORKER`] begun, no more than
+/// the reads feed ([`READ_UNITS_PER_WORKER`] each), at least 1, at most `max_workers`.
+pub fn workers_for(table_bytes: Option<i64>, read_units: f64, max_workers: u32) -> u32 {
     let bytes = table_bytes.unwrap_or(0).max(0) as u64;
-    let wanted = bytes.div_ceil(BYTES_PER_WORKER).max(1);
-    wanted.min(u64::from(max_workers.max(1))) as u32
+    let by_size = bytes.div_ceil(BYTES_PER_WORKER);
+    let by_reads = (read_units / READ_UNITS_PER_WORKER).ceil().max(1.0) as u64;
+    by_size
+        .min(by_reads)
+        .min(u64::from(max_workers.max(1)))
+        .max(1) as u32
 }
 
 /// One worker's share of a fanned-out job: worker `worker` (0-based) of `workers`.
@@ -151,15 +166,20 @@ mod tests {
     }
 
     #[test]
-    fn workers_grow_with_the_table_and_stop_at_the_ceiling() {
+    fn workers_grow_with_the_table_and_stop_at_the_ceiling_or_what_the_reads_feed() {
         const GIB: i64 = 1024 * 1024 * 1024;
-        assert_eq!(workers_for(None, 100), 1);
-        assert_eq!(workers_for(Some(0), 100), 1);
-        assert_eq!(workers_for(Some(10 * GIB), 100), 1);
-        assert_eq!(workers_for(Some(10 * GIB + 1), 100), 2);
-        assert_eq!(workers_for(Some(100 * GIB), 100), 10);
-        assert_eq!(workers_for(Some(1024 * GIB), 100), 100);
-        assert_eq!(workers_for(Some(1024 * GIB), 40), 40);
-        assert_eq!(workers_for(Some(-5), 100), 1);
+        let plenty = 1e9;
+        assert_eq!(workers_for(None, plenty, 100), 1);
+        assert_eq!(workers_for(Some(0), plenty, 100), 1);
+        assert_eq!(workers_for(Some(10 * GIB), plenty, 100), 1);
+        assert_eq!(workers_for(Some(10 * GIB + 1), plenty, 100), 2);
+        assert_eq!(workers_for(Some(100 * GIB), plenty, 100), 10);
+        assert_eq!(workers_for(Some(1024 * GIB), plenty, 100), 100);
+        assert_eq!(workers_for(Some(1024 * GIB), plenty, 40), 40);
+        assert_eq!(workers_for(Some(-5), plenty, 100), 1);
+        // An on-demand table at its default ceiling feeds ten workers; a small budget, one.
+        assert_eq!(workers_for(Some(1024 * GIB), ON_DEMAND_READ_UNITS, 100), 10);
+        assert_eq!(workers_for(Some(1024 * GIB), 160_000.0, 100), 40);
+        assert_eq!(workers_for(Some(1024 * GIB), 500.0, 100), 1);
     }
 }
