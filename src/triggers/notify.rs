@@ -84,7 +84,16 @@ impl Email {
                         "Format",
                         format!("{} / {}", manifest.format, manifest.compression),
                     ),
-                    ("Duration", human_duration(manifest.duration_ms)),
+                    (
+                        "Duration",
+                        match manifest.workers {
+                            1 => human_duration(manifest.duration_ms),
+                            n => format!(
+                                "{} with {n} workers",
+                                human_duration(manifest.duration_ms)
+                            ),
+                        },
+                    ),
                     (
                         "Read capacity",
                         format!("{:.1} RCU", manifest.consumed_read_capacity),

@@ -91,6 +91,11 @@ async fn a_job_for_four_workers_fans_out_and_the_last_share_completes_it_with_on
     let manifest = Manifest::from_json(&h.store.get(&keys[0]).await.unwrap()).unwrap();
     assert_eq!((manifest.workers, manifest.item_count), (4, 400));
     assert_eq!(h.outbox.sent().len(), 1, "one email for the job");
+    assert!(
+        h.outbox.sent()[0].text.contains("with 4 workers"),
+        "{}",
+        h.outbox.sent()[0].text
+    );
     let status = status_of(&h.store, "fan").await;
     assert_eq!(
         (status.state, status.workers, status.workers_done),
