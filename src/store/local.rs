@@ -126,10 +126,7 @@ impl ObjectStore for LocalStore {
     ) -> Result<bool, StoreError> {
         let _guard = CONDITIONAL_WRITES.lock().await;
         let current = self.get_tagged(key).await?.map(|(_, tag)| tag);
-        let holds = match condition {
-            Precondition::Absent => current.is_none(),
-            Precondition::Unchanged(tag) => current.as_deref() == Some(tag),
-        };
+        let holds = condition.holds(current.as_deref());
         if holds {
             self.put_object(key, body, meta).await?;
         }

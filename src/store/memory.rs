@@ -114,10 +114,7 @@ impl ObjectStore for MemoryStore {
         let body = self.keep(body, key);
         let mut state = self.lock();
         let current = state.tags.get(key).map(u64::to_string);
-        let holds = match condition {
-            Precondition::Absent => current.is_none(),
-            Precondition::Unchanged(tag) => current.as_deref() == Some(tag),
-        };
+        let holds = condition.holds(current.as_deref());
         if holds {
             state.insert(key, body, meta.clone());
         }

@@ -226,5 +226,15 @@ pub enum Precondition<'a> {
     Unchanged(&'a str),
 }
 
+impl Precondition<'_> {
+    /// Whether the condition holds for an object whose current tag is `current` (`None`: absent).
+    pub fn holds(&self, current: Option<&str>) -> bool {
+        match self {
+            Precondition::Absent => current.is_none(),
+            Precondition::Unchanged(tag) => current == Some(*tag),
+        }
+    }
+}
+
 /// A stored object being read.
 pub type ObjectReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;

@@ -136,17 +136,7 @@ impl ObjectStore for S3Store {
         body: Bytes,
         meta: &ObjectMeta,
     ) -> Result<(), StoreError> {
-        self.client
-            .put_object()
-            .bucket(self.bucket.as_str())
-            .key(key)
-            .body(ByteStream::from(body))
-            .content_type(meta.content_type)
-            .set_content_encoding(meta.content_encoding.map(str::to_string))
-            .server_side_encryption(self.sse_algorithm())
-            .set_ssekms_key_id(self.kms_key())
-            .set_expected_bucket_owner(self.expected_owner.clone())
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        self.put_request(key, body, meta)
             .send()
             .await
             .map_err(|e| self.fail("PutObject", key, e))?;
@@ -164,18 +154,7 @@ impl ObjectStore for S3Store {
         // the request is then simply sent again, and one of the writers sees 412.
         let mut conflicts = 0;
         loop {
-            let request = self
-                .client
-                .put_object()
-                .bucket(self.bucket.as_str())
-                .key(key)
-                .body(ByteStream::from(body.clone()))
-                .content_type(meta.content_type)
-                .set_content_encoding(meta.content_encoding.map(str::to_string))
-                .server_side_encryption(self.sse_algorithm())
-                .set_ssekms_key_id(self.kms_key())
-                .set_expected_bucket_owner(self.expected_owner.clone())
-                .checksum_algorithm(ChecksumAlgorithm::Crc32);
+            let request = self.put_request(key, body.clone(), meta);
             let request = match condition {
                 Precondition::Absent => request.if_none_match("*"),
                 Precondition::Unchanged(tag) => request.if_match(tag),
@@ -208,18 +187,7 @@ impl ObjectStore for S3Store {
                 "response carried no ETag",
             )
         })?;
-        let body = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Request {
-                operation: "GetObject",
-                target: self.uri(key),
-                kind: FailureKind::Unreachable,
-                message: "the object's body could not be read to its end".to_string(),
-                source: Some(e.into()),
-            })?;
-        Ok(Some((body.into_bytes(), tag)))
+        Ok(Some((self.read_body(key, object).await?, tag)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
@@ -404,9 +372,43 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let data = self
-            .get_object(key)
-            .await?
+        let object = self.get_object(key).await?;
+        self.read_body(key, object).await
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        Ok(Box::new(self.get_object(key).await?.body.into_async_read()))
+    }
+}
+
+impl S3Store {
+    /// A `PutObject` of `body` with the store's encryption, owner guard and checksum.
+    fn put_request(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &ObjectMeta,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .body(ByteStream::from(body))
+            .content_type(meta.content_type)
+            .set_content_encoding(meta.content_encoding.map(str::to_string))
+            .server_side_encryption(self.sse_algorithm())
+            .set_ssekms_key_id(self.kms_key())
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+    }
+
+    /// The whole body of a small object.
+    async fn read_body(
+        &self,
+        key: &str,
+        object: aws_sdk_s3::operation::get_object::GetObjectOutput,
+    ) -> Result<Bytes, StoreError> {
+        let data = object
             .body
             .collect()
             .await
@@ -420,12 +422,6 @@ impl ObjectStore for S3Store {
         Ok(data.into_bytes())
     }
 
-    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        Ok(Box::new(self.get_object(key).await?.body.into_async_read()))
-    }
-}
-
-impl S3Store {
     async fn get_object(
         &self,
         key: &str,

@@ -33,26 +33,8 @@ impl Stack {
         let bucket = unique("fan-out");
         create_bucket(&aws, &bucket).await;
         let (queue, _dlq) = create_queues(&aws, &unique("fan-out-jobs"), 5).await;
-        let queue_arn = aws
-            .sqs()
-            .get_queue_attributes()
-            .queue_url(&queue)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                    .cloned()
-            })
-            .unwrap();
-        aws.sesv2()
-            .create_email_identity()
-            .email_identity(SENDER)
-            .send()
-            .await
-            .unwrap();
+        let queue_arn = queue_arn(&aws, &queue).await;
+        verify_sender(&aws, SENDER).await;
         let recipient = format!("{}@example.com", unique("fan-out-ops"));
         Stack {
             aws,

@@ -47,12 +47,7 @@ impl Stack {
         let bucket = unique("backup");
         create_bucket(&aws, &bucket).await;
         let (queue, dlq) = create_queues(&aws, &unique("jobs"), 5).await;
-        aws.sesv2()
-            .create_email_identity()
-            .email_identity(SENDER)
-            .send()
-            .await
-            .expect("create the sender identity");
+        verify_sender(&aws, SENDER).await;
         let recipient = format!("{}@example.com", unique("ops"));
         Stack {
             aws,
@@ -90,20 +85,7 @@ impl Stack {
     }
 
     async fn queue_arn(&self) -> String {
-        self.aws
-            .sqs()
-            .get_queue_attributes()
-            .queue_url(&self.queue)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("queue attributes")
-            .attributes
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                    .cloned()
-            })
-            .expect("queue arn")
+        queue_arn(&self.aws, &self.queue).await
     }
 
     /// One invocation of the worker Lambda: receive, hand over as the SQS event, acknowledge

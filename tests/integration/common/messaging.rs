@@ -112,6 +112,33 @@ pub async fn create_queues(aws: &AwsContext, name: &str, max_receives: u32) -> (
     (queue, dlq)
 }
 
+/// The ARN of `queue`, as the Lambda event's `eventSourceARN` carries it.
+pub async fn queue_arn(aws: &AwsContext, queue: &str) -> String {
+    aws.sqs()
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .expect("queue arn")
+}
+
+/// Makes `sender` an SES identity the emulator accepts as a sender.
+pub async fn verify_sender(aws: &AwsContext, sender: &str) {
+    aws.sesv2()
+        .create_email_identity()
+        .email_identity(sender)
+        .send()
+        .await
+        .expect("create the sender identity");
+}
+
 /// Receives what is on `queue` (up to 10), with the attributes Lambda's event carries.
 pub async fn receive(aws: &AwsContext, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
     aws.sqs()
