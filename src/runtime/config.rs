@@ -8,7 +8,8 @@ use crate::aws::AwsOptions;
 use crate::backup::pipeline::Tuning;
 use crate::model::format::{Compression, Format};
 use crate::model::job::{
-    BucketName, EmailAddress, JobDefaults, Prefix, TableName, Trigger, MAX_SEGMENTS,
+    BucketName, EmailAddress, JobDefaults, JobPolicy, Prefix, Recipients, TableName, Trigger,
+    MAX_SEGMENTS,
 };
 use crate::store::ServerSideEncryption;
 use crate::triggers::status::DEFAULT_STATUS_PREFIX;
@@ -51,6 +52,8 @@ pub struct Settings {
     /// Deliveries after which SQS moves a message to the dead-letter queue (the queue's
     /// `maxReceiveCount`); the last one sends the failure email.
     pub max_receives: u32,
+    /// What jobs may ask for: tables, recipients, and through the API how hard they may read.
+    pub policy: JobPolicy,
 }
 
 pub use crate::triggers::worker::{DEFAULT_DEADLINE_MARGIN_SECS, DEFAULT_MAX_RECEIVES};
@@ -248,6 +251,42 @@ impl Settings {
         );
         let max_receives =
             number("DDB_BACKUP_MAX_RECEIVES", 1, 1000)?.map_or(DEFAULT_MAX_RECEIVES, |n| n as u32);
+        let list = |var: &'static str| -> Option<Vec<String>> {
+            get(var).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+        };
+        let policy = JobPolicy {
+            allowed_tables: list("DDB_BACKUP_ALLOWED_TABLES")
+                .map(|names| {
+                    names
+                        .iter()
+                        .map(|n| TableName::new(n).map_err(err("DDB_BACKUP_ALLOWED_TABLES")))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?,
+            notify_allowed: list("DDB_BACKUP_NOTIFY_ALLOWED")
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|e| Recipients::parse(e).map_err(err("DDB_BACKUP_NOTIFY_ALLOWED")))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?,
+            api_max_segments: Some(tuning.max_auto_segments),
+            api_allow_consistent_read: parse(
+                "DDB_BACKUP_API_ALLOW_CONSISTENT_READ",
+                &|v| match v {
+                    "true" | "false" => Ok(()),
+                    _ => Err(format!("`{v}` is not true or false")),
+                },
+            )?
+            .is_some_and(|v| v == "true"),
+        };
         Ok(Settings {
             defaults,
             tuning,
@@ -261,6 +300,7 @@ impl Settings {
             cors_origins,
             deadline_margin,
             max_receives,
+            policy,
         })
     }
 }
@@ -381,6 +421,39 @@ mod tests {
             ("DDB_BACKUP_CORS_ORIGINS", "https://example.com/"),
             ("DDB_BACKUP_CORS_ORIGINS", "*"),
             ("DDB_BACKUP_DEADLINE_MARGIN_SECS", "0"),
+        ] {
+            let err = settings(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_policy_comes_from_its_variables_and_bad_entries_name_them() {
+        let open = settings(&[]).unwrap().policy;
+        assert_eq!((open.allowed_tables, open.notify_allowed), (None, None));
+        assert_eq!(open.api_max_segments, Some(32));
+        assert!(!open.api_allow_consistent_read);
+        let s = settings(&[
+            ("DDB_BACKUP_ALLOWED_TABLES", "studentData, orders"),
+            (
+                "DDB_BACKUP_NOTIFY_ALLOWED",
+                "ops@example.com,@school.example.org",
+            ),
+            ("DDB_BACKUP_MAX_SEGMENTS", "64"),
+            ("DDB_BACKUP_API_ALLOW_CONSISTENT_READ", "true"),
+            ("DDB_BACKUP_MAX_WORKERS", "40"),
+        ])
+        .unwrap();
+        assert_eq!(s.policy.allowed_tables.map(|t| t.len()), Some(2));
+        assert_eq!(s.policy.notify_allowed.map(|r| r.len()), Some(2));
+        assert_eq!(s.policy.api_max_segments, Some(64));
+        assert!(s.policy.api_allow_consistent_read);
+        assert_eq!(s.defaults.max_workers, 40);
+        for (var, value) in [
+            ("DDB_BACKUP_ALLOWED_TABLES", "studentData,x"),
+            ("DDB_BACKUP_NOTIFY_ALLOWED", "@"),
+            ("DDB_BACKUP_API_ALLOW_CONSISTENT_READ", "yes"),
+            ("DDB_BACKUP_MAX_WORKERS", "1001"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

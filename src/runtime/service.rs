@@ -184,7 +184,8 @@ pub fn worker(aws: &AwsContext, settings: &Settings) -> Worker {
         settings.defaults.clone(),
         settings.tuning.clone(),
     )
-    .with_limits(settings.deadline_margin, settings.max_receives);
+    .with_limits(settings.deadline_margin, settings.max_receives)
+    .with_policy(settings.policy.clone());
     if let Some(url) = &settings.queue_url {
         worker = worker.with_queue(Arc::new(SqsQueue::new(aws.sqs(), url)));
     }
@@ -211,7 +212,8 @@ pub fn api(aws: &AwsContext, settings: &Settings) -> Result<Api, ConfigError> {
         settings.defaults.clone(),
         settings.cors_origins.clone(),
     )
-    .with_tables(dynamodb_source(aws));
+    .with_tables(dynamodb_source(aws))
+    .with_policy(settings.policy.clone());
     if let Some(board) = status_board(aws, settings) {
         api = api.with_status(board);
     }

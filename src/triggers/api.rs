@@ -18,7 +18,7 @@ use base64::Engine;
 use serde_json::json;
 use tracing::{error, info, warn};
 
-use crate::model::job::{JobDefaults, JobError, JobId, JobRequest, Trigger};
+use crate::model::job::{JobDefaults, JobError, JobId, JobPolicy, JobRequest, Trigger};
 use crate::source::{ScanError, TableSource};
 use crate::triggers::queue::JobQueue;
 use crate::triggers::status::{JobState, JobStatus, StatusBoard};
@@ -35,6 +35,7 @@ pub struct Api {
     status: Option<StatusBoard>,
     tables: Option<Arc<dyn TableSource>>,
     defaults: JobDefaults,
+    policy: JobPolicy,
     cors_origins: Vec<String>,
 }
 
@@ -49,6 +50,7 @@ impl Api {
                 trigger: Trigger::Api,
                 ..defaults
             },
+            policy: JobPolicy::default(),
             cors_origins,
         }
     }
@@ -56,6 +58,13 @@ impl Api {
     /// Status documents: written as `queued` on enqueue, read by `GET /backup/{job_id}`.
     pub fn with_status(mut self, status: StatusBoard) -> Self {
         self.status = Some(status);
+        self
+    }
+
+    /// What a caller may ask for; a job beyond it is refused with `403` naming the field, and
+    /// nothing is queued. Without this, the default: any table and recipient, no consistent read.
+    pub fn with_policy(mut self, policy: JobPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -178,6 +187,14 @@ impl Api {
             Ok(job) => job,
             Err(err) => return job_error(&err),
         };
+        if let Err(refused) = self.policy.check_api(&job) {
+            warn!(job_id = %job.job_id, table = %job.table, field = refused.field,
+                  reason = %refused.message, "job refused by the deployment's policy");
+            return reply(
+                403,
+                json!({"error": refused.message, "field": refused.field}),
+            );
+        }
         if let Some(tables) = &self.tables {
             match tables.describe(job.table.as_str()).await {
                 Ok(_) => {}

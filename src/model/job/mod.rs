@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::format::{Compression, Format, ParquetCompression};
 
+mod policy;
 mod values;
 
+pub use policy::{JobPolicy, NotAllowed, Recipients};
 pub use values::{
     BucketName, EmailAddress, InvalidValue, JobId, Prefix, ReadBudgetLimit, TableName,
 };

@@ -220,3 +220,44 @@ async fn unknown_and_invalid_job_ids_are_404_and_400() {
     assert_eq!(response.status_code, 400);
     assert_eq!(body(&response)["field"], "job_id");
 }
+
+#[tokio::test]
+async fn a_job_beyond_the_deployments_policy_gets_403_naming_the_field_and_nothing_is_queued() {
+    let (api, queue) = api();
+    let api = api.with_policy(crate::model::job::JobPolicy {
+        allowed_tables: Some(vec![
+            crate::model::job::TableName::new("studentData").unwrap()
+        ]),
+        notify_allowed: Some(vec![
+            crate::model::job::Recipients::parse("@example.com").unwrap()
+        ]),
+        api_max_segments: Some(32),
+        api_allow_consistent_read: false,
+    });
+    for (json, field) in [
+        (r#"{"table": "payroll"}"#, "table"),
+        (
+            r#"{"table": "studentData", "notify": ["someone@elsewhere.example.net"]}"#,
+            "notify",
+        ),
+        (r#"{"table": "studentData", "segments": 64}"#, "segments"),
+        (
+            r#"{"table": "studentData", "consistent_read": true}"#,
+            "consistent_read",
+        ),
+    ] {
+        let response = api.handle(post(Some(json))).await;
+        assert_eq!(response.status_code, 403, "{json}: {:?}", response.body);
+        let reply = body(&response);
+        assert_eq!(reply["field"], field, "{reply}");
+        assert!(reply["error"].as_str().unwrap().len() > 20, "{reply}");
+        assert_eq!(
+            header(&response, "access-control-allow-origin"),
+            Some(FRONT_END),
+            "the browser can read the refusal"
+        );
+    }
+    assert!(queue.messages().is_empty());
+    let allowed = r#"{"table": "studentData", "notify": ["ops@example.com"], "segments": 32}"#;
+    assert_eq!(api.handle(post(Some(allowed))).await.status_code, 202);
+}

@@ -33,7 +33,7 @@ use futures::StreamExt;
 use crate::backup::checkpoint::Checkpoint;
 use crate::backup::fan_out::FailureWatch;
 use crate::backup::pipeline::{Backup, BackupError, Leg, LegOutcome, Tuning};
-use crate::model::job::{BackupJob, Destination, EmailAddress, JobDefaults};
+use crate::model::job::{BackupJob, Destination, EmailAddress, JobDefaults, JobPolicy};
 use crate::model::manifest::{Layout, Manifest};
 use crate::source::TableSource;
 use crate::store::{ObjectStore, StoreError};
@@ -79,6 +79,7 @@ pub struct Worker {
     deadline_margin: Duration,
     max_receives: u32,
     failure_poll: Duration,
+    policy: JobPolicy,
 }
 
 impl Worker {
@@ -103,6 +104,7 @@ impl Worker {
             deadline_margin: Duration::from_secs(DEFAULT_DEADLINE_MARGIN_SECS),
             max_receives: DEFAULT_MAX_RECEIVES,
             failure_poll: DEFAULT_FAILURE_POLL,
+            policy: JobPolicy::default(),
         }
     }
 
@@ -140,6 +142,13 @@ impl Worker {
     pub fn with_limits(mut self, deadline_margin: Duration, max_receives: u32) -> Self {
         self.deadline_margin = deadline_margin;
         self.max_receives = max_receives.max(1);
+        self
+    }
+
+    /// The tables and recipients jobs may name; a message asking for others is rejected to the
+    /// dead-letter queue with the reason.
+    pub fn with_policy(mut self, policy: JobPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -204,6 +213,11 @@ impl Worker {
             }
         };
         let job = &order.job;
+        if let Err(refused) = self.policy.check(job) {
+            return self
+                .reject(message, Some(job), format!("job not allowed: {refused}"))
+                .await;
+        }
         let mut start = match self.start(message, &order, deadline).await {
             Ok(start) => start,
             Err(report) => return report,

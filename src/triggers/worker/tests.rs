@@ -505,3 +505,31 @@ async fn a_failed_email_never_turns_a_good_backup_into_a_failed_one() {
     assert_eq!(status.state, JobState::Complete);
     assert!(!status.notified, "the status says the email did not go out");
 }
+
+#[tokio::test]
+async fn a_message_for_a_table_the_deployment_does_not_back_up_goes_to_the_dlq_with_the_reason() {
+    let mut h = harness(MemorySource::new("payroll", "id", numbered_items(5), 20));
+    h.worker.policy = crate::model::job::JobPolicy {
+        allowed_tables: Some(vec![
+            crate::model::job::TableName::new("studentData").unwrap()
+        ]),
+        ..Default::default()
+    };
+    let msg = message("m", r#"{"table":"payroll","job_id":"sneaky"}"#);
+    let report = h.worker.handle_message(&msg, far_deadline()).await;
+    assert_eq!(
+        report.disposition,
+        Disposition::Rejected,
+        "{}",
+        report.detail
+    );
+    let dead = h.dead_letters.drain();
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("DDB_BACKUP_ALLOWED_TABLES"), "{reason}");
+    assert!(
+        h.store.keys().iter().all(|k| !k.contains("payroll")),
+        "{:?}",
+        h.store.keys()
+    );
+}
