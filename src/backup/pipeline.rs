@@ -21,7 +21,7 @@ use crate::codec::encode::EncodeOptions;
 use crate::model::fan_out::{Shard, WorkerResult, FAN_OUT_VERSION};
 use crate::model::format::Format;
 use crate::model::job::BackupJob;
-use crate::model::manifest::{FileEntry, Layout, Manifest, ToolInfo, MANIFEST_VERSION};
+use crate::model::manifest::{FileEntry, Layout, Manifest, Retention, ToolInfo, MANIFEST_VERSION};
 use crate::model::table::TableInfo;
 use crate::source::budget::ReadBudget;
 use crate::source::{auto_segments, SegmentEnd, TableSource};
@@ -357,11 +357,13 @@ impl Backup {
                 .finish_fan_out(job, info, shard, segments, result)
                 .await;
         }
+        let retention = self.retention(job, &state.started_at).await;
         let manifest = self.manifest(
             job,
             info,
             &layout,
             Completed {
+                retention,
                 started_at: state.started_at.clone(),
                 duration_ms: state.elapsed_ms,
                 consumed_read_capacity: state.segments.iter().map(|s| s.consumed_capacity).sum(),
@@ -382,6 +384,27 @@ impl Backup {
         Ok(LegOutcome::Complete(Box::new(manifest)))
     }
 
+    /// The Object Lock retention every object of a backup started at `started_at` has, from the
+    /// bucket's default. Not knowing it never fails a backup: the manifest then says nothing.
+    pub(super) async fn retention(&self, job: &BackupJob, started_at: &str) -> Option<Retention> {
+        let lock = match self.store.default_retention().await {
+            Ok(lock) => lock?,
+            Err(err) => {
+                warn!(job_id = %job.job_id, error = %err, "reading the bucket's Object Lock retention failed; the manifest will not record it (s3:GetBucketObjectLockConfiguration)");
+                return None;
+            }
+        };
+        let start = chrono::DateTime::parse_from_rfc3339(started_at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| Utc::now());
+        Some(Retention {
+            mode: lock.mode,
+            days: lock.days,
+            retain_until: (start + chrono::Duration::days(i64::from(lock.days)))
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+        })
+    }
+
     /// The manifest of a complete backup of `job`.
     pub(super) fn manifest(
         &self,
@@ -391,6 +414,7 @@ impl Backup {
         done: Completed,
     ) -> Manifest {
         let Completed {
+            retention,
             started_at,
             duration_ms,
             consumed_read_capacity,
@@ -429,6 +453,7 @@ impl Backup {
             billing_mode: info.billing_mode,
             global_secondary_indexes: info.global_secondary_indexes,
             local_secondary_indexes: info.local_secondary_indexes,
+            retention,
             files,
             tool: ToolInfo::default(),
         }
@@ -437,6 +462,7 @@ impl Backup {
 
 /// What a complete backup adds to the job and the table: the numbers of its manifest.
 pub(super) struct Completed {
+    pub(super) retention: Option<Retention>,
     pub(super) started_at: String,
     pub(super) duration_ms: u64,
     pub(super) consumed_read_capacity: f64,

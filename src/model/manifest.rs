@@ -129,6 +129,30 @@ pub struct FileEntry {
     pub columns: Option<Vec<Column>>,
 }
 
+/// How S3 Object Lock protects a backup's objects: no one can delete or overwrite a version
+/// before `retain_until` (in `COMPLIANCE` mode not even the account's root user; in `GOVERNANCE`
+/// mode only a principal allowed to bypass governance retention).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// `GOVERNANCE` or `COMPLIANCE`.
+    pub mode: LockMode,
+    /// The bucket's default retention period.
+    pub days: u32,
+    /// Every object of the backup is locked at least until this time (RFC 3339): the backup's
+    /// start plus `days` (each object version is locked `days` from its own creation).
+    pub retain_until: String,
+}
+
+/// S3 Object Lock retention modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LockMode {
+    /// Protected from everyone without `s3:BypassGovernanceRetention`.
+    Governance,
+    /// Protected from everyone, the root user included, until it expires.
+    Compliance,
+}
+
 /// The tool that wrote a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolInfo {
@@ -206,6 +230,9 @@ pub struct Manifest {
     pub global_secondary_indexes: Vec<IndexInfo>,
     /// Local secondary indexes.
     pub local_secondary_indexes: Vec<IndexInfo>,
+    /// The Object Lock retention the bucket gives every object of the backup, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
     /// Data files, sorted by key.
     pub files: Vec<FileEntry>,
     /// Writer of the manifest.

@@ -269,7 +269,14 @@ impl Settings {
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .transpose()?,
+            // `none`: summary emails may go to no one (a stack without NotifyEmails).
             notify_allowed: list("DDB_BACKUP_NOTIFY_ALLOWED")
+                .map(|entries| {
+                    entries
+                        .into_iter()
+                        .filter(|e| e != "none")
+                        .collect::<Vec<_>>()
+                })
                 .map(|entries| {
                     entries
                         .iter()
@@ -449,6 +456,8 @@ mod tests {
         assert_eq!(s.policy.api_max_segments, Some(64));
         assert!(s.policy.api_allow_consistent_read);
         assert_eq!(s.defaults.max_workers, 40);
+        let nobody = settings(&[("DDB_BACKUP_NOTIFY_ALLOWED", "none")]).unwrap();
+        assert_eq!(nobody.policy.notify_allowed, Some(vec![]));
         for (var, value) in [
             ("DDB_BACKUP_ALLOWED_TABLES", "studentData,x"),
             ("DDB_BACKUP_NOTIFY_ALLOWED", "@"),

@@ -144,6 +144,10 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    async fn default_retention(&self) -> Result<Option<super::DefaultRetention>, StoreError> {
+        Ok(None)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         // The deepest directory the prefix names, walked below; keys are `/`-joined.
         let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..=i]);

@@ -129,6 +129,10 @@ impl ObjectStore for MemoryStore {
             .map(|(body, _)| (body.clone(), state.tags[key].to_string())))
     }
 
+    async fn default_retention(&self) -> Result<Option<super::DefaultRetention>, StoreError> {
+        Ok(None)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self
             .lock()

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::aws::{BoxError, FailureKind};
 use crate::error::{io_is_retryable, Retryable};
+use crate::model::manifest::LockMode;
 
 pub use local::LocalStore;
 pub use memory::MemoryStore;
@@ -204,6 +205,10 @@ pub trait ObjectStore: Send + Sync {
     /// Keys of the objects under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
+    /// The default Object Lock retention the destination gives every new object, if any: what
+    /// the manifest records about how long the backup cannot be deleted.
+    async fn default_retention(&self) -> Result<Option<DefaultRetention>, StoreError>;
+
     /// Whether an object exists (manifest checks).
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
 
@@ -212,6 +217,15 @@ pub trait ObjectStore: Send + Sync {
 
     /// Streams an object, so that verify and restore read files of any size in flat memory.
     async fn open(&self, key: &str) -> Result<ObjectReader, StoreError>;
+}
+
+/// A bucket's default Object Lock retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultRetention {
+    /// Governance or compliance.
+    pub mode: LockMode,
+    /// How long each new object version is locked.
+    pub days: u32,
 }
 
 /// Which keys an operation may touch.

@@ -7,10 +7,12 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload};
 use bytes::Bytes;
 
 use super::{
-    CompletedPart, KeyFilter, ObjectMeta, ObjectReader, ObjectStore, Precondition, StoreError,
+    CompletedPart, DefaultRetention, KeyFilter, ObjectMeta, ObjectReader, ObjectStore,
+    Precondition, StoreError,
 };
 use crate::aws::{error_facts, FailureKind};
 use crate::model::job::BucketName;
+use crate::model::manifest::LockMode;
 
 /// Server-side encryption for every object written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -190,6 +192,47 @@ impl ObjectStore for S3Store {
         Ok(Some((self.read_body(key, object).await?, tag)))
     }
 
+    async fn default_retention(&self) -> Result<Option<DefaultRetention>, StoreError> {
+        let out = match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(self.bucket.as_str())
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err)
+                if error_facts(&err).code.as_deref()
+                    == Some("ObjectLockConfigurationNotFoundError") =>
+            {
+                return Ok(None)
+            }
+            Err(err) => return Err(self.fail("GetObjectLockConfiguration", "", err)),
+        };
+        let Some(retention) = out
+            .object_lock_configuration
+            .and_then(|c| c.rule)
+            .and_then(|r| r.default_retention)
+        else {
+            return Ok(None);
+        };
+        let mode = match retention.mode {
+            Some(aws_sdk_s3::types::ObjectLockRetentionMode::Compliance) => LockMode::Compliance,
+            Some(aws_sdk_s3::types::ObjectLockRetentionMode::Governance) => LockMode::Governance,
+            _ => return Ok(None),
+        };
+        let days = match (retention.days, retention.years) {
+            (Some(days), _) => days,
+            (None, Some(years)) => years.saturating_mul(365),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(DefaultRetention {
+            mode,
+            days: u32::try_from(days).unwrap_or(0),
+        }))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut token = None;
@@ -257,6 +300,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(part_number)
+            .checksum_crc32(crc32_base64(&body))
             .body(ByteStream::from(body))
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .set_expected_bucket_owner(self.expected_owner.clone())
@@ -381,6 +425,14 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// The base64 CRC32 S3 checks a body against. Computed here rather than left to the SDK, whose
+/// defaults (`AWS_REQUEST_CHECKSUM_CALCULATION`) may skip it: an Object Lock bucket refuses an
+/// upload without one, and it is what makes S3 reject a part corrupted on the way.
+fn crc32_base64(body: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(body).to_be_bytes())
+}
+
 impl S3Store {
     /// A `PutObject` of `body` with the store's encryption, owner guard and checksum.
     fn put_request(
@@ -389,6 +441,7 @@ impl S3Store {
         body: Bytes,
         meta: &ObjectMeta,
     ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let checksum = crc32_base64(&body);
         self.client
             .put_object()
             .bucket(self.bucket.as_str())
@@ -400,6 +453,7 @@ impl S3Store {
             .set_ssekms_key_id(self.kms_key())
             .set_expected_bucket_owner(self.expected_owner.clone())
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_crc32(checksum)
     }
 
     /// The whole body of a small object.
@@ -440,5 +494,15 @@ impl S3Store {
                     self.fail("GetObject", key, err)
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_checksum_is_s3s_base64_of_the_big_endian_crc32() {
+        // CRC32 of "hello" is 0x3610a686.
+        assert_eq!(super::crc32_base64(b"hello"), "NhCmhg==");
+        assert_eq!(super::crc32_base64(b""), "AAAAAA==");
     }
 }

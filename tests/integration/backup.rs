@@ -374,6 +374,11 @@ impl ObjectStore for FailingPartStore {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.inner.list(prefix).await
     }
+    async fn default_retention(
+        &self,
+    ) -> Result<Option<ddb_backup::store::DefaultRetention>, StoreError> {
+        self.inner.default_retention().await
+    }
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         self.inner.exists(key).await
     }

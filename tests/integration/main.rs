@@ -16,5 +16,6 @@ mod fault_injection;
 mod independent_readers;
 mod lambda_runtime;
 mod malformed_inputs;
+mod object_lock;
 mod restore;
 mod triggers;
