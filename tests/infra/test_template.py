@@ -111,6 +111,81 @@ class TemplateInvariants(unittest.TestCase):
         self.assertEqual(tls[0]["Action"], "s3:*")
         self.assertEqual(tls[0]["Principal"], "*")
 
+    def test_backups_are_object_locked_for_their_retention_by_default(self):
+        props = self.resource("BackupBucket")["Properties"]
+        self.assertIs(props["ObjectLockEnabled"], True)
+        self.assertEqual(props["VersioningConfiguration"]["Status"], "Enabled", "Object Lock needs it")
+        lock = props["ObjectLockConfiguration"]
+        self.assertEqual(lock["ObjectLockEnabled"], "Enabled")
+        retention = lock["Rule"]["DefaultRetention"]
+        self.assertEqual(retention["Mode"], {"Ref": "ObjectLockMode"})
+        self.assertEqual(
+            retention["Days"],
+            {"Fn::If": ["LockDaysFromRetention", {"Ref": "BackupRetentionDays"}, {"Ref": "ObjectLockDays"}]},
+        )
+        mode = self.t["Parameters"]["ObjectLockMode"]
+        self.assertEqual((mode["Default"], mode["AllowedValues"]), ("GOVERNANCE", ["GOVERNANCE", "COMPLIANCE"]))
+        self.assertEqual(self.t["Parameters"]["ObjectLockDays"]["Default"], 0)
+        self.assertEqual(self.t["Conditions"]["LockDaysFromRetention"],
+                         {"Fn::Equals": [{"Ref": "ObjectLockDays"}, 0]})
+
+    def test_nobody_but_the_break_glass_role_may_delete_backups_or_loosen_their_protection(self):
+        stmts = statements(self.resource("BackupBucketPolicy")["Properties"]["PolicyDocument"])
+        deny = [s for s in stmts if s.get("Sid") == "DenyDeletingOrLoosening"]
+        self.assertEqual(len(deny), 1)
+        deny = deny[0]
+        self.assertEqual((deny["Effect"], deny["Principal"]), ("Deny", "*"))
+        self.assertEqual(
+            sorted(deny["Action"]),
+            sorted([
+                "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration",
+                "s3:PutBucketVersioning", "s3:PutBucketObjectLockConfiguration",
+                "s3:BypassGovernanceRetention", "s3:PutBucketPolicy",
+            ]),
+        )
+        self.assertEqual(
+            deny["Resource"],
+            [{"Fn::GetAtt": ["BackupBucket", "Arn"]}, {"Fn::Sub": "${BackupBucket.Arn}/*"}],
+        )
+        # Empty BreakGlassRoleArn: the denial has no exception at all.
+        self.assertEqual(
+            deny["Condition"],
+            {"Fn::If": [
+                "HasBreakGlass",
+                {"ArnNotEquals": {"aws:PrincipalArn": {"Ref": "BreakGlassRoleArn"}}},
+                {"Ref": "AWS::NoValue"},
+            ]},
+        )
+        self.assertEqual(self.t["Parameters"]["BreakGlassRoleArn"]["Default"], "")
+        pattern = self.pattern("BreakGlassRoleArn")
+        self.assertTrue(pattern.fullmatch("arn:aws:iam::123456789012:role/break-glass"))
+        self.assertFalse(pattern.fullmatch("arn:aws:iam::123456789012:user/admin"))
+        # Nothing in the stack deletes objects: the worker only writes and aborts uploads.
+        for name in ("WorkerRole", "ApiRole"):
+            self.assertNotIn("s3:DeleteObject", str(self.resource(name)), name)
+
+    def test_jobs_are_held_to_the_stacks_table_its_recipients_and_a_read_budget(self):
+        env = self.t["Globals"]["Function"]["Environment"]["Variables"]
+        self.assertEqual(env["DDB_BACKUP_ALLOWED_TABLES"], {"Ref": "TableName"})
+        self.assertEqual(
+            env["DDB_BACKUP_NOTIFY_ALLOWED"],
+            {"Fn::If": ["HasNotifyEmails", {"Ref": "NotifyEmails"}, "none"]},
+        )
+        self.assertEqual(env["DDB_BACKUP_READ_BUDGET_PERCENT"], {"Ref": "ReadBudgetPercent"})
+        self.assertEqual(env["DDB_BACKUP_READ_BUDGET"], {"Ref": "ReadBudget"})
+        self.assertEqual(self.t["Parameters"]["ReadBudgetPercent"]["Default"], 50)
+        self.assertEqual(self.t["Parameters"]["ReadBudget"]["Default"], 20000)
+        # SES sends only from the sender and only to NotifyEmails, whatever a job asks.
+        policies = self.resource("WorkerRole")["Properties"]["Policies"]
+        ses = [s for p in policies for s in statements(p["PolicyDocument"]) if s.get("Sid") == "SendSummaryEmail"]
+        self.assertEqual(len(ses), 1)
+        condition = ses[0]["Condition"]
+        self.assertEqual(condition["StringEquals"], {"ses:FromAddress": {"Ref": "SenderEmail"}})
+        self.assertEqual(
+            condition["ForAllValues:StringEquals"]["ses:Recipients"],
+            {"Fn::If": ["HasNotifyEmails", {"Fn::Split": [",", {"Ref": "NotifyEmails"}]}, ["nobody.invalid"]]},
+        )
+
     def test_roles_use_no_wildcard_actions_and_resources_only_where_aws_has_no_narrower(self):
         allowed_star_resources = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
         for name, res in self.resources.items():
