@@ -285,6 +285,8 @@ impl Settings {
                 })
                 .transpose()?,
             api_max_segments: Some(tuning.max_auto_segments),
+            api_max_read_budget: defaults.read_budget,
+            api_max_read_budget_percent: defaults.read_budget_percent,
             api_allow_consistent_read: parse(
                 "DDB_BACKUP_API_ALLOW_CONSISTENT_READ",
                 &|v| match v {

@@ -26,6 +26,11 @@ use crate::triggers::status::{JobState, JobStatus, StatusBoard};
 /// Largest accepted body. A job is a few hundred bytes; anything near this is a mistake or abuse.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Request headers a browser may send: the key, and what a SigV4 signature adds (`ApiAuth`
+/// `AWS_IAM` or `BOTH`). The template's gateway responses list the same.
+const ALLOWED_HEADERS: &str =
+    "content-type,x-api-key,authorization,x-amz-date,x-amz-security-token,x-amz-content-sha256";
+
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
 
@@ -157,7 +162,7 @@ impl Api {
         insert(
             &mut response.headers,
             "access-control-allow-headers",
-            "content-type,x-api-key",
+            ALLOWED_HEADERS,
         );
         insert(
             &mut response.headers,

@@ -213,28 +213,50 @@ class TemplateInvariants(unittest.TestCase):
         self.assertEqual(sorted(as_list(dynamo[0]["Action"])), ["dynamodb:DescribeTable", "dynamodb:Scan"])
         self.assertIn("table/${TableName}", str(dynamo[0]["Resource"]))
 
-    def test_options_needs_no_api_key_and_every_other_method_does(self):
-        api = self.resource("BackupApi")["Properties"]
-        self.assertIs(api["Auth"]["ApiKeyRequired"], True)
-        events = self.resource("ApiFunction")["Properties"]["Events"]
+    def test_options_needs_nothing_and_every_other_method_what_api_auth_says(self):
         methods = {}
-        for event in events.values():
-            props = event["Properties"]
-            key_required = props.get("Auth", {}).get("ApiKeyRequired", True)
-            methods[(props["Path"], props["Method"])] = key_required
+        for name, r in self.resources.items():
+            if r["Type"] != "AWS::ApiGateway::Method":
+                continue
+            props = r["Properties"]
+            path = {"BackupResource": "/backup", "JobResource": "/backup/{job_id}"}[props["ResourceId"]["Ref"]]
+            methods[(path, props["HttpMethod"])] = (props["AuthorizationType"], props["ApiKeyRequired"])
+            integration = props["Integration"]
+            self.assertEqual((integration["Type"], integration["IntegrationHttpMethod"]), ("AWS_PROXY", "POST"))
+            self.assertIn("${ApiFunction.Arn}", integration["Uri"]["Fn::Sub"], name)
+        by_parameter = ({"Fn::If": ["IamAuth", "AWS_IAM", "NONE"]}, {"Fn::If": ["KeyAuth", True, False]})
         self.assertEqual(
             methods,
             {
-                ("/backup", "POST"): True,
-                ("/backup/{job_id}", "GET"): True,
-                ("/backup", "OPTIONS"): False,
-                ("/backup/{job_id}", "OPTIONS"): False,
+                ("/backup", "POST"): by_parameter,
+                ("/backup/{job_id}", "GET"): by_parameter,
+                ("/backup", "OPTIONS"): ("NONE", False),
+                ("/backup/{job_id}", "OPTIONS"): ("NONE", False),
             },
         )
-        for response in ("DEFAULT_4XX", "DEFAULT_5XX"):
-            headers = api["GatewayResponses"][response]["ResponseParameters"]["Headers"]
-            self.assertIn("Access-Control-Allow-Origin", headers, response)
-        self.assertIn("AccessLogSetting", api)
+        auth = self.t["Parameters"]["ApiAuth"]
+        self.assertEqual((auth["Default"], auth["AllowedValues"]), ("API_KEY", ["API_KEY", "AWS_IAM", "BOTH"]))
+        conditions = self.t["Conditions"]
+        self.assertEqual(conditions["KeyAuth"], {"Fn::Or": [{"Condition": "AuthIsKey"}, {"Condition": "AuthIsBoth"}]})
+        self.assertEqual(conditions["IamAuth"], {"Fn::Or": [{"Condition": "AuthIsIam"}, {"Condition": "AuthIsBoth"}]})
+        # The key and its plan binding exist exactly when a key is required.
+        for name in ("ApiKey", "UsagePlanKey"):
+            self.assertEqual(self.resource(name).get("Condition"), "KeyAuth", name)
+        # One deployment per ApiAuth value, so changing it redeploys the methods.
+        deployments = {n: r.get("Condition") for n, r in self.resources.items() if r["Type"] == "AWS::ApiGateway::Deployment"}
+        self.assertEqual(sorted(deployments.values()), ["AuthIsBoth", "AuthIsIam", "AuthIsKey"])
+        permission = self.resource("ApiInvokePermission")["Properties"]
+        self.assertEqual(permission["Principal"], "apigateway.amazonaws.com")
+        stage = self.resource("BackupApiStage")["Properties"]
+        self.assertIn("AccessLogSetting", stage)
+        self.assertIs(stage["TracingEnabled"], True)
+        allowed = re.search(r'const ALLOWED_HEADERS: &str =\s*"([^"]+)"',
+                            (ROOT / "src/triggers/api.rs").read_text()).group(1)
+        for kind in ("4xx", "5xx"):
+            headers = self.resource(f"ApiGatewayResponse{kind}")["Properties"]["ResponseParameters"]
+            self.assertIn("gatewayresponse.header.Access-Control-Allow-Origin", headers, kind)
+            self.assertEqual(headers["gatewayresponse.header.Access-Control-Allow-Headers"], f"'{allowed}'",
+                             "the gateway's errors allow what the function's preflight allows")
 
     def test_queue_has_a_dlq_and_a_visibility_timeout_of_six_worker_timeouts(self):
         queue = self.resource("JobQueue")["Properties"]

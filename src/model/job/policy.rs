@@ -16,6 +16,12 @@ pub struct JobPolicy {
     /// Whether an API job may ask for a strongly consistent scan, which reads twice the capacity
     /// (`DDB_BACKUP_API_ALLOW_CONSISTENT_READ`).
     pub api_allow_consistent_read: bool,
+    /// The largest `read_budget` an API job may ask for: the deployment's default
+    /// (`DDB_BACKUP_READ_BUDGET`), which a caller may lower but not raise.
+    pub api_max_read_budget: Option<f64>,
+    /// The largest `read_budget_percent` an API job may ask for
+    /// (`DDB_BACKUP_READ_BUDGET_PERCENT`).
+    pub api_max_read_budget_percent: Option<f64>,
 }
 
 /// An entry of the allowed recipients: one address, or every address at a domain.
@@ -122,6 +128,31 @@ impl JobPolicy {
                 });
             }
         }
+        let over = |asked: Option<f64>, max: Option<f64>| match (asked, max) {
+            (Some(asked), Some(max)) => asked > max,
+            _ => false,
+        };
+        if over(job.read_budget.map(|b| b.get()), self.api_max_read_budget) {
+            return Err(NotAllowed {
+                field: "read_budget",
+                message: format!(
+                    "at most {} read units per second through the API (DDB_BACKUP_READ_BUDGET); leave it out for that",
+                    self.api_max_read_budget.unwrap_or_default()
+                ),
+            });
+        }
+        if over(
+            job.read_budget_percent.map(|b| b.get()),
+            self.api_max_read_budget_percent,
+        ) {
+            return Err(NotAllowed {
+                field: "read_budget_percent",
+                message: format!(
+                    "at most {} % of the table's read capacity through the API (DDB_BACKUP_READ_BUDGET_PERCENT); leave it out for that",
+                    self.api_max_read_budget_percent.unwrap_or_default()
+                ),
+            });
+        }
         if job.consistent_read && !self.api_allow_consistent_read {
             return Err(NotAllowed {
                 field: "consistent_read",
@@ -164,6 +195,8 @@ mod tests {
             ]),
             api_max_segments: Some(32),
             api_allow_consistent_read: false,
+            api_max_read_budget: Some(20_000.0),
+            api_max_read_budget_percent: Some(50.0),
         }
     }
 
@@ -175,6 +208,8 @@ mod tests {
             r#"{"table":"studentData","notify":["OPS@example.com","dean@School.Example.org"],"segments":32}"#,
         );
         assert_eq!(p.check_api(&ok), Ok(()));
+        let lower = job(r#"{"table":"studentData","read_budget":100,"read_budget_percent":10}"#);
+        assert_eq!(p.check_api(&lower), Ok(()), "a caller may read more gently");
         for (json, field, says) in [
             (
                 r#"{"table":"payroll"}"#,

@@ -233,6 +233,8 @@ async fn a_job_beyond_the_deployments_policy_gets_403_naming_the_field_and_nothi
         ]),
         api_max_segments: Some(32),
         api_allow_consistent_read: false,
+        api_max_read_budget: Some(20_000.0),
+        api_max_read_budget_percent: None,
     });
     for (json, field) in [
         (r#"{"table": "payroll"}"#, "table"),
@@ -244,6 +246,10 @@ async fn a_job_beyond_the_deployments_policy_gets_403_naming_the_field_and_nothi
         (
             r#"{"table": "studentData", "consistent_read": true}"#,
             "consistent_read",
+        ),
+        (
+            r#"{"table": "studentData", "read_budget": 40000}"#,
+            "read_budget",
         ),
     ] {
         let response = api.handle(post(Some(json))).await;
