@@ -212,21 +212,21 @@ impl Backup {
                     .max(0) as u64
             })
             .unwrap_or_else(|_| results.iter().map(|r| r.elapsed_ms).max().unwrap_or(0));
-        let retention = self.retention(job, &started_at).await;
-        let manifest = self.manifest(
-            job,
-            info,
-            &layout,
-            Completed {
-                retention,
-                started_at,
-                duration_ms,
-                consumed_read_capacity: results.iter().map(|r| r.consumed_read_capacity).sum(),
-                segments,
-                workers: shard.workers,
-                files,
-            },
-        );
+        let manifest = self
+            .manifest(
+                job,
+                info,
+                &layout,
+                Completed {
+                    started_at,
+                    duration_ms,
+                    consumed_read_capacity: results.iter().map(|r| r.consumed_read_capacity).sum(),
+                    segments,
+                    workers: shard.workers,
+                    files,
+                },
+            )
+            .await;
         let key = layout.manifest_key();
         let body = serde_json::to_vec_pretty(&manifest).map_err(BackupError::Serialize)?;
         let written = self

@@ -357,21 +357,25 @@ impl Backup {
                 .finish_fan_out(job, info, shard, segments, result)
                 .await;
         }
-        let retention = self.retention(job, &state.started_at).await;
-        let manifest = self.manifest(
-            job,
-            info,
-            &layout,
-            Completed {
-                retention,
-                started_at: state.started_at.clone(),
-                duration_ms: state.elapsed_ms,
-                consumed_read_capacity: state.segments.iter().map(|s| s.consumed_capacity).sum(),
-                segments,
-                workers: 1,
-                files,
-            },
-        );
+        let manifest = self
+            .manifest(
+                job,
+                info,
+                &layout,
+                Completed {
+                    started_at: state.started_at.clone(),
+                    duration_ms: state.elapsed_ms,
+                    consumed_read_capacity: state
+                        .segments
+                        .iter()
+                        .map(|s| s.consumed_capacity)
+                        .sum(),
+                    segments,
+                    workers: 1,
+                    files,
+                },
+            )
+            .await;
         let body = serde_json::to_vec_pretty(&manifest).map_err(BackupError::Serialize)?;
         self.store
             .put_object(&manifest_key, Bytes::from(body), &JSON_META)
@@ -405,16 +409,16 @@ impl Backup {
         })
     }
 
-    /// The manifest of a complete backup of `job`.
-    pub(super) fn manifest(
+    /// The manifest of a complete backup of `job`, with the retention its bucket gives it.
+    pub(super) async fn manifest(
         &self,
         job: &BackupJob,
         info: TableInfo,
         layout: &Layout,
         done: Completed,
     ) -> Manifest {
+        let retention = self.retention(job, &done.started_at).await;
         let Completed {
-            retention,
             started_at,
             duration_ms,
             consumed_read_capacity,
@@ -462,7 +466,6 @@ impl Backup {
 
 /// What a complete backup adds to the job and the table: the numbers of its manifest.
 pub(super) struct Completed {
-    pub(super) retention: Option<Retention>,
     pub(super) started_at: String,
     pub(super) duration_ms: u64,
     pub(super) consumed_read_capacity: f64,
