@@ -299,6 +299,7 @@ fn merge(workers: u32) {
         let meta = ObjectMeta {
             content_type: "application/json",
             content_encoding: None,
+            records: None,
         };
         for w in 0..workers - 1 {
             let result = WorkerResult {

@@ -19,7 +19,7 @@ pub use super::error::{BackupError, BudgetError, Internal, Stage};
 use super::segment::{key_attributes, run_segments, SegmentContext, SegmentStart};
 use crate::codec::encode::EncodeOptions;
 use crate::model::fan_out::{Shard, WorkerResult, FAN_OUT_VERSION};
-use crate::model::format::Format;
+use crate::model::format::{stored_content_type, Format};
 use crate::model::job::BackupJob;
 use crate::model::manifest::{FileEntry, Layout, Manifest, Retention, ToolInfo, MANIFEST_VERSION};
 use crate::model::table::TableInfo;
@@ -278,8 +278,12 @@ impl Backup {
                 parquet_compression: job.parquet_compression,
             },
             meta: ObjectMeta {
-                content_type: job.format.content_type(),
-                content_encoding: job.compression.content_encoding(),
+                content_type: stored_content_type(job.format, job.compression),
+                content_encoding: None,
+                records: job
+                    .compression
+                    .media_type()
+                    .map(|_| job.format.content_type()),
             },
             layout: layout.clone(),
             limits: UploadLimits {
@@ -436,8 +440,8 @@ impl Backup {
             format: job.format,
             compression: job.compression,
             parquet_compression: (job.format == Format::Parquet).then_some(job.parquet_compression),
-            content_type: job.format.content_type().to_string(),
-            content_encoding: job.compression.content_encoding().map(str::to_string),
+            content_type: stored_content_type(job.format, job.compression).to_string(),
+            content_encoding: None,
             requested_at: job
                 .requested_at
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -502,6 +506,7 @@ pub(super) fn read_budget(job: &BackupJob, info: &TableInfo) -> Result<Option<f6
 pub(super) const JSON_META: ObjectMeta = ObjectMeta {
     content_type: "application/json",
     content_encoding: None,
+    records: None,
 };
 
 #[cfg(test)]

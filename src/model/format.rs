@@ -52,7 +52,8 @@ impl Format {
         }
     }
 
-    /// `Content-Type` of the stored object (compression is carried by `Content-Encoding`).
+    /// Media type of the records themselves: the `Content-Type` of an uncompressed file, and the
+    /// `records-content-type` metadata of a compressed one.
     pub fn content_type(self) -> &'static str {
         match self {
             Format::DynamodbJson | Format::Json => "application/x-ndjson",
@@ -151,14 +152,23 @@ impl Compression {
         }
     }
 
-    /// `Content-Encoding` of the stored object, if any.
-    pub fn content_encoding(self) -> Option<&'static str> {
+    /// Media type of a file compressed this way, if compressed. A compressed file is stored as
+    /// what it is, with no `Content-Encoding`: browsers and HTTP clients would otherwise
+    /// decompress it on download and save bytes that match neither its name nor its SHA-256.
+    pub fn media_type(self) -> Option<&'static str> {
         match self {
-            Compression::Gzip => Some("gzip"),
-            Compression::Zstd => Some("zstd"),
+            Compression::Gzip => Some("application/gzip"),
+            Compression::Zstd => Some("application/zstd"),
             Compression::None => None,
         }
     }
+}
+
+/// `Content-Type` of a stored data file: the compressed stream's, else the records'.
+pub fn stored_content_type(format: Format, compression: Compression) -> &'static str {
+    compression
+        .media_type()
+        .unwrap_or_else(|| format.content_type())
 }
 
 /// Full file extension of an output file, e.g. `json.gz`.
@@ -219,8 +229,19 @@ mod tests {
         );
         assert_eq!(file_extension(Format::Json, Compression::Zstd), "jsonl.zst");
         assert_eq!(file_extension(Format::Json, Compression::None), "jsonl");
-        assert_eq!(Compression::None.content_encoding(), None);
-        assert_eq!(Compression::Zstd.content_encoding(), Some("zstd"));
+        assert_eq!(Compression::None.media_type(), None);
+        assert_eq!(
+            stored_content_type(Format::Csv, Compression::Zstd),
+            "application/zstd"
+        );
+        assert_eq!(
+            stored_content_type(Format::DynamodbJson, Compression::Gzip),
+            "application/gzip"
+        );
+        assert_eq!(
+            stored_content_type(Format::Json, Compression::None),
+            "application/x-ndjson"
+        );
         assert_eq!(Format::DynamodbJson.content_type(), "application/x-ndjson");
         assert_eq!(file_extension(Format::Csv, Compression::Gzip), "csv.gz");
         assert_eq!(

@@ -191,9 +191,11 @@ pub struct Manifest {
     /// Column compression, for Parquet backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet_compression: Option<ParquetCompression>,
-    /// `Content-Type` of data files.
+    /// `Content-Type` of data files: `application/gzip` or `application/zstd` when compressed,
+    /// else the records' own type.
     pub content_type: String,
-    /// `Content-Encoding` of data files.
+    /// `Content-Encoding` of data files: none. Backups written before compressed files were
+    /// stored as what they are say `gzip` or `zstd` here.
     pub content_encoding: Option<String>,
     /// When the job was requested (RFC 3339).
     pub requested_at: String,

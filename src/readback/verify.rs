@@ -236,6 +236,7 @@ mod tests {
         let meta = ObjectMeta {
             content_type: "application/x-ndjson",
             content_encoding: None,
+            records: None,
         };
         store
             .put_object(key, Bytes::from(body), &meta)

@@ -309,6 +309,7 @@ mod tests {
     const JSON: ObjectMeta = ObjectMeta {
         content_type: "application/json",
         content_encoding: None,
+        records: None,
     };
 
     #[tokio::test]

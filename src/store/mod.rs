@@ -28,6 +28,9 @@ pub struct ObjectMeta {
     pub content_type: &'static str,
     /// `Content-Encoding` header.
     pub content_encoding: Option<&'static str>,
+    /// For a compressed file, the media type of the records inside it (user metadata
+    /// `records-content-type`), so whoever downloads it knows what it decompresses to.
+    pub records: Option<&'static str>,
 }
 
 /// A part accepted by a multipart upload, needed to complete it.

@@ -269,6 +269,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .content_type(meta.content_type)
             .set_content_encoding(meta.content_encoding.map(str::to_string))
+            .set_metadata(user_metadata(meta))
             .server_side_encryption(self.sse_algorithm())
             .set_ssekms_key_id(self.kms_key())
             .set_expected_bucket_owner(self.expected_owner.clone())
@@ -425,6 +426,12 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// User metadata (`x-amz-meta-*`) of an object: what a compressed file holds.
+fn user_metadata(meta: &ObjectMeta) -> Option<std::collections::HashMap<String, String>> {
+    meta.records
+        .map(|records| [("records-content-type".to_string(), records.to_string())].into())
+}
+
 /// The base64 CRC32 S3 checks a body against. Computed here rather than left to the SDK, whose
 /// defaults (`AWS_REQUEST_CHECKSUM_CALCULATION`) may skip it: an Object Lock bucket refuses an
 /// upload without one, and it is what makes S3 reject a part corrupted on the way.
@@ -449,6 +456,7 @@ impl S3Store {
             .body(ByteStream::from(body))
             .content_type(meta.content_type)
             .set_content_encoding(meta.content_encoding.map(str::to_string))
+            .set_metadata(user_metadata(meta))
             .server_side_encryption(self.sse_algorithm())
             .set_ssekms_key_id(self.kms_key())
             .set_expected_bucket_owner(self.expected_owner.clone())

@@ -259,6 +259,7 @@ mod tests {
         let meta = ObjectMeta {
             content_type: "application/octet-stream",
             content_encoding: None,
+            records: None,
         };
         let id = store.create_multipart("k", &meta).await.unwrap();
         open.insert(&id, "k");

@@ -15,6 +15,7 @@ use crate::store::{ObjectMeta, ObjectStore, Precondition, StoreError};
 const JSON: ObjectMeta = ObjectMeta {
     content_type: "application/json",
     content_encoding: None,
+    records: None,
 };
 
 /// Where a job stands.

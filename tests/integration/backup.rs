@@ -37,7 +37,7 @@ fn backup(
 }
 
 /// Downloads one data file and checks what the manifest and the object metadata say about it:
-/// stored size, SHA-256, `Content-Type` and `Content-Encoding`.
+/// stored size, SHA-256, `Content-Type`, no `Content-Encoding`, and what a compressed file holds.
 async fn stored_file(
     aws: &ddb_backup::aws::AwsContext,
     bucket: &str,
@@ -54,12 +54,35 @@ async fn stored_file(
     );
     assert_eq!(
         content_type.as_deref(),
-        Some(manifest.format.content_type())
+        Some(manifest.content_type.as_str())
     );
     assert_eq!(
-        content_encoding.as_deref(),
-        manifest.compression.content_encoding()
+        content_type.as_deref(),
+        Some(ddb_backup::model::format::stored_content_type(
+            manifest.format,
+            manifest.compression
+        ))
     );
+    // A compressed file is stored as what it is: no client decompresses it on download.
+    assert_eq!(content_encoding, None, "{}", file.key);
+    if manifest.compression != Compression::None {
+        let head = aws
+            .s3()
+            .head_object()
+            .bucket(bucket)
+            .key(&file.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.metadata()
+                .and_then(|m| m.get("records-content-type"))
+                .map(String::as_str),
+            Some(manifest.format.content_type()),
+            "{}",
+            file.key
+        );
+    }
     body.to_vec()
 }
 

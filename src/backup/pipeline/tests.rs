@@ -91,8 +91,14 @@ async fn objects_carry_the_content_metadata_of_format_and_compression() {
         .await
         .unwrap();
     let meta = store.meta(&manifest.files[0].key).unwrap();
-    assert_eq!(meta.content_type, "application/x-ndjson");
-    assert_eq!(meta.content_encoding, Some("zstd"));
+    assert_eq!(meta.content_type, "application/zstd");
+    assert_eq!(
+        meta.content_encoding, None,
+        "stored as it is, never decoded on download"
+    );
+    assert_eq!(meta.records, Some("application/x-ndjson"));
+    assert_eq!(manifest.content_type, "application/zstd");
+    assert_eq!(manifest.content_encoding, None);
     assert!(manifest.files[0].key.ends_with(".jsonl.zst"));
 }
 
