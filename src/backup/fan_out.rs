@@ -238,6 +238,7 @@ impl Backup {
                   "another worker wrote the manifest first; standing down");
             return Ok(waiting(shard.workers));
         }
+        self.record_latest(&layout, &manifest).await;
         info!(job_id = %manifest.job_id, table = %manifest.table, items = manifest.item_count,
               bytes = manifest.bytes, files = manifest.files.len(), segments,
               workers = shard.workers, merged_by = shard.worker,

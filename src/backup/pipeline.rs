@@ -21,7 +21,9 @@ use crate::codec::encode::EncodeOptions;
 use crate::model::fan_out::{Shard, WorkerResult, FAN_OUT_VERSION};
 use crate::model::format::{stored_content_type, Format};
 use crate::model::job::BackupJob;
-use crate::model::manifest::{FileEntry, Layout, Manifest, Retention, ToolInfo, MANIFEST_VERSION};
+use crate::model::manifest::{
+    FileEntry, LatestBackup, Layout, Manifest, Retention, ToolInfo, MANIFEST_VERSION,
+};
 use crate::model::table::TableInfo;
 use crate::source::budget::ReadBudget;
 use crate::source::{auto_segments, SegmentEnd, TableSource};
@@ -384,6 +386,7 @@ impl Backup {
         self.store
             .put_object(&manifest_key, Bytes::from(body), &JSON_META)
             .await?;
+        self.record_latest(&layout, &manifest).await;
         info!(job_id = %manifest.job_id, table = %manifest.table, items = manifest.item_count,
               bytes = manifest.bytes, files = manifest.files.len(), segments,
               legs = state.sequence + 1, consumed_rcu = manifest.consumed_read_capacity,
@@ -413,6 +416,44 @@ impl Backup {
         })
     }
 
+    /// The table's previous complete backup here, if one recorded itself. Not knowing it never
+    /// fails a backup: the manifest then has nothing to compare with.
+    async fn latest(&self, job: &BackupJob, layout: &Layout) -> Option<LatestBackup> {
+        match self.store.get(&layout.latest_key()).await {
+            Ok(body) => serde_json::from_slice(&body)
+                .map_err(|e| warn!(job_id = %job.job_id, error = %e, "the table's latest.json does not parse; nothing to compare with"))
+                .ok(),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(err) => {
+                warn!(job_id = %job.job_id, error = %err, "reading the table's latest backup failed; nothing to compare with");
+                None
+            }
+        }
+    }
+
+    /// Records `manifest` as the table's latest complete backup, for the next one to compare
+    /// with. A failure is logged: the backup itself is complete.
+    pub(super) async fn record_latest(&self, layout: &Layout, manifest: &Manifest) {
+        let latest = LatestBackup {
+            job_id: manifest.job_id.clone(),
+            finished_at: manifest.finished_at.clone(),
+            item_count: manifest.item_count,
+            bytes: manifest.bytes,
+            manifest: self.store.uri(&layout.manifest_key()),
+        };
+        let body = match serde_json::to_vec_pretty(&latest) {
+            Ok(body) => body,
+            Err(err) => return warn!(error = %err, "latest.json could not be written"),
+        };
+        if let Err(err) = self
+            .store
+            .put_object(&layout.latest_key(), Bytes::from(body), &JSON_META)
+            .await
+        {
+            warn!(job_id = %manifest.job_id, error = %err, "recording the table's latest backup failed; the next backup will not compare itself with this one");
+        }
+    }
+
     /// The manifest of a complete backup of `job`, with the retention its bucket gives it.
     pub(super) async fn manifest(
         &self,
@@ -422,6 +463,7 @@ impl Backup {
         done: Completed,
     ) -> Manifest {
         let retention = self.retention(job, &done.started_at).await;
+        let previous = self.latest(job, layout).await;
         let Completed {
             started_at,
             duration_ms,
@@ -461,6 +503,7 @@ impl Backup {
             billing_mode: info.billing_mode,
             global_secondary_indexes: info.global_secondary_indexes,
             local_secondary_indexes: info.local_secondary_indexes,
+            previous,
             retention,
             files,
             tool: ToolInfo::default(),

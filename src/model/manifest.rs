@@ -21,6 +21,8 @@ use crate::model::table::{AttributeDefinition, IndexInfo, KeyElement};
 pub const MANIFEST_VERSION: u32 = 1;
 /// File name of the manifest inside a backup's directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of a table's latest-backup record, beside its date partitions.
+pub const LATEST_FILE: &str = "latest.json";
 /// File name of a fanned-out job's plan inside a backup's directory.
 pub const PLAN_FILE: &str = "plan.json";
 /// File name of a fanned-out job's failure record inside a backup's directory.
@@ -29,6 +31,7 @@ pub const FAILURE_FILE: &str = "failed.json";
 /// Object keys of one backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
+    table_base: String,
     base: String,
     extension: String,
 }
@@ -36,14 +39,14 @@ pub struct Layout {
 impl Layout {
     /// The layout for `job`.
     pub fn new(job: &BackupJob) -> Self {
+        let table_base = format!("{}{}/", job.destination.prefix(), job.table);
         Layout {
             base: format!(
-                "{}{}/dt={}/{}/",
-                job.destination.prefix(),
-                job.table,
+                "{table_base}dt={}/{}/",
                 job.requested_at.format("%Y-%m-%d"),
                 job.job_id
             ),
+            table_base,
             extension: file_extension(job.format, job.compression),
         }
     }
@@ -73,6 +76,12 @@ impl Layout {
             None => format!("{}checkpoints/{sequence:05}.json", self.base),
             Some(w) => format!("{}checkpoints/worker-{w:04}/{sequence:05}.json", self.base),
         }
+    }
+
+    /// Key of the table's latest complete backup ([`LatestBackup`]), beside its date partitions:
+    /// what the next backup compares itself with.
+    pub fn latest_key(&self) -> String {
+        format!("{}{LATEST_FILE}", self.table_base)
     }
 
     /// Key of the plan of a fanned-out job: its worker and segment counts, fixed once.
@@ -127,6 +136,27 @@ pub struct FileEntry {
     /// what makes a CSV file restorable exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<Column>>,
+}
+
+/// A table's complete backup, as the next one compares itself with it: stored at
+/// `{prefix}{table}/latest.json` after each manifest, and copied into the next manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestBackup {
+    /// The job.
+    pub job_id: String,
+    /// When it finished (RFC 3339).
+    pub finished_at: String,
+    /// Items backed up.
+    pub item_count: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Where its manifest is.
+    pub manifest: String,
+}
+
+/// A change from the previous backup, in percent (negative: the table shrank).
+pub fn change_percent(now: u64, before: u64) -> Option<f64> {
+    (before > 0).then(|| (now as f64 - before as f64) * 100.0 / before as f64)
 }
 
 /// How S3 Object Lock protects a backup's objects: no one can delete or overwrite a version
@@ -232,6 +262,9 @@ pub struct Manifest {
     pub global_secondary_indexes: Vec<IndexInfo>,
     /// Local secondary indexes.
     pub local_secondary_indexes: Vec<IndexInfo>,
+    /// The table's previous complete backup in the same place, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<LatestBackup>,
     /// The Object Lock retention the bucket gives every object of the backup, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
@@ -246,6 +279,27 @@ fn one() -> u32 {
 }
 
 impl Manifest {
+    /// Items now against the previous backup, in percent; `None` without one (or from zero).
+    pub fn items_change_percent(&self) -> Option<f64> {
+        self.previous
+            .as_ref()
+            .and_then(|p| change_percent(self.item_count, p.item_count))
+    }
+
+    /// Whether the table lost `alert_percent` % of its items or more since the previous backup:
+    /// the signal of an accidental delete or an attack, which the backup is first to see.
+    pub fn shrank(&self, alert_percent: f64) -> bool {
+        self.items_change_percent()
+            .is_some_and(|change| change <= -alert_percent)
+    }
+
+    /// Stored bytes now against the previous backup, in percent.
+    pub fn bytes_change_percent(&self) -> Option<f64> {
+        self.previous
+            .as_ref()
+            .and_then(|p| change_percent(self.bytes, p.bytes))
+    }
+
     /// Parses a manifest, refusing versions this build does not understand.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, String> {
         let manifest: Manifest =
@@ -286,5 +340,8 @@ mod tests {
             layout.manifest_key(),
             "backups/studentData/dt=2025-07-07/j1/manifest.json"
         );
+        assert_eq!(layout.latest_key(), "backups/studentData/latest.json");
+        assert_eq!(change_percent(69, 100), Some(-31.0));
+        assert_eq!(change_percent(5, 0), None);
     }
 }

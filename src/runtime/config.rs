@@ -54,6 +54,11 @@ pub struct Settings {
     pub max_receives: u32,
     /// What jobs may ask for: tables, recipients, and through the API how hard they may read.
     pub policy: JobPolicy,
+    /// The drop in items against the table's previous backup, in percent, that flags the
+    /// backup: a marked email subject and the `TableShrank` metric.
+    pub shrink_alert_percent: f64,
+    /// The web console, which summary emails link to, if one is deployed.
+    pub console_url: Option<String>,
 }
 
 pub use crate::triggers::worker::{DEFAULT_DEADLINE_MARGIN_SECS, DEFAULT_MAX_RECEIVES};
@@ -296,6 +301,17 @@ impl Settings {
             )?
             .is_some_and(|v| v == "true"),
         };
+        let shrink_alert_percent = float("DDB_BACKUP_SHRINK_ALERT_PERCENT", 100.0)?
+            .unwrap_or(crate::triggers::worker::DEFAULT_SHRINK_ALERT_PERCENT);
+        let console_url = parse("DDB_BACKUP_CONSOLE_URL", &|v| {
+            if v.starts_with("https://") || v.starts_with("http://") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{v}` is not a URL; expected e.g. https://d111111abcdef8.cloudfront.net/"
+                ))
+            }
+        })?;
         Ok(Settings {
             defaults,
             tuning,
@@ -310,6 +326,8 @@ impl Settings {
             deadline_margin,
             max_receives,
             policy,
+            shrink_alert_percent,
+            console_url,
         })
     }
 }
@@ -458,6 +476,9 @@ mod tests {
         assert_eq!(s.policy.api_max_segments, Some(64));
         assert!(s.policy.api_allow_consistent_read);
         assert_eq!(s.defaults.max_workers, 40);
+        let alert = settings(&[("DDB_BACKUP_SHRINK_ALERT_PERCENT", "35")]).unwrap();
+        assert_eq!(alert.shrink_alert_percent, 35.0);
+        assert_eq!(settings(&[]).unwrap().shrink_alert_percent, 20.0);
         let nobody = settings(&[("DDB_BACKUP_NOTIFY_ALLOWED", "none")]).unwrap();
         assert_eq!(nobody.policy.notify_allowed, Some(vec![]));
         for (var, value) in [
@@ -465,6 +486,8 @@ mod tests {
             ("DDB_BACKUP_NOTIFY_ALLOWED", "@"),
             ("DDB_BACKUP_API_ALLOW_CONSISTENT_READ", "yes"),
             ("DDB_BACKUP_MAX_WORKERS", "1001"),
+            ("DDB_BACKUP_SHRINK_ALERT_PERCENT", "0"),
+            ("DDB_BACKUP_CONSOLE_URL", "console"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -185,7 +185,8 @@ pub fn worker(aws: &AwsContext, settings: &Settings) -> Worker {
         settings.tuning.clone(),
     )
     .with_limits(settings.deadline_margin, settings.max_receives)
-    .with_policy(settings.policy.clone());
+    .with_policy(settings.policy.clone())
+    .with_shrink_alert(settings.shrink_alert_percent, settings.console_url.clone());
     if let Some(url) = &settings.queue_url {
         worker = worker.with_queue(Arc::new(SqsQueue::new(aws.sqs(), url)));
     }

@@ -14,6 +14,11 @@ pub const NAMESPACE: &str = "ddb-backup";
 pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
 /// 1 for every failed attempt, whether it will be retried or was rejected.
 pub const BACKUP_FAILED: &str = "BackupFailed";
+/// 1 when a complete backup holds fewer items than the previous one by the alert threshold or
+/// more (`DDB_BACKUP_SHRINK_ALERT_PERCENT`), 0 otherwise: the stack alarms on it.
+pub const TABLE_SHRANK: &str = "TableShrank";
+/// Items against the previous backup, in percent (negative: fewer).
+pub const ITEMS_CHANGE_PERCENT: &str = "ItemsChangePercent";
 
 /// How a job's attempt ended, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,10 @@ pub struct JobMetrics {
     pub duration_ms: u64,
     /// Read capacity the scan consumed (success only).
     pub consumed_rcu: f64,
+    /// Items against the table's previous backup, in percent (success with a previous backup).
+    pub items_change_percent: Option<f64>,
+    /// Whether the table shrank past the alert threshold (success only).
+    pub shrank: bool,
 }
 
 impl JobMetrics {
@@ -70,6 +79,12 @@ impl JobMetrics {
             doc["ItemsBackedUp"] = self.items.into();
             doc["BytesStored"] = self.stored_bytes.into();
             doc["ConsumedReadCapacity"] = json!(self.consumed_rcu);
+            metrics.push(json!({"Name": TABLE_SHRANK, "Unit": "Count"}));
+            doc[TABLE_SHRANK] = u8::from(self.shrank).into();
+            if let Some(change) = self.items_change_percent {
+                metrics.push(json!({"Name": ITEMS_CHANGE_PERCENT, "Unit": "Percent"}));
+                doc[ITEMS_CHANGE_PERCENT] = json!((change * 10.0).round() / 10.0);
+            }
         }
         doc["_aws"]["CloudWatchMetrics"] = json!([{
             "Namespace": NAMESPACE,
@@ -136,6 +151,8 @@ mod tests {
             stored_bytes: 12_345,
             duration_ms: 4_000,
             consumed_rcu: 12.5,
+            items_change_percent: Some(-31.04),
+            shrank: true,
         }
     }
 
@@ -169,6 +186,16 @@ mod tests {
         assert_eq!(doc["BytesStored"], 12_345);
         assert_eq!(doc["ConsumedReadCapacity"], 12.5);
         assert_eq!(doc["BackupDuration"], 4_000);
+        assert_eq!(doc[TABLE_SHRANK], 1);
+        assert_eq!(doc[ITEMS_CHANGE_PERCENT], -31.0);
+        let first = JobMetrics {
+            items_change_percent: None,
+            shrank: false,
+            ..succeeded()
+        }
+        .to_emf(0);
+        assert_eq!(first[TABLE_SHRANK], 0, "no previous backup: nothing shrank");
+        assert!(first.get(ITEMS_CHANGE_PERCENT).is_none());
     }
 
     #[test]
@@ -181,6 +208,7 @@ mod tests {
         assert_eq!(doc[BACKUP_SUCCEEDED], 0);
         assert_eq!(doc[BACKUP_FAILED], 1);
         assert!(doc.get("ItemsBackedUp").is_none());
+        assert!(doc.get(TABLE_SHRANK).is_none());
         assert!(!declared(&doc).contains(&"ItemsBackedUp".to_string()));
     }
 

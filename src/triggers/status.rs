@@ -80,6 +80,24 @@ pub struct JobStatus {
     /// Workers that have read their share, when it fanned out over several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers_done: Option<u32>,
+    /// Once complete, the change from the table's previous backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+}
+
+/// How a complete backup compares with the table's previous one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// When the previous backup finished (RFC 3339).
+    pub since: String,
+    /// The previous backup's job.
+    pub previous_job_id: String,
+    /// Items, in percent (negative: fewer).
+    pub items_percent: Option<f64>,
+    /// Stored bytes, in percent.
+    pub bytes_percent: Option<f64>,
+    /// Whether items fell by the alert threshold or more.
+    pub shrank: bool,
 }
 
 impl JobStatus {
@@ -105,6 +123,7 @@ impl JobStatus {
             notified: false,
             workers: None,
             workers_done: None,
+            change: None,
         }
     }
 

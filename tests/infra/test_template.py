@@ -425,6 +425,20 @@ class TemplateInvariants(unittest.TestCase):
         # CloudWatch evaluates at most 7 days for hourly periods.
         self.assertLessEqual(hours["MaxValue"] * 3600, 7 * 86400)
 
+    def test_the_shrink_alarm_reads_the_metric_the_worker_emits_at_the_stacks_threshold(self):
+        alarm = self.alarms()["TableShrankAlarm"]
+        source = (ROOT / "src" / "triggers" / "metrics.rs").read_text()
+        metric = re.search(r'pub const TABLE_SHRANK: &str = "([^"]+)"', source).group(1)
+        self.assertEqual((alarm["Namespace"], alarm["MetricName"]), ("ddb-backup", metric))
+        self.assertEqual(alarm["Dimensions"], [{"Name": "Table", "Value": {"Ref": "TableName"}}])
+        self.assertEqual((alarm["Statistic"], alarm["Threshold"]), ("Maximum", 1))
+        self.assertEqual(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold")
+        # No backup, no data: that is the missed-backup alarm's business, not this one's.
+        self.assertEqual(alarm["TreatMissingData"], "notBreaching")
+        env = self.resource("WorkerFunction")["Properties"]["Environment"]["Variables"]
+        self.assertEqual(env["DDB_BACKUP_SHRINK_ALERT_PERCENT"], {"Ref": "ShrinkAlertPercent"})
+        self.assertEqual(self.t["Parameters"]["ShrinkAlertPercent"]["Default"], 20)
+
     def test_the_kms_key_outlives_the_stack_and_is_used_only_through_s3(self):
         key = self.resource("BackupKey")
         self.assertEqual(key.get("DeletionPolicy"), "Retain")

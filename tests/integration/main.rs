@@ -18,4 +18,5 @@ mod lambda_runtime;
 mod malformed_inputs;
 mod object_lock;
 mod restore;
+mod shrink;
 mod triggers;

@@ -40,7 +40,7 @@ use crate::store::{ObjectStore, StoreError};
 use crate::triggers::metrics::MetricsSink;
 use crate::triggers::notify::Notifier;
 use crate::triggers::queue::JobQueue;
-use crate::triggers::status::{JobState, JobStatus, StatusBoard};
+use crate::triggers::status::{Change, JobState, JobStatus, StatusBoard};
 
 mod message;
 mod outcome;
@@ -62,6 +62,9 @@ pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 /// Default interval at which a worker of a fanned-out job checks whether another worker failed
 /// the job: one HEAD request per interval, and the longest a doomed worker reads on.
 pub const DEFAULT_FAILURE_POLL: Duration = Duration::from_secs(5);
+/// Default drop in items, against the table's previous backup, that marks the summary email and
+/// sets the `TableShrank` metric (`DDB_BACKUP_SHRINK_ALERT_PERCENT`).
+pub const DEFAULT_SHRINK_ALERT_PERCENT: f64 = 20.0;
 /// Shard messages sent at once when a job fans out.
 const SHARD_SENDS_IN_FLIGHT: usize = 16;
 
@@ -80,6 +83,8 @@ pub struct Worker {
     max_receives: u32,
     failure_poll: Duration,
     policy: JobPolicy,
+    shrink_alert_percent: f64,
+    console_url: Option<String>,
 }
 
 impl Worker {
@@ -105,6 +110,8 @@ impl Worker {
             max_receives: DEFAULT_MAX_RECEIVES,
             failure_poll: DEFAULT_FAILURE_POLL,
             policy: JobPolicy::default(),
+            shrink_alert_percent: DEFAULT_SHRINK_ALERT_PERCENT,
+            console_url: None,
         }
     }
 
@@ -142,6 +149,14 @@ impl Worker {
     pub fn with_limits(mut self, deadline_margin: Duration, max_receives: u32) -> Self {
         self.deadline_margin = deadline_margin;
         self.max_receives = max_receives.max(1);
+        self
+    }
+
+    /// The drop in items (percent) that flags a backup as a shrunken table, and the web
+    /// console the summary email links to, if there is one.
+    pub fn with_shrink_alert(mut self, percent: f64, console_url: Option<String>) -> Self {
+        self.shrink_alert_percent = percent;
+        self.console_url = console_url;
         self
     }
 
@@ -470,8 +485,20 @@ impl From<StoreError> for CheckpointLookup {
     }
 }
 
-fn complete_status(mut status: JobStatus, manifest: &Manifest, uri: &str) -> JobStatus {
+fn complete_status(
+    mut status: JobStatus,
+    manifest: &Manifest,
+    uri: &str,
+    shrink_alert_percent: f64,
+) -> JobStatus {
     status.state = JobState::Complete;
+    status.change = manifest.previous.as_ref().map(|previous| Change {
+        since: previous.finished_at.clone(),
+        previous_job_id: previous.job_id.clone(),
+        items_percent: manifest.items_change_percent(),
+        bytes_percent: manifest.bytes_change_percent(),
+        shrank: manifest.shrank(shrink_alert_percent),
+    });
     if manifest.workers > 1 {
         (status.workers, status.workers_done) = (Some(manifest.workers), Some(manifest.workers));
     }

@@ -29,7 +29,8 @@ impl Worker {
         manifest: Box<Manifest>,
     ) -> MessageReport {
         let manifest_uri = start.store.uri(&start.layout.manifest_key());
-        let mut status = complete_status(status, &manifest, &manifest_uri);
+        let mut status =
+            complete_status(status, &manifest, &manifest_uri, self.shrink_alert_percent);
         let mut done = MessageReport::new(
             message,
             Some(job),
@@ -41,12 +42,18 @@ impl Worker {
             Some(manifest.duration_ms),
             Some(manifest.consumed_read_capacity),
         );
+        (done.items_change_percent, done.shrank) = (
+            manifest.items_change_percent(),
+            manifest.shrank(self.shrink_alert_percent),
+        );
         status.notified = self
             .notify(
                 job,
                 &JobSummary::Complete {
                     manifest,
                     manifest_uri,
+                    shrink_alert_percent: self.shrink_alert_percent,
+                    console_url: self.console_url.clone(),
                 },
             )
             .await;
@@ -300,6 +307,7 @@ impl Worker {
             status.unwrap_or_else(|| JobStatus::new(job, JobState::Complete)),
             &manifest,
             manifest_uri,
+            self.shrink_alert_percent,
         );
         status.notified = self
             .notify(
@@ -307,6 +315,8 @@ impl Worker {
                 &JobSummary::Complete {
                     manifest: Box::new(manifest),
                     manifest_uri: manifest_uri.to_string(),
+                    shrink_alert_percent: self.shrink_alert_percent,
+                    console_url: self.console_url.clone(),
                 },
             )
             .await;

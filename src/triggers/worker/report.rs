@@ -57,6 +57,10 @@ pub struct MessageReport {
     pub job_duration_ms: Option<u64>,
     /// Read capacity the whole job consumed (complete jobs).
     pub consumed_rcu: Option<f64>,
+    /// Items against the table's previous backup, in percent (complete jobs).
+    pub items_change_percent: Option<f64>,
+    /// Whether the table shrank past the alert threshold (complete jobs).
+    pub shrank: bool,
 }
 
 impl MessageReport {
@@ -80,6 +84,8 @@ impl MessageReport {
             duration_ms: 0,
             job_duration_ms: None,
             consumed_rcu: None,
+            items_change_percent: None,
+            shrank: false,
         }
     }
 
@@ -104,6 +110,8 @@ impl MessageReport {
             stored_bytes: self.bytes.unwrap_or(0),
             duration_ms: self.job_duration_ms.unwrap_or(self.duration_ms),
             consumed_rcu: self.consumed_rcu.unwrap_or(0.0),
+            items_change_percent: self.items_change_percent,
+            shrank: self.shrank,
         })
     }
 }
