@@ -10,19 +10,9 @@ target=aarch64-unknown-linux-gnu
 # shellcheck source=scripts/lib/install.sh
 . scripts/lib/install.sh
 ensure_rust_target "$target" test-wire-arm64
-if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    sudo="sudo"
-  fi
-  packages=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-  echo "test-wire-arm64: installing ${packages[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  if ! $sudo apt-get install -y -q "${packages[@]}" >/dev/null; then
-    $sudo apt-get update -q >/dev/null
-    $sudo apt-get install -y -q "${packages[@]}" >/dev/null
-  fi
-fi
+packages=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+ensure_apt test-wire-arm64 qemu-aarch64 "${packages[@]}"
+ensure_apt test-wire-arm64 aarch64-linux-gnu-gcc "${packages[@]}"
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs and starts the AWS emulator (moto, in .venv, with cargo-lambda
 # for the Lambda runtime tests) if it is not running, installs the independent readers (DuckDB
-# and pyarrow, in .venv-readers), runs every test, and stops the emulator again if this script
+# and pyarrow, in .venv-readers) and a real browser (Debian's chromium, Playwright in
+# .venv-browser), runs every test, and stops the emulator again if this script
 # started it; then runs the wire splitter's tests on arm64 under QEMU (scripts/test-wire-arm64.sh)
 # and validates infra/ offline (cfn-lint, checkov, invariants).
 # Extra arguments go to `cargo test` and skip the last two (e.g. scripts/test.sh --test integration cli::).
@@ -18,6 +19,7 @@ if [ "$started" = 1 ]; then
 fi
 
 eval "$(scripts/readers.sh)"
+eval "$(scripts/browser.sh)"
 
 cargo test --locked "$@"
 if [ "$#" = 0 ]; then

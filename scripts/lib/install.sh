@@ -2,6 +2,8 @@
 #   ensure_venv <venv dir> <requirements file> <what>  a Python venv from pinned requirements
 #                                                      (PyPI), rebuilt when the file changes
 #   ensure_rust_target <triple> <who>                  a Rust target, by rustup target add
+#   ensure_apt <who> <command> <package...>            Debian packages, when <command> is
+#                                                      missing (apt-get, as root or by sudo)
 ensure_venv() {
   local venv="$1" requirements="$2" what="$3"
   local stamp="$venv/.requirements"
@@ -18,5 +20,23 @@ ensure_rust_target() {
   if [ ! -d "$(rustc --print target-libdir --target "$1" 2>/dev/null)" ]; then
     echo "$2: installing the Rust $1 target (rustup target add)" >&2
     rustup target add "$1" >&2
+  fi
+}
+
+ensure_apt() {
+  local who="$1" command="$2"
+  shift 2
+  if command -v "$command" >/dev/null; then
+    return
+  fi
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    sudo="sudo"
+  fi
+  echo "$who: installing $* (apt-get)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y -q "$@" >/dev/null; then
+    $sudo apt-get update -q >/dev/null
+    $sudo apt-get install -y -q "$@" >/dev/null
   fi
 }

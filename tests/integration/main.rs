@@ -10,6 +10,7 @@
 mod common;
 
 mod backup;
+mod browser_download;
 mod cli;
 mod fan_out;
 mod fault_injection;
