@@ -507,7 +507,20 @@ async fn a_job_id_is_backed_up_once_and_empty_tables_still_get_a_manifest() {
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::AlreadyComplete { .. }), "{err}");
-    assert_eq!(list_keys(&aws, &bucket).await.len(), 1, "only the manifest");
+    let keys = list_keys(&aws, &bucket).await;
+    assert_eq!(
+        keys.len(),
+        2,
+        "only the manifest and the table's latest.json: {keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.ends_with("/manifest.json")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&format!("backups/{table}/latest.json")),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
