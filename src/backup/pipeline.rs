@@ -546,7 +546,7 @@ pub(super) fn read_budget(job: &BackupJob, info: &TableInfo) -> Result<Option<f6
 }
 
 /// Metadata of the JSON documents the pipeline writes (manifest, checkpoints, fan-out records).
-pub(super) const JSON_META: ObjectMeta = ObjectMeta {
+pub(crate) const JSON_META: ObjectMeta = ObjectMeta {
     content_type: "application/json",
     content_encoding: None,
     records: None,

@@ -104,6 +104,21 @@ impl Layout {
         format!("{}{FAILURE_FILE}", self.base)
     }
 
+    /// Key of the lease an invocation holds while it works on the job (or on `worker`'s share):
+    /// a concurrent duplicate delivery finds it held and leaves its message for later.
+    pub fn lease_key(&self, worker: Option<u32>) -> String {
+        match worker {
+            None => format!("{}leases/job.json", self.base),
+            Some(w) => format!("{}leases/worker-{w:04}.json", self.base),
+        }
+    }
+
+    /// Key of the marker written, once, by whoever sends the job's summary email for `outcome`
+    /// (`complete` or `failed`): a second sender finds it and stays silent.
+    pub fn notified_key(&self, outcome: &str) -> String {
+        format!("{}notified/{outcome}.json", self.base)
+    }
+
     /// Whether `key` is a data file of one of `segments`: the files one worker owns.
     pub fn is_data_of(&self, key: &str, segments: &std::ops::Range<u32>) -> bool {
         key.strip_prefix(&self.base)

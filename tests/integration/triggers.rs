@@ -470,15 +470,12 @@ async fn an_invocation_abandoned_mid_upload_is_completed_by_the_redelivery_with_
         receive_count: 1,
     };
     // The first invocation is abandoned (as when Lambda kills a timed-out worker) as soon as a
-    // multipart upload is open.
+    // multipart upload is open. Its lease on the job lasts until its deadline.
+    let first_deadline = Instant::now() + Duration::from_secs(6);
     let first = {
         let worker = worker.clone();
         let message = message.clone();
-        tokio::spawn(async move {
-            worker
-                .handle_message(&message, Instant::now() + Duration::from_secs(600))
-                .await
-        })
+        tokio::spawn(async move { worker.handle_message(&message, first_deadline).await })
     };
     let started = Instant::now();
     while open_multipart_uploads(&stack.aws, &stack.bucket).await == 0 {
@@ -502,6 +499,14 @@ async fn an_invocation_abandoned_mid_upload_is_completed_by_the_redelivery_with_
 
     let mut redelivered = message.clone();
     redelivered.receive_count = 2;
+    // Delivered again before the abandoned invocation's deadline (as a concurrent duplicate
+    // would be), it leaves the job alone; SQS's visibility timeout is longer than the function's,
+    // so a real redelivery comes after that deadline, when the lease has ended.
+    let early = worker
+        .handle_message(&redelivered, Instant::now() + Duration::from_secs(600))
+        .await;
+    assert_eq!(early.disposition, Disposition::Deferred, "{}", early.detail);
+    tokio::time::sleep_until(first_deadline + Duration::from_secs(3)).await;
     let report = worker
         .handle_message(&redelivered, Instant::now() + Duration::from_secs(600))
         .await;

@@ -1,6 +1,6 @@
 //! The SQS worker: one message, one job or one worker's share of it. It parses the message into a
 //! [`WorkOrder`], runs the pipeline until done or until the invocation's deadline nears, then
-//! reports. Every message gets exactly one of seven dispositions, and the Lambda handler turns
+//! reports. Every message gets exactly one of eight dispositions, and the Lambda handler turns
 //! them into a partial batch response, so one bad or failing message never fails the others:
 //!
 //! - `done`: the backup is complete (manifest written, email sent);
@@ -11,13 +11,16 @@
 //!   carries the job to the next invocation;
 //! - `rejected`: the message can never succeed (bad JSON, unknown field, a table that does not
 //!   exist…): logged with its reason and moved to the dead-letter queue;
-//! - `retry`: a transient failure; SQS delivers the message again after its visibility timeout.
+//! - `retry`: a transient failure; SQS delivers the message again after its visibility timeout;
+//! - `deferred`: another invocation holds the job's lease (a concurrent duplicate delivery): the
+//!   message stays on the queue.
 //!
 //! Idempotency: SQS delivers at least once. A job's object keys follow from its `job_id` and
 //! `requested_at` (for a message without them: the SQS message id and its sent time, both stable
 //! across redeliveries); a job whose manifest exists is skipped, and any delivery resumes from
-//! the newest checkpoint. A fanned-out job keeps these guarantees per share (see
-//! [`crate::backup::fan_out`]).
+//! the newest checkpoint. Only one invocation works on a job at a time (a lease, see `lease.rs`),
+//! and each summary email goes out once (a marker written with `If-None-Match: *`). A fanned-out
+//! job keeps these guarantees per share (see [`crate::backup::fan_out`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,10 +45,12 @@ use crate::triggers::notify::Notifier;
 use crate::triggers::queue::JobQueue;
 use crate::triggers::status::{Change, JobState, JobStatus, StatusBoard};
 
+mod lease;
 mod message;
 mod outcome;
 mod report;
 
+use lease::{Claim, Lease};
 use message::Envelope;
 pub use message::{deadline_from_epoch_ms, QueueMessage, WorkOrder, MAX_INVOCATION};
 pub use report::{advice, Disposition, MessageReport};
@@ -244,6 +249,7 @@ impl Worker {
         );
         if order.shard.is_none() && start.resume.is_none() {
             if let Some(report) = self.fan_out(message, job, &start, &backup).await {
+                self.release(job, &mut start).await;
                 return report;
             }
         }
@@ -267,6 +273,8 @@ impl Worker {
         };
         let outcome = backup.run_leg(job, leg).await;
         drop(watch);
+        // Released before the outcome is handled, so a continuation starts at once.
+        self.release(job, &mut start).await;
         match outcome {
             Ok(LegOutcome::Complete(manifest)) => {
                 self.completed(message, job, &start, status, manifest).await
@@ -418,18 +426,63 @@ impl Worker {
                 return Err(retry(err.to_string()));
             }
         }
-        match self.latest_checkpoint(store.as_ref(), &layout, order).await {
-            Ok(resume) => Ok(Start {
-                store,
-                layout,
-                resume,
-            }),
-            Err(CheckpointLookup::Unknown(reason)) => {
-                Err(self.reject(message, Some(job), reason).await)
+        let worker = order.shard.map(|s| s.worker);
+        let lease = match lease::take(store.as_ref(), &layout, worker, &message.id, deadline).await
+        {
+            Ok(Claim::Taken(lease)) => lease,
+            Ok(Claim::Held { message_id, until }) => {
+                info!(job_id = %job.job_id, worker, holder_message_id = %message_id,
+                      until = %until, "another invocation is on this job; the message stays for later");
+                return Err(MessageReport::new(
+                    message,
+                    Some(job),
+                    Disposition::Deferred,
+                    format!(
+                        "another invocation (message {message_id}) holds the job's lease until {until}; left on the queue"
+                    ),
+                ));
             }
-            Err(CheckpointLookup::Store(err)) => {
-                warn!(job_id = %job.job_id, error = %err, "reading checkpoints failed; will retry");
-                Err(retry(err.to_string()))
+            Err(err) => {
+                warn!(job_id = %job.job_id, error = %err, "taking the job's lease failed; will retry");
+                return Err(retry(err.to_string()));
+            }
+        };
+        // Read after the lease is ours: a duplicate that waited resumes from where the
+        // holder stopped.
+        let resume = match self.latest_checkpoint(store.as_ref(), &layout, order).await {
+            Ok(resume) => resume,
+            Err(lookup) => {
+                let mut start = Start {
+                    store,
+                    layout,
+                    resume: None,
+                    lease: Some(lease),
+                };
+                self.release(job, &mut start).await;
+                return Err(match lookup {
+                    CheckpointLookup::Unknown(reason) => {
+                        self.reject(message, Some(job), reason).await
+                    }
+                    CheckpointLookup::Store(err) => {
+                        warn!(job_id = %job.job_id, error = %err, "reading checkpoints failed; will retry");
+                        retry(err.to_string())
+                    }
+                });
+            }
+        };
+        Ok(Start {
+            store,
+            layout,
+            resume,
+            lease: Some(lease),
+        })
+    }
+
+    /// Gives the job's lease back; a failure is logged (the lease then ends at the deadline).
+    async fn release(&self, job: &BackupJob, start: &mut Start) {
+        if let Some(lease) = start.lease.take() {
+            if let Err(err) = lease.release(start.store.as_ref()).await {
+                warn!(job_id = %job.job_id, error = %err, "releasing the job's lease failed; it ends at the invocation's deadline");
             }
         }
     }
@@ -472,6 +525,8 @@ struct Start {
     store: Arc<dyn ObjectStore>,
     layout: Layout,
     resume: Option<Checkpoint>,
+    /// Held from before the checkpoint is read until the leg ends.
+    lease: Option<Lease>,
 }
 
 enum CheckpointLookup {

@@ -2,18 +2,19 @@
 //! deadline, a failure (retried or not, by its cause), a message that can never succeed; and the
 //! status, email and continuation each of them calls for.
 
+use bytes::Bytes;
 use tracing::{error, info, warn};
 
 use super::report::{advice, Disposition, MessageReport};
 use super::{complete_status, Envelope, QueueMessage, Start, Worker};
 use crate::backup::checkpoint::Checkpoint;
 use crate::backup::fan_out::record_failure;
-use crate::backup::pipeline::BackupError;
+use crate::backup::pipeline::{BackupError, JSON_META};
 use crate::error::Retryable;
 use crate::model::fan_out::{Shard, WorkerResult};
 use crate::model::job::BackupJob;
 use crate::model::manifest::{Layout, Manifest};
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, Precondition};
 use crate::triggers::notify::{Email, JobSummary};
 use crate::triggers::queue::QueueError;
 use crate::triggers::status::{JobState, JobStatus};
@@ -245,14 +246,48 @@ impl Worker {
         rejected
     }
 
-    /// Sends the summary email; returns whether it went out. A failed email is logged, never
-    /// turned into a failed job.
+    /// Sends the summary email, once per job and outcome: the sender first writes the
+    /// outcome's marker under the backup's prefix with `If-None-Match: *`, and an invocation that
+    /// finds it already written (a concurrent or later duplicate) stays silent. Returns whether
+    /// the email went out, from here or from the invocation that wrote the marker. A failed
+    /// email is logged, never turned into a failed job.
     pub(super) async fn notify(&self, job: &BackupJob, summary: &JobSummary) -> bool {
         let Some((notifier, sender)) = &self.notifier else {
             return false;
         };
         if job.notify.is_empty() {
             return false;
+        }
+        let outcome = match summary {
+            JobSummary::Complete { .. } => "complete",
+            JobSummary::Failed { .. } => "failed",
+        };
+        let store = (self.stores)(&job.destination);
+        let marker = Layout::new(job).notified_key(outcome);
+        let record = serde_json::json!({
+            "job_id": job.job_id.to_string(),
+            "outcome": outcome,
+            "recipients": job.notify.len(),
+            "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        match store
+            .put_object_if(
+                &marker,
+                Bytes::from(record.to_string()),
+                &JSON_META,
+                Precondition::Absent,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                info!(job_id = %job.job_id, outcome, "the summary email was already sent for this job");
+                return true;
+            }
+            // Sent anyway: a second email is better than a backup nobody hears of.
+            Err(err) => {
+                warn!(job_id = %job.job_id, error = %err, "writing the email marker failed; sending anyway")
+            }
         }
         let email = Email::summary(summary, sender.clone(), job.notify.clone());
         match notifier.send(&email).await {

@@ -30,6 +30,9 @@ pub enum Disposition {
     Rejected,
     /// Transient failure; SQS delivers it again.
     Retry,
+    /// Another invocation is working on the same job (a concurrent duplicate delivery): the
+    /// message stays on the queue, and its next delivery finds the job further on or complete.
+    Deferred,
 }
 
 /// The result of one message, for the batch response and the logs.
@@ -64,7 +67,7 @@ pub struct MessageReport {
 }
 
 impl MessageReport {
-    /// A report of `message` (and its job, when it could be parsed). Only a retry keeps the
+    /// A report of `message` (and its job, when it could be parsed). A retry or a deferral keeps the
     /// message on the queue; the numbers are filled in by whoever has them.
     pub fn new(
         message: &QueueMessage,
@@ -77,7 +80,7 @@ impl MessageReport {
             job_id: job.map(|j| j.job_id.to_string()),
             disposition,
             detail,
-            keep_on_queue: disposition == Disposition::Retry,
+            keep_on_queue: matches!(disposition, Disposition::Retry | Disposition::Deferred),
             table: job.map(|j| j.table.to_string()),
             items: None,
             bytes: None,
@@ -99,7 +102,8 @@ impl MessageReport {
             Disposition::Skipped
             | Disposition::Continued
             | Disposition::FannedOut
-            | Disposition::ShardDone => return None,
+            | Disposition::ShardDone
+            | Disposition::Deferred => return None,
         };
         // A failed attempt's report carries no items or bytes.
         Some(JobMetrics {

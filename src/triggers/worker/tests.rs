@@ -533,3 +533,151 @@ async fn a_message_for_a_table_the_deployment_does_not_back_up_goes_to_the_dlq_w
         h.store.keys()
     );
 }
+
+#[tokio::test]
+async fn two_deliveries_of_one_job_at_once_read_the_table_once_and_email_once() {
+    let h = harness(
+        MemorySource::new("studentData", "id", numbered_items(200), 20)
+            .with_page_delay(Duration::from_millis(20)),
+    );
+    let msg = message("m", r#"{"table":"studentData","job_id":"twice"}"#);
+    let (first, second) = tokio::join!(h.worker.handle_message(&msg, far_deadline()), async {
+        // The duplicate arrives while the first delivery is reading.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        h.worker.handle_message(&msg, far_deadline()).await
+    });
+    assert_eq!(first.disposition, Disposition::Done, "{}", first.detail);
+    assert_eq!(
+        second.disposition,
+        Disposition::Deferred,
+        "{}",
+        second.detail
+    );
+    assert!(second.keep_on_queue, "the duplicate stays for later");
+    assert_eq!(second.items, None, "the duplicate read nothing");
+    assert!(second.metrics().is_none(), "a deferral is not a failure");
+    // Its next delivery finds the job complete.
+    let later = h.worker.handle_message(&msg, far_deadline()).await;
+    assert_eq!(later.disposition, Disposition::Skipped, "{}", later.detail);
+    assert_eq!(manifests(&h.store).len(), 1);
+    assert_eq!(h.outbox.sent().len(), 1, "{:?}", h.outbox.sent());
+    let status = status_of(&h.store, "twice").await;
+    assert_eq!((status.state, status.legs), (JobState::Complete, 1));
+}
+
+#[tokio::test]
+async fn a_lease_held_until_a_later_deadline_defers_the_job_and_an_expired_one_is_taken_over() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(30),
+        20,
+    ));
+    let msg = message("m", r#"{"table":"studentData","job_id":"leased"}"#);
+    let job = WorkOrder::parse(&msg, &h.worker.defaults).unwrap().job;
+    let layout = Layout::new(&job);
+    let lease = |expires_at: chrono::DateTime<Utc>| {
+        bytes::Bytes::from(
+            serde_json::json!({"holder": "another", "message_id": "other-message",
+                               "taken_at": "2026-11-28T02:00:00Z", "expires_at": expires_at})
+            .to_string(),
+        )
+    };
+    let meta = crate::backup::pipeline::JSON_META;
+    h.store
+        .put_object(
+            &layout.lease_key(None),
+            lease(Utc::now() + chrono::Duration::minutes(10)),
+            &meta,
+        )
+        .await
+        .unwrap();
+    let report = h.worker.handle_message(&msg, far_deadline()).await;
+    assert_eq!(
+        report.disposition,
+        Disposition::Deferred,
+        "{}",
+        report.detail
+    );
+    assert!(report.detail.contains("other-message"), "{}", report.detail);
+    assert!(
+        h.store.keys().iter().all(|k| !k.contains("/data/")),
+        "nothing was read: {:?}",
+        h.store.keys()
+    );
+    // The holder died and its deadline passed: the next delivery takes over.
+    h.store
+        .put_object(
+            &layout.lease_key(None),
+            lease(Utc::now() - chrono::Duration::minutes(1)),
+            &meta,
+        )
+        .await
+        .unwrap();
+    let report = h.worker.handle_message(&msg, far_deadline()).await;
+    assert_eq!(report.disposition, Disposition::Done, "{}", report.detail);
+    // And gives the lease back when done.
+    let released: serde_json::Value =
+        serde_json::from_slice(&h.store.get(&layout.lease_key(None)).await.unwrap()).unwrap();
+    let until: chrono::DateTime<Utc> =
+        serde_json::from_value(released["expires_at"].clone()).unwrap();
+    assert!(until < Utc::now(), "{released}");
+}
+
+#[tokio::test]
+async fn a_worker_that_died_after_the_manifest_is_followed_by_exactly_one_email() {
+    let mut h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(30),
+        20,
+    ));
+    let msg = message(
+        "m",
+        r#"{"table":"studentData","job_id":"died-before-mail"}"#,
+    );
+    // The first invocation writes the manifest and dies before its email: as if it had no
+    // notifier at all.
+    let notifier = h.worker.notifier.take();
+    let first = h.worker.handle_message(&msg, far_deadline()).await;
+    assert_eq!(first.disposition, Disposition::Done, "{}", first.detail);
+    assert!(h.outbox.sent().is_empty());
+    h.worker.notifier = notifier;
+    for _ in 0..2 {
+        let again = h.worker.handle_message(&msg, far_deadline()).await;
+        assert_eq!(again.disposition, Disposition::Skipped, "{}", again.detail);
+    }
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].subject.contains("complete: 30 items"),
+        "{}",
+        sent[0].subject
+    );
+    assert!(status_of(&h.store, "died-before-mail").await.notified);
+}
+
+#[tokio::test]
+async fn the_failure_email_goes_out_once_however_many_deliveries_fail_for_good() {
+    let mut h = harness(MemorySource::new("studentData", "id", vec![], 20));
+    h.worker.source = Arc::new(BrokenTable(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(5),
+        20,
+    )));
+    // Two copies of the job (an operator re-sent it) both reach their last delivery.
+    let mut first = message(
+        "m1",
+        r#"{"table":"studentData","job_id":"doomed","requested_at":"2026-11-28T02:00:00Z"}"#,
+    );
+    let mut second = message("m2", &first.body.clone());
+    (first.receive_count, second.receive_count) = (5, 5);
+    for msg in [&first, &second] {
+        let report = h.worker.handle_message(msg, far_deadline()).await;
+        assert_eq!(report.disposition, Disposition::Retry, "{}", report.detail);
+    }
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].subject.contains("FAILED"), "{}", sent[0].subject);
+}
