@@ -21,7 +21,7 @@ use ddb_backup::runtime::service;
 use ddb_backup::source::DynamoDbSource;
 use ddb_backup::triggers::notify::SesNotifier;
 use ddb_backup::triggers::queue::{SqsQueue, REASON_ATTRIBUTE};
-use ddb_backup::triggers::worker::{Disposition, StoreFactory, Worker};
+use ddb_backup::triggers::worker::{Disposition, QueueMessage, StoreFactory, Worker};
 use tokio::time::Instant;
 
 const FRONT_END: &str = "https://d111111abcdef8.cloudfront.net";
@@ -527,4 +527,186 @@ async fn an_invocation_abandoned_mid_upload_is_completed_by_the_redelivery_with_
         assert_eq!(bytes.len() as u64, file.bytes, "{}", file.key);
     }
     assert_eq!(listed.len(), manifest.files.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_503_when_the_queue_or_the_status_store_cannot_be_reached() {
+    let stack = Stack::new(&every_type_items(1)).await;
+    let settings = stack.settings();
+    // The same API over clients whose endpoint refuses every connection: SQS and S3 are gone.
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = AwsContext {
+        sdk: stack.aws.sdk.to_builder().endpoint_url(&gone).build(),
+        custom_endpoint: true,
+    };
+    let api = service::api(&unreachable, &settings).expect("api");
+    let mut post = api_request(
+        "POST",
+        Some(format!(r#"{{"table": "{}"}}"#, stack.table)),
+        None,
+    );
+    post.headers
+        .insert("origin", FRONT_END.parse().expect("a header value"));
+    let response = api.handle(post).await;
+    assert_eq!(response.status_code, 503, "{:?}", response.body);
+    let error = json_body(&response)["error"].as_str().unwrap().to_string();
+    assert!(error.contains("could not be queued"), "{error}");
+    assert!(error.contains("try again"), "{error}");
+    let header = |response: &ApiGatewayProxyResponse, name: &str| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    // A browser may read the error, and no cache serves it to another origin.
+    assert_eq!(
+        header(&response, "access-control-allow-origin").as_deref(),
+        Some(FRONT_END)
+    );
+    assert_eq!(header(&response, "vary").as_deref(), Some("Origin"));
+    assert!(receive(&stack.aws, &stack.queue).await.is_empty());
+
+    let response = api.handle(api_request("GET", None, Some("some-job"))).await;
+    assert_eq!(response.status_code, 503, "{:?}", response.body);
+    let error = json_body(&response)["error"].as_str().unwrap().to_string();
+    assert!(error.contains("could not be read"), "{error}");
+    assert_eq!(header(&response, "vary").as_deref(), Some("Origin"));
+
+    // A preflight is answered without AWS, and the browser may cache it.
+    let mut preflight = api_request("POST", None, None);
+    preflight.http_method = aws_lambda_events::http::Method::OPTIONS;
+    preflight
+        .headers
+        .insert("origin", FRONT_END.parse().expect("a header value"));
+    let response = api.handle(preflight).await;
+    assert_eq!(response.status_code, 204);
+    assert_eq!(
+        header(&response, "access-control-max-age").as_deref(),
+        Some("600")
+    );
+    assert_eq!(header(&response, "vary").as_deref(), Some("Origin"));
+}
+
+/// The worker as the Lambda builds it, except that its table's Scans go through `faults`.
+fn worker_with_failing_scans(stack: &Stack, faults: &FailingScans, max_receives: u32) -> Worker {
+    let settings = stack.settings();
+    Worker::new(
+        Arc::new(DynamoDbSource::new(faults.client(&stack.aws))),
+        stack.stores(&settings),
+        settings.defaults.clone(),
+        Tuning::default(),
+    )
+    .with_limits(Duration::from_secs(1), max_receives)
+    .with_queue(Arc::new(SqsQueue::new(stack.aws.sqs(), &stack.queue)))
+    .with_dead_letters(Arc::new(SqsQueue::new(stack.aws.sqs(), &stack.dlq)))
+    .with_notifier(
+        Arc::new(SesNotifier::new(stack.aws.sesv2())),
+        EmailAddress::new(SENDER).unwrap(),
+    )
+    .with_status(service::status_board(&stack.aws, &settings).expect("a status board"))
+}
+
+fn job_message(id: &str, body: String, receive_count: u32) -> QueueMessage {
+    QueueMessage {
+        id: id.to_string(),
+        body,
+        sent_at: Some(chrono::Utc::now()),
+        receive_count,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_or_5xx_past_the_sdks_retries_stays_for_sqs_and_only_the_last_delivery_emails() {
+    let stack = Stack::new(&every_type_items(10)).await;
+    let board = service::status_board(&stack.aws, &stack.settings()).unwrap();
+    for (faults, cause) in [
+        (FailingScans::throttling(), "ProvisionedThroughputExceeded"),
+        (FailingScans::server_error(), "Internal server error"),
+    ] {
+        let worker = worker_with_failing_scans(&stack, &faults, 3);
+        let job_id = unique("keeps-failing");
+        let body = format!(r#"{{"table": "{}", "job_id": "{job_id}"}}"#, stack.table);
+        for delivery in 1..=3 {
+            let message = job_message(
+                "c0ffee00-0000-4000-8000-00000000f001",
+                body.clone(),
+                delivery,
+            );
+            let report = worker
+                .handle_message(&message, Instant::now() + Duration::from_secs(600))
+                .await;
+            assert_eq!(report.disposition, Disposition::Retry, "{}", report.detail);
+            assert!(report.keep_on_queue, "SQS keeps it: {}", report.detail);
+            assert!(report.detail.contains(cause), "{}", report.detail);
+            let status = board
+                .get(&ddb_backup::model::job::JobId::new(&job_id).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(status.state, ddb_backup::triggers::status::JobState::Failed);
+            assert_eq!(status.will_retry, Some(delivery < 3), "delivery {delivery}");
+            let emails = stack.emails();
+            let about_job: Vec<_> = emails
+                .iter()
+                .filter(|(_, text, _)| text.contains(&job_id))
+                .collect();
+            assert_eq!(
+                about_job.len(),
+                usize::from(delivery == 3),
+                "delivery {delivery}: {about_job:?}"
+            );
+        }
+        // Every delivery's Scan went through the SDK's three attempts.
+        assert_eq!(faults.scans.load(std::sync::atomic::Ordering::SeqCst), 9);
+    }
+    assert!(stack.manifests().await.is_empty());
+    assert!(
+        receive(&stack.aws, &stack.dlq).await.is_empty(),
+        "SQS's redrive moves it, not the worker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_on_the_table_goes_to_the_dlq_at_once_with_one_email() {
+    let stack = Stack::new(&every_type_items(10)).await;
+    let faults = FailingScans::access_denied();
+    let worker = worker_with_failing_scans(&stack, &faults, 5);
+    let job_id = unique("denied");
+    let body = format!(r#"{{"table": "{}", "job_id": "{job_id}"}}"#, stack.table);
+    let report = worker
+        .handle_message(
+            &job_message("c0ffee00-0000-4000-8000-00000000f002", body, 1),
+            Instant::now() + Duration::from_secs(600),
+        )
+        .await;
+    assert_eq!(
+        report.disposition,
+        Disposition::Rejected,
+        "{}",
+        report.detail
+    );
+    assert!(!report.keep_on_queue);
+    assert_eq!(
+        faults.scans.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "access denied is not retried"
+    );
+    let dead = receive(&stack.aws, &stack.dlq).await;
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0]
+        .message_attributes()
+        .and_then(|a| a.get(REASON_ATTRIBUTE))
+        .and_then(|v| v.string_value())
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("not authorized"), "{reason}");
+    let emails: Vec<_> = stack
+        .emails()
+        .into_iter()
+        .filter(|(_, text, _)| text.contains(&job_id))
+        .collect();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    assert!(emails[0].0.contains("FAILED"), "{}", emails[0].0);
+    assert!(emails[0].1.contains("dynamodb:Scan"), "{}", emails[0].1);
 }

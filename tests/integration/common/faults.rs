@@ -130,3 +130,108 @@ impl aws_sdk_s3::config::Intercept for Faults {
         Ok(())
     }
 }
+
+/// Every DynamoDB `Scan` answered with one error, after the request reached the emulator: what a
+/// table that keeps throttling, keeps failing or refuses the role looks like to the SDK, which
+/// retries it as it would against AWS. Other operations pass untouched.
+#[derive(Debug, Clone)]
+pub struct FailingScans {
+    status: u16,
+    body: &'static str,
+    /// Scan requests answered with the error.
+    pub scans: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[derive(Debug, Clone)]
+struct IsScan;
+
+impl aws_smithy_types::config_bag::Storable for IsScan {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl FailingScans {
+    /// `ProvisionedThroughputExceededException` on every Scan.
+    pub fn throttling() -> FailingScans {
+        Self::new(
+            400,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded."}"#,
+        )
+    }
+
+    /// `InternalServerError` (500) on every Scan.
+    pub fn server_error() -> FailingScans {
+        Self::new(
+            500,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}"#,
+        )
+    }
+
+    /// `AccessDeniedException` on every Scan: the role lost `dynamodb:Scan`.
+    pub fn access_denied() -> FailingScans {
+        Self::new(
+            400,
+            r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"User: arn:aws:sts::123456789012:assumed-role/DynamoDBBackupRole/worker is not authorized to perform: dynamodb:Scan"}"#,
+        )
+    }
+
+    fn new(status: u16, body: &'static str) -> FailingScans {
+        FailingScans {
+            status,
+            body,
+            scans: Default::default(),
+        }
+    }
+
+    /// A DynamoDB client over `aws` whose Scans fail, with 3 attempts 10 ms apart.
+    pub fn client(&self, aws: &ddb_backup::aws::AwsContext) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(
+            aws.dynamodb()
+                .config()
+                .to_builder()
+                .interceptor(self.clone())
+                .retry_config(
+                    aws_config::retry::RetryConfig::standard()
+                        .with_max_attempts(3)
+                        .with_initial_backoff(std::time::Duration::from_millis(10)),
+                )
+                .build(),
+        )
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for FailingScans {
+    fn name(&self) -> &'static str {
+        "failing scans"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextMut<
+            '_,
+        >,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context.request().headers().get("x-amz-target");
+        if target.is_some_and(|t| t.ends_with(".Scan")) {
+            cfg.interceptor_state().store_put(IsScan);
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if cfg.load::<IsScan>().is_some() {
+            cfg.interceptor_state().unset::<IsScan>();
+            self.scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = context.response_mut();
+            *response.status_mut() = self.status.try_into()?;
+            *response.body_mut() = aws_smithy_types::body::SdkBody::from(self.body);
+        }
+        Ok(())
+    }
+}
