@@ -677,7 +677,9 @@ async fn the_read_budget_holds_the_consumed_capacity_per_second_within_ten_perce
     let aws = aws().await;
     let table = unique("budget");
     let bucket = unique("bkt");
-    create_table(&aws, &table).await;
+    // Provisioned at 10 RCU/s: the job asks for 40 % of it (4 RCU/s) and at most 8 RCU/s, and
+    // the smaller wins.
+    create_provisioned_table(&aws, &table, 10).await;
     create_bucket(&aws, &bucket).await;
     let items = every_type_items(100);
     put_items(&aws, &table, &items).await;
@@ -693,7 +695,7 @@ async fn the_read_budget_holds_the_consumed_capacity_per_second_within_ten_perce
         .run(&job(
             &table,
             &bucket,
-            &format!(r#","segments":3,"read_budget":{budget}"#),
+            r#","segments":3,"read_budget_percent":40,"read_budget":8"#,
         ))
         .await
         .expect("backup");

@@ -222,3 +222,60 @@ async fn create_table_rebuilds_a_composite_key_and_local_index() {
     };
     assert_eq!(sort(scan_all(&aws, &target).await), sort(items));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_write_budget_holds_the_restores_rate_within_fifteen_percent() {
+    let aws = aws().await;
+    let source = unique("wbudget-src");
+    let bucket = unique("bkt");
+    create_table(&aws, &source).await;
+    create_bucket(&aws, &bucket).await;
+    // 200 items of one write unit each (under 1 KB).
+    let items: Vec<_> = (0..200)
+        .map(|i| {
+            let mut item = ddb_backup::Item::new();
+            item.insert("id".into(), AttributeValue::S(format!("item-{i:04}")));
+            item.insert("note".into(), AttributeValue::S("x".repeat(100)));
+            item
+        })
+        .collect();
+    assert!(items
+        .iter()
+        .all(|i| ddb_backup::readback::restore::write_units(i) == 1));
+    put_items(&aws, &source, &items).await;
+    let store = s3_store(&aws, &bucket);
+    let manifest = run_backup(
+        &aws,
+        store.clone(),
+        &format!(r#"{{"table":"{source}","bucket":"{bucket}","segments":2}}"#),
+    )
+    .await;
+    let budget = 20.0;
+    let options = RestoreOptions {
+        table: TableName::new(&unique("wbudget-dst")).unwrap(),
+        create_table: true,
+        write_budget: Some(budget),
+        concurrency: 8,
+        allow_lossy: false,
+    };
+    let started = std::time::Instant::now();
+    restore(
+        store,
+        &manifest,
+        str::to_string,
+        Arc::new(DynamoDbWriter::new(aws.dynamodb())),
+        &options,
+        Arc::new(RestoreProgress::default()),
+    )
+    .await
+    .expect("restore");
+    let seconds = started.elapsed().as_secs_f64();
+    // The budget allows a burst of one second's units; the rest is paced.
+    let rate = (200.0 - budget) / seconds;
+    eprintln!("write budget {budget} WCU/s: 200 WCU in {seconds:.2} s, {rate:.2} WCU/s paced");
+    assert!(
+        (budget * 0.85..=budget * 1.15).contains(&rate),
+        "{rate:.2} WCU/s against a budget of {budget} ({seconds:.2} s)"
+    );
+    assert_eq!(scan_all(&aws, options.table.as_str()).await.len(), 200);
+}

@@ -20,6 +20,26 @@ pub async fn create_table(aws: &AwsContext, name: &str) {
         .expect("create table");
 }
 
+/// A table with provisioned capacity of `read_units` reads and as many writes per second.
+pub async fn create_provisioned_table(aws: &AwsContext, name: &str, read_units: i64) {
+    aws.dynamodb()
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(attr_def("id", ScalarAttributeType::S))
+        .key_schema(key_element("id", KeyType::Hash))
+        .billing_mode(BillingMode::Provisioned)
+        .provisioned_throughput(
+            aws_sdk_dynamodb::types::ProvisionedThroughput::builder()
+                .read_capacity_units(read_units)
+                .write_capacity_units(read_units)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("create table");
+}
+
 /// Writes items in batches of 25, resubmitting unprocessed ones.
 pub async fn put_items(aws: &AwsContext, table: &str, items: &[Item]) {
     let client = aws.dynamodb();
