@@ -29,6 +29,13 @@ fn readers_python() -> PathBuf {
 /// and items beyond the sample carry attributes it never saw.
 fn items() -> Vec<Item> {
     let mut items = every_type_items(2400);
+    for (i, item) in items.iter_mut().enumerate() {
+        // A plain integer in every item: a Parquet INT64 column.
+        item.insert(
+            "count".to_string(),
+            aws_sdk_dynamodb::types::AttributeValue::N(i.to_string()),
+        );
+    }
     for (i, item) in items.iter_mut().enumerate().skip(2100) {
         item.insert(
             "late, \"new\"\nattribute".to_string(),
@@ -87,6 +94,81 @@ fn tabular_item(row: &Value, columns: &[ddb_backup::codec::encode::Column]) -> I
         .unwrap_or_else(|e| panic!("row {row}: {e}"))
 }
 
+/// The types pyarrow finds in a Parquet file are the ones the manifest's columns promise: numbers
+/// as INT64 or DECIMAL(38, s) (or exact text), never a float; NULL as BOOLEAN; sets as lists.
+fn check_parquet_schema(schema: &Value, columns: &[ddb_backup::codec::encode::Column], key: &str) {
+    use ddb_backup::model::column::{DynamoType, NumberStorage};
+    let schema = schema.as_array().expect("a schema");
+    assert_eq!(schema.len(), columns.len() + 1, "{key}: {schema:?}");
+    for (column, found) in columns.iter().zip(schema) {
+        assert_eq!(found["name"], column.name.as_str(), "{key}");
+        let (arrow, physical, logical) = match (column.dynamodb_type, column.number) {
+            (DynamoType::N, Some(NumberStorage::Int64)) => ("int64".to_string(), "INT64", "None"),
+            (DynamoType::N, Some(NumberStorage::Decimal { scale })) => (
+                format!("decimal128(38, {scale})"),
+                "FIXED_LEN_BYTE_ARRAY",
+                "Decimal",
+            ),
+            (DynamoType::N | DynamoType::S | DynamoType::M | DynamoType::L, _) => {
+                ("string".to_string(), "BYTE_ARRAY", "String")
+            }
+            (DynamoType::B, _) => ("binary".to_string(), "BYTE_ARRAY", "None"),
+            (DynamoType::Bool | DynamoType::Null, _) => ("bool".to_string(), "BOOLEAN", "None"),
+            (DynamoType::SS | DynamoType::NS, _) => {
+                ("list<item: string>".to_string(), "BYTE_ARRAY", "String")
+            }
+            (DynamoType::BS, _) => ("list<item: binary>".to_string(), "BYTE_ARRAY", "None"),
+        };
+        let context = format!(
+            "{key}, column {:?} ({:?})",
+            column.name, column.dynamodb_type
+        );
+        assert_eq!(found["arrow"], arrow.as_str(), "{context}: {found}");
+        assert_eq!(found["physical"], physical, "{context}: {found}");
+        assert!(
+            found["logical"].as_str().unwrap().starts_with(logical),
+            "{context}: {found}"
+        );
+    }
+    let extra = &schema[columns.len()];
+    assert_eq!(
+        (&extra["name"], &extra["arrow"]),
+        (&json!("_extra"), &json!("string"))
+    );
+    let text = serde_json::to_string(schema).unwrap().to_lowercase();
+    assert!(
+        !text.contains("float") && !text.contains("double"),
+        "{key}: a float column: {text}"
+    );
+}
+
+/// The Parquet files of a backup hold every kind of column the schema check is about, so the
+/// check cannot pass by having nothing to check.
+fn assert_every_parquet_kind(columns: &[&ddb_backup::codec::encode::Column]) {
+    use ddb_backup::model::column::{DynamoType, NumberStorage};
+    let kinds: Vec<_> = columns
+        .iter()
+        .map(|c| (c.dynamodb_type, c.number))
+        .collect();
+    for wanted in [
+        (DynamoType::N, Some(NumberStorage::Int64)),
+        (DynamoType::Null, None),
+        (DynamoType::Bool, None),
+        (DynamoType::B, None),
+        (DynamoType::SS, None),
+        (DynamoType::NS, None),
+        (DynamoType::BS, None),
+    ] {
+        assert!(kinds.contains(&wanted), "no {wanted:?} column in {kinds:?}");
+    }
+    assert!(
+        kinds
+            .iter()
+            .any(|(_, n)| matches!(n, Some(NumberStorage::Decimal { .. }))),
+        "no decimal column in {kinds:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duckdb_and_pyarrow_read_our_files_as_stored_and_get_the_same_items() {
     readers_python();
@@ -111,11 +193,23 @@ async fn duckdb_and_pyarrow_read_our_files_as_stored_and_get_the_same_items() {
     let results = read_with_python(dir.path(), &manifests);
     let mut results = results.iter();
     for (manifest, fields) in manifests.iter().zip(cases) {
+        if manifest.format == Format::Parquet {
+            let columns: Vec<_> = manifest
+                .files
+                .iter()
+                .flat_map(|f| f.columns.iter().flatten())
+                .collect();
+            assert_every_parquet_kind(&columns);
+        }
         let mut by_reader: Vec<(&str, Vec<Item>)> = vec![("duckdb", vec![]), ("pyarrow", vec![])];
         let mut pyarrow_cannot_read_plain_json = false;
         let mut ids: Vec<(&str, Vec<String>)> = vec![("duckdb", vec![]), ("pyarrow", vec![])];
         for file in &manifest.files {
             let result = results.next().expect("a result per file");
+            if manifest.format == Format::Parquet {
+                let columns = file.columns.as_deref().expect("columns recorded");
+                check_parquet_schema(&result["schema"], columns, &file.key);
+            }
             for ((reader, got), (_, got_ids)) in by_reader.iter_mut().zip(ids.iter_mut()) {
                 if let Some(error) = result[*reader]["error"].as_str() {
                     // Only pyarrow, only plain JSON, only for lists that mix types.

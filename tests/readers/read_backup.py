@@ -5,6 +5,8 @@ items that were backed up.
 Input (stdin): a JSON list of {"format": ..., "compression": ..., "path": ..., "columns": [...]}.
 Output (stdout): a JSON list with, per file, {"duckdb": rows, "pyarrow": rows}; a row maps column
 names to values: decimals and integers as their exact text, binary as base64, missing as absent.
+A Parquet file's result also has "schema": per column in file order, its name, its Arrow type as
+pyarrow reads it, and its leaf's Parquet physical and logical types.
 """
 
 import base64
@@ -68,6 +70,20 @@ def read(spec):
     if fmt == "parquet":
         duck = duckdb_rows(con, "SELECT * FROM read_parquet(?, hive_partitioning = false)", path)
         arrow = rows_of(pq.read_table(path).to_pylist())
+        parquet = pq.ParquetFile(path)
+        leaves = [parquet.schema.column(i) for i in range(len(parquet.schema))]
+        fields = parquet.schema_arrow
+        assert len(leaves) == len(fields), "one leaf per column (no nested structs)"
+        schema = [
+            {
+                "name": field.name,
+                "arrow": str(field.type),
+                "physical": leaf.physical_type,
+                "logical": str(leaf.logical_type),
+            }
+            for field, leaf in zip(fields, leaves)
+        ]
+        return {"duckdb": duck, "pyarrow": arrow, "schema": schema}
     elif fmt == "csv":
         names = [c["name"] for c in spec["columns"]] + ["_extra"]
         duck = duckdb_rows(
