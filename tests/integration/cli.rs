@@ -436,3 +436,98 @@ fn missing_aws_setup_is_one_line_that_says_what_to_do() {
     let stderr = String::from_utf8_lossy(&verbose.stderr);
     assert!(stderr.contains("Caused by:"), "{stderr}");
 }
+
+/// Replaces an S3 object's body.
+async fn put_body(aws: &ddb_backup::aws::AwsContext, bucket: &str, key: &str, body: Vec<u8>) {
+    aws.s3()
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .expect("put object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_catches_corruption_in_s3_in_every_format_even_behind_a_matching_hash() {
+    let aws = aws().await;
+    let table = unique("cli-corrupt");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    put_items(&aws, &table, &every_type_items(40)).await;
+    for format in [
+        ["--format", "dynamodb-json", "--compression", "zstd"],
+        ["--format", "csv", "--compression", "gzip"],
+        ["--format", "parquet", "--compression", "none"],
+    ] {
+        let mut args = vec![
+            "backup",
+            "--table",
+            &table,
+            "--bucket",
+            &bucket,
+            "--segments",
+            "1",
+        ];
+        args.extend(format);
+        args.push("--json");
+        let out = cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut manifest = Manifest::from_json(&out.stdout).expect("manifest JSON on stdout");
+        let manifest_key = format!(
+            "{}manifest.json",
+            manifest.files[0].key.split("data/").next().unwrap()
+        );
+        let file = manifest.files[0].clone();
+        let (good, _, _) = get_object(&aws, &bucket, &file.key).await;
+        let verify = || {
+            let out = cli(&["verify", &manifest.location]);
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        };
+        assert_eq!(verify().0, Some(0), "{format:?}");
+
+        // A byte flipped in S3: the hash names the file.
+        let mut flipped = good.to_vec();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x01;
+        put_body(&aws, &bucket, &file.key, flipped).await;
+        let (code, stderr) = verify();
+        assert_eq!(code, Some(1), "{format:?}: {stderr}");
+        assert!(
+            stderr.contains(&file.key) && stderr.contains("sha256"),
+            "{format:?}: {stderr}"
+        );
+
+        // The file cut short and the manifest's size and hash rewritten to match (a writer bug
+        // or a careful attacker): the records themselves give it away.
+        let short = good[..good.len() * 3 / 4].to_vec();
+        manifest.files[0].bytes = short.len() as u64;
+        manifest.files[0].sha256 = hex::encode(Sha256::digest(&short));
+        manifest.bytes = manifest.files.iter().map(|f| f.bytes).sum();
+        put_body(&aws, &bucket, &file.key, short).await;
+        put_body(
+            &aws,
+            &bucket,
+            &manifest_key,
+            serde_json::to_vec_pretty(&manifest).unwrap(),
+        )
+        .await;
+        let (code, stderr) = verify();
+        assert_eq!(code, Some(1), "{format:?}: {stderr}");
+        assert!(stderr.contains(&file.key), "{format:?}: {stderr}");
+        assert!(!stderr.contains("sha256"), "the hash matches now: {stderr}");
+        assert!(
+            stderr.contains("items, manifest says 40"),
+            "{format:?}: {stderr}"
+        );
+    }
+}
