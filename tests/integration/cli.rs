@@ -531,3 +531,100 @@ async fn verify_catches_corruption_in_s3_in_every_format_even_behind_a_matching_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_killed_mid_upload_and_run_again_with_its_job_id_completes_once() {
+    let aws = aws().await;
+    let table = unique("cli-killed");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    // About 5.4 MiB per segment: each file needs a multipart upload of 5 MiB parts.
+    let items = large_items(36, 300_000);
+    put_items(&aws, &table, &items).await;
+    let job_id = unique("killed-job");
+    let args = [
+        "backup",
+        "--table",
+        &table,
+        "--bucket",
+        &bucket,
+        "--segments",
+        "2",
+        "--compression",
+        "none",
+        "--job-id",
+        &job_id,
+        "--json",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_ddb-backup"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("DDB_BACKUP_PART_SIZE_MIB", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ddb-backup");
+    let started = std::time::Instant::now();
+    while open_multipart_uploads(&aws, &bucket).await == 0 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the backup ended before it could be killed"
+        );
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no multipart upload opened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // SIGKILL: no destructor, no abort, nothing cleaned up.
+    first.kill().expect("kill");
+    first.wait().unwrap();
+    let keys = list_keys(&aws, &bucket).await;
+    assert!(
+        keys.iter().all(|k| !k.ends_with("manifest.json")),
+        "a killed backup looks complete: {keys:?}"
+    );
+    assert!(open_multipart_uploads(&aws, &bucket).await > 0);
+
+    let out = cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = Manifest::from_json(&out.stdout).expect("manifest JSON on stdout");
+    assert_eq!(
+        open_multipart_uploads(&aws, &bucket).await,
+        0,
+        "the second run aborts what the killed one left open"
+    );
+    let keys = list_keys(&aws, &bucket).await;
+    let manifests: Vec<_> = keys
+        .iter()
+        .filter(|k| k.ends_with("manifest.json"))
+        .collect();
+    assert_eq!(manifests.len(), 1, "{keys:?}");
+    let mut ids = Vec::new();
+    for file in &manifest.files {
+        let (body, _, _) = get_object(&aws, &bucket, &file.key).await;
+        assert_eq!(body.len() as u64, file.bytes, "{}", file.key);
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let item = decode_dynamodb_json_line(std::str::from_utf8(line).unwrap()).unwrap();
+            ids.push(item["id"].as_s().unwrap().clone());
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, crate::common::ids(&items), "every item exactly once");
+    // And a third run with the same id is refused as already complete.
+    let again = cli(&args);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
