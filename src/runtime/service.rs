@@ -171,6 +171,31 @@ pub fn status_board(aws: &AwsContext, settings: &Settings) -> Option<StatusBoard
     ))
 }
 
+/// The backups of the deployment's bucket (or `bucket`), for `list` and `GET /backups`; `None`
+/// without a bucket.
+pub fn catalog(
+    aws: &AwsContext,
+    settings: &Settings,
+    bucket: Option<crate::model::job::BucketName>,
+) -> Option<crate::triggers::catalog::Catalog> {
+    let bucket = bucket.or_else(|| settings.defaults.bucket.clone())?;
+    let status = match &settings.defaults.bucket {
+        Some(default) if *default == bucket => status_board(aws, settings),
+        _ => None,
+    };
+    let store = Arc::new(S3Store::new(
+        aws.s3(),
+        bucket,
+        settings.sse.clone(),
+        settings.expected_bucket_owner.clone(),
+    ));
+    Some(crate::triggers::catalog::Catalog::new(
+        store,
+        settings.defaults.prefix.clone(),
+        status,
+    ))
+}
+
 /// The SQS worker with every port the settings configure: continuations need
 /// `DDB_BACKUP_QUEUE_URL`, immediate dead letters `DDB_BACKUP_DLQ_URL`, email `DDB_BACKUP_SENDER`.
 pub fn worker(aws: &AwsContext, settings: &Settings) -> Worker {
@@ -217,6 +242,9 @@ pub fn api(aws: &AwsContext, settings: &Settings) -> Result<Api, ConfigError> {
     .with_policy(settings.policy.clone());
     if let Some(board) = status_board(aws, settings) {
         api = api.with_status(board);
+    }
+    if let Some(catalog) = catalog(aws, settings, None) {
+        api = api.with_catalog(catalog);
     }
     Ok(api)
 }

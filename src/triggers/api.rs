@@ -2,7 +2,8 @@
 //!
 //! - `POST /backup` with an optional job JSON body → validated job → SQS → `202 {"job_id", "status": "queued"}`;
 //! - `GET /backup/{job_id}` → the job's status document;
-//! - `OPTIONS` on both → the CORS preflight, for the web front end's origins only.
+//! - `GET /backups?table=T&limit=N` → the table's backups, newest first (see [`crate::triggers::catalog`]);
+//! - `OPTIONS` on each → the CORS preflight, for the web front end's origins only.
 //!
 //! API Gateway enforces the API key and the usage plan before a request reaches this code (see
 //! `infra/`); the preflight carries no key, so `OPTIONS` is configured without one. Every response,
@@ -18,8 +19,9 @@ use base64::Engine;
 use serde_json::json;
 use tracing::{error, info, warn};
 
-use crate::model::job::{JobDefaults, JobError, JobId, JobPolicy, JobRequest, Trigger};
+use crate::model::job::{JobDefaults, JobError, JobId, JobPolicy, JobRequest, TableName, Trigger};
 use crate::source::{ScanError, TableSource};
+use crate::triggers::catalog::Catalog;
 use crate::triggers::queue::JobQueue;
 use crate::triggers::status::{JobState, JobStatus, StatusBoard};
 
@@ -31,6 +33,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 const ALLOWED_HEADERS: &str =
     "content-type,x-api-key,authorization,x-amz-date,x-amz-security-token,x-amz-content-sha256";
 
+/// Backups `GET /backups` lists when the caller does not say, and the most it lists.
+const DEFAULT_LIST_LIMIT: usize = 30;
+const MAX_LIST_LIMIT: usize = 100;
+
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
 
@@ -39,6 +45,7 @@ pub struct Api {
     queue: Arc<dyn JobQueue>,
     status: Option<StatusBoard>,
     tables: Option<Arc<dyn TableSource>>,
+    catalog: Option<Catalog>,
     defaults: JobDefaults,
     policy: JobPolicy,
     cors_origins: Vec<String>,
@@ -51,6 +58,7 @@ impl Api {
             queue,
             status: None,
             tables: None,
+            catalog: None,
             defaults: JobDefaults {
                 trigger: Trigger::Api,
                 ..defaults
@@ -80,6 +88,12 @@ impl Api {
         self
     }
 
+    /// The deployment's backups, for `GET /backups`.
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
     /// Handles one API Gateway proxy request.
     pub async fn handle(&self, request: ApiGatewayProxyRequest) -> ApiGatewayProxyResponse {
         let origin = request
@@ -97,6 +111,7 @@ impl Api {
             .unwrap_or_default();
         let route = match resource.trim_end_matches('/') {
             "/backup" => Route::Backups,
+            "/backups" => Route::List,
             "/backup/{job_id}" => Route::Job(
                 request
                     .path_parameters
@@ -113,10 +128,11 @@ impl Api {
         let mut response = match (&route, &method) {
             (Route::Unknown, _) => reply(
                 404,
-                json!({"error": format!("no route for {method} {resource}; use POST /backup or GET /backup/{{job_id}}")}),
+                json!({"error": format!("no route for {method} {resource}; use POST /backup, GET /backup/{{job_id}} or GET /backups")}),
             ),
             (_, &Method::OPTIONS) => self.preflight(origin.as_deref(), allowed_origin, &route),
             (Route::Backups, &Method::POST) => self.enqueue(&request).await,
+            (Route::List, &Method::GET) => self.list(&request).await,
             (Route::Job(id), &Method::GET) => self.status_of(id).await,
             (route, _) => {
                 let mut r = reply(
@@ -262,6 +278,60 @@ impl Api {
         response
     }
 
+    async fn list(&self, request: &ApiGatewayProxyRequest) -> ApiGatewayProxyResponse {
+        let query = &request.query_string_parameters;
+        let table = match query.first("table") {
+            Some(table) => TableName::new(table),
+            None => match &self.defaults.table {
+                Some(table) => Ok(table.clone()),
+                None => {
+                    return reply(
+                        400,
+                        json!({"error": "name the table: GET /backups?table=<table>", "field": "table"}),
+                    )
+                }
+            },
+        };
+        let table = match table {
+            Ok(table) => table,
+            Err(message) => {
+                return reply(400, json!({"error": message.to_string(), "field": "table"}))
+            }
+        };
+        if let Err(refused) = self.policy.check_table(&table) {
+            return reply(
+                403,
+                json!({"error": refused.message, "field": refused.field}),
+            );
+        }
+        let limit = match query.first("limit").map(str::parse::<usize>) {
+            None => DEFAULT_LIST_LIMIT,
+            Some(Ok(n)) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+            Some(_) => {
+                return reply(
+                    400,
+                    json!({"error": format!("limit must be a whole number from 1 to {MAX_LIST_LIMIT}"), "field": "limit"}),
+                )
+            }
+        };
+        let Some(catalog) = &self.catalog else {
+            return reply(
+                501,
+                json!({"error": "listing backups is not configured (DDB_BACKUP_BUCKET)"}),
+            );
+        };
+        match catalog.list(&table, limit).await {
+            Ok(backups) => reply(200, json!({"table": table.as_str(), "backups": backups})),
+            Err(err) => {
+                error!(table = %table, error = %err, "listing the backups failed");
+                reply(
+                    503,
+                    json!({"error": format!("the backups could not be listed: {err}")}),
+                )
+            }
+        }
+    }
+
     async fn status_of(&self, id: &str) -> ApiGatewayProxyResponse {
         let job_id = match JobId::new(id) {
             Ok(id) => id,
@@ -297,6 +367,7 @@ impl Api {
 
 enum Route {
     Backups,
+    List,
     Job(String),
     Unknown,
 }
@@ -305,6 +376,7 @@ impl Route {
     fn allow(&self) -> &'static str {
         match self {
             Route::Backups => "POST, OPTIONS",
+            Route::List => "GET, OPTIONS",
             Route::Job(_) => "GET, OPTIONS",
             Route::Unknown => "",
         }

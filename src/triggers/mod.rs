@@ -3,6 +3,7 @@
 //! the summary email through [`notify`].
 
 pub mod api;
+pub mod catalog;
 pub mod metrics;
 pub mod notify;
 pub mod queue;

@@ -48,6 +48,8 @@ pub(crate) enum Command {
     Restore(RestoreArgs),
     /// Put a backup job on the SQS queue, as an operator would by hand; the worker Lambda runs it.
     Enqueue(EnqueueArgs),
+    /// A table's backups in the bucket, newest first: complete, running, failed.
+    List(ListArgs),
     /// Load generated `studentData`-style items into a table, creating it if needed.
     Seed(SeedArgs),
 }
@@ -73,6 +75,22 @@ pub(crate) struct RestoreArgs {
     #[arg(long)]
     pub(crate) allow_lossy: bool,
     /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ListArgs {
+    /// Table whose backups to list (default: DDB_BACKUP_TABLE).
+    #[arg(long)]
+    pub(crate) table: Option<String>,
+    /// Bucket (default: DDB_BACKUP_BUCKET).
+    #[arg(long)]
+    pub(crate) bucket: Option<String>,
+    /// At most this many backups.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: usize,
+    /// Print the list as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
 }

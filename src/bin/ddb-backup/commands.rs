@@ -48,6 +48,79 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
+pub(crate) async fn list(
+    args: ListArgs,
+    settings: &Settings,
+    options: &AwsOptions,
+) -> anyhow::Result<()> {
+    use ddb_backup::model::job::{BucketName, JobError, TableName};
+    let field = |field: &str, message: String| JobError::Field {
+        field: field.to_string(),
+        message,
+    };
+    let table = args
+        .table
+        .or_else(|| settings.defaults.table.as_ref().map(|t| t.to_string()))
+        .ok_or_else(|| {
+            field(
+                "table",
+                "no table: pass --table or set DDB_BACKUP_TABLE".into(),
+            )
+        })?;
+    let table = TableName::new(&table).map_err(|e| field("table", e.to_string()))?;
+    let bucket = args
+        .bucket
+        .map(|b| BucketName::new(&b).map_err(|e| field("bucket", e.to_string())))
+        .transpose()?;
+    let aws = AwsContext::load(options).await;
+    let catalog =
+        ddb_backup::runtime::service::catalog(&aws, settings, bucket).ok_or_else(|| {
+            field(
+                "bucket",
+                "no bucket: pass --bucket or set DDB_BACKUP_BUCKET".into(),
+            )
+        })?;
+    let backups = catalog
+        .list(&table, args.limit)
+        .await
+        .with_context(|| format!("listing the backups of table `{table}` failed"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&backups)?);
+        return Ok(());
+    }
+    if backups.is_empty() {
+        println!(
+            "no backups of table `{table}` in {}",
+            catalog.store().uri("")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<10}  {:<28}  {:<8}  {:<10}  {:>9}  {:>9}  {:>8}  {:<20}  manifest",
+        "date", "job", "trigger", "state", "items", "stored", "duration", "format"
+    );
+    for b in &backups {
+        let dash = || "-".to_string();
+        println!(
+            "{:<10}  {:<28}  {:<8}  {:<10}  {:>9}  {:>9}  {:>8}  {:<20}  {}",
+            b.date,
+            b.job_id,
+            b.trigger.clone().unwrap_or_else(dash),
+            serde_json::to_value(b.state)?.as_str().unwrap_or("-"),
+            b.items.map_or_else(dash, |n| n.to_string()),
+            b.bytes.map_or_else(dash, human_bytes),
+            b.duration_ms
+                .map_or_else(dash, |ms| ddb_backup::human::human_duration(ms)),
+            b.format.clone().unwrap_or_else(dash),
+            b.manifest
+                .clone()
+                .or_else(|| b.error.clone())
+                .unwrap_or_else(dash),
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn backup(
     args: BackupArgs,
     settings: &Settings,

@@ -120,5 +120,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => restore(args, &settings, &options).await,
         Command::Seed(args) => seed(args, &options).await,
         Command::Enqueue(args) => enqueue(args, &settings, &options).await,
+        Command::List(args) => list(args, &settings, &options).await,
     }
 }

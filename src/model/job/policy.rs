@@ -81,18 +81,7 @@ pub struct NotAllowed {
 impl JobPolicy {
     /// Checks what every job must respect, however it arrived: its table and its recipients.
     pub fn check(&self, job: &BackupJob) -> Result<(), NotAllowed> {
-        if let Some(tables) = &self.allowed_tables {
-            if !tables.iter().any(|t| t == &job.table) {
-                return Err(NotAllowed {
-                    field: "table",
-                    message: format!(
-                        "this deployment backs up only {}; `{}` is not one of them (DDB_BACKUP_ALLOWED_TABLES)",
-                        list(tables.iter().map(|t| t.as_str())),
-                        job.table
-                    ),
-                });
-            }
-        }
+        self.check_table(&job.table)?;
         if let Some(allowed) = &self.notify_allowed {
             if let Some(stranger) = job
                 .notify
@@ -112,6 +101,21 @@ impl JobPolicy {
             }
         }
         Ok(())
+    }
+
+    /// Checks that the deployment backs up `table` (`DDB_BACKUP_ALLOWED_TABLES`): for jobs, and
+    /// for listing a table's backups.
+    pub fn check_table(&self, table: &TableName) -> Result<(), NotAllowed> {
+        match &self.allowed_tables {
+            Some(tables) if !tables.iter().any(|t| t == table) => Err(NotAllowed {
+                field: "table",
+                message: format!(
+                    "this deployment backs up only {}; `{table}` is not one of them (DDB_BACKUP_ALLOWED_TABLES)",
+                    list(tables.iter().map(|t| t.as_str())),
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks a job arriving through the API: the checks of [`JobPolicy::check`], and how hard

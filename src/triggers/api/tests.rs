@@ -267,3 +267,62 @@ async fn a_job_beyond_the_deployments_policy_gets_403_naming_the_field_and_nothi
     let allowed = r#"{"table": "studentData", "notify": ["ops@example.com"], "segments": 32}"#;
     assert_eq!(api.handle(post(Some(allowed))).await.status_code, 202);
 }
+
+fn list_request(query: &[(&str, &str)]) -> ApiGatewayProxyRequest {
+    let mut request = fixture("get");
+    request.resource = Some("/backups".to_string());
+    request.path = Some("/backups".to_string());
+    request.path_parameters.clear();
+    request.query_string_parameters = query
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<std::collections::HashMap<_, _>>()
+        .into();
+    request
+}
+
+#[tokio::test]
+async fn get_backups_lists_a_tables_backups_and_refuses_bad_queries_naming_the_field() {
+    let store = MemoryStore::new();
+    crate::test_support::memory_backup(
+        &store,
+        crate::test_support::numbered_items(7),
+        r#","job_id":"listed""#,
+    )
+    .await;
+    let (api, _) = api();
+    let api = api
+        .with_catalog(Catalog::new(Arc::new(store), Prefix::default(), None))
+        .with_policy(JobPolicy {
+            allowed_tables: Some(vec![TableName::new("tbl").unwrap()]),
+            ..JobPolicy::default()
+        });
+    let response = api.handle(list_request(&[("table", "tbl")])).await;
+    assert_eq!(response.status_code, 200, "{:?}", response.body);
+    let listed = body(&response);
+    assert_eq!(listed["table"], "tbl");
+    assert_eq!(listed["backups"][0]["job_id"], "listed");
+    assert_eq!(listed["backups"][0]["state"], "complete");
+    assert_eq!(listed["backups"][0]["items"], 7);
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        Some(FRONT_END)
+    );
+
+    for (query, status, field) in [
+        (vec![("table", "payroll")], 403, "table"),
+        (vec![("table", "no spaces allowed")], 400, "table"),
+        (vec![("table", "tbl"), ("limit", "0")], 400, "limit"),
+        (vec![("table", "tbl"), ("limit", "101")], 400, "limit"),
+        (vec![("table", "tbl"), ("limit", "ten")], 400, "limit"),
+        (vec![], 400, "table"),
+    ] {
+        let response = api.handle(list_request(&query)).await;
+        assert_eq!(
+            response.status_code, status,
+            "{query:?}: {:?}",
+            response.body
+        );
+        assert_eq!(body(&response)["field"], field, "{query:?}");
+    }
+}
