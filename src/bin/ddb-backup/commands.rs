@@ -110,7 +110,7 @@ pub(crate) async fn list(
             b.items.map_or_else(dash, |n| n.to_string()),
             b.bytes.map_or_else(dash, human_bytes),
             b.duration_ms
-                .map_or_else(dash, |ms| ddb_backup::human::human_duration(ms)),
+                .map_or_else(dash, ddb_backup::human::human_duration),
             b.format.clone().unwrap_or_else(dash),
             b.manifest
                 .clone()
