@@ -220,6 +220,18 @@ pub trait ObjectStore: Send + Sync {
 
     /// Streams an object, so that verify and restore read files of any size in flat memory.
     async fn open(&self, key: &str) -> Result<ObjectReader, StoreError>;
+
+    /// A URL a browser downloads `key` from without credentials, for `expires`, saved as
+    /// `filename` (S3: a presigned GET asking for `Content-Disposition: attachment`); `None`
+    /// where the store has no such thing (a directory, memory).
+    async fn download_url(
+        &self,
+        _key: &str,
+        _filename: &str,
+        _expires: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// A bucket's default Object Lock retention.

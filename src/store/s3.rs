@@ -233,6 +233,32 @@ impl ObjectStore for S3Store {
         }))
     }
 
+    async fn download_url(
+        &self,
+        key: &str,
+        filename: &str,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let config =
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(expires).map_err(|e| {
+                StoreError::request("GetObject", key, FailureKind::Rejected, e.to_string())
+            })?;
+        let presigned = self
+            .client
+            .get_object()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .response_content_disposition(format!(
+                "attachment; filename=\"{}\"",
+                filename.replace(['"', '\\'], "_")
+            ))
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .presigned(config)
+            .await
+            .map_err(|e| self.fail("GetObject", key, e))?;
+        Ok(Some(presigned.uri().to_string()))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut token = None;

@@ -2,6 +2,8 @@
 //!
 //! - `POST /backup` with an optional job JSON body → validated job → SQS → `202 {"job_id", "status": "queued"}`;
 //! - `GET /backup/{job_id}` → the job's status document;
+//! - `GET /backup/{job_id}/files` → a complete backup's manifest and data files, each with a
+//!   download URL valid for 15 minutes (S3 presigned, saved as an attachment);
 //! - `GET /backups?table=T&limit=N` → the table's backups, newest first (see [`crate::triggers::catalog`]);
 //! - `OPTIONS` on each → the CORS preflight, for the web front end's origins only.
 //!
@@ -36,6 +38,9 @@ const ALLOWED_HEADERS: &str =
 /// Backups `GET /backups` lists when the caller does not say, and the most it lists.
 const DEFAULT_LIST_LIMIT: usize = 30;
 const MAX_LIST_LIMIT: usize = 100;
+
+/// How long the download links of `GET /backup/{job_id}/files` work.
+const DOWNLOAD_LINK_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
@@ -112,6 +117,13 @@ impl Api {
         let route = match resource.trim_end_matches('/') {
             "/backup" => Route::Backups,
             "/backups" => Route::List,
+            "/backup/{job_id}/files" => Route::Files(
+                request
+                    .path_parameters
+                    .get("job_id")
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
             "/backup/{job_id}" => Route::Job(
                 request
                     .path_parameters
@@ -119,8 +131,14 @@ impl Api {
                     .cloned()
                     .unwrap_or_default(),
             ),
-            path => match path.strip_prefix("/backup/") {
-                Some(id) if !id.contains('/') => Route::Job(id.to_string()),
+            path => match path
+                .strip_prefix("/backup/")
+                .map(|p| p.split('/').collect::<Vec<_>>())
+            {
+                Some(parts) if parts.len() == 1 => Route::Job(parts[0].to_string()),
+                Some(parts) if parts.len() == 2 && parts[1] == "files" => {
+                    Route::Files(parts[0].to_string())
+                }
                 _ => Route::Unknown,
             },
         };
@@ -133,6 +151,7 @@ impl Api {
             (_, &Method::OPTIONS) => self.preflight(origin.as_deref(), allowed_origin, &route),
             (Route::Backups, &Method::POST) => self.enqueue(&request).await,
             (Route::List, &Method::GET) => self.list(&request).await,
+            (Route::Files(id), &Method::GET) => self.files_of(id).await,
             (Route::Job(id), &Method::GET) => self.status_of(id).await,
             (route, _) => {
                 let mut r = reply(
@@ -332,6 +351,96 @@ impl Api {
         }
     }
 
+    async fn files_of(&self, id: &str) -> ApiGatewayProxyResponse {
+        let job_id = match JobId::new(id) {
+            Ok(id) => id,
+            Err(message) => {
+                return reply(
+                    400,
+                    json!({"error": message.to_string(), "field": "job_id"}),
+                )
+            }
+        };
+        let (Some(board), Some(catalog)) = (&self.status, &self.catalog) else {
+            return reply(
+                501,
+                json!({"error": "downloads are not configured (DDB_BACKUP_BUCKET)"}),
+            );
+        };
+        let unavailable = |err: &dyn std::fmt::Display| {
+            error!(job_id = %job_id, error = %err, "listing the backup's files failed");
+            reply(
+                503,
+                json!({"error": format!("the backup's files could not be listed: {err}")}),
+            )
+        };
+        let status = match board.get(&job_id).await {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                return reply(
+                    404,
+                    json!({"error": format!("no job `{job_id}`: it was never queued through this API, or its status expired")}),
+                )
+            }
+            Err(err) => return unavailable(&err),
+        };
+        let store = catalog.store();
+        let root = store.uri("");
+        let key = match (&status.state, &status.manifest) {
+            (JobState::Complete, Some(uri)) => match uri.strip_prefix(&root) {
+                Some(key) => key.to_string(),
+                None => {
+                    return reply(
+                        404,
+                        json!({"error": format!("the backup is in another bucket ({uri}); use `ddb-backup verify {uri}`")}),
+                    )
+                }
+            },
+            (state, _) => {
+                return reply(
+                    409,
+                    json!({"error": format!("job `{job_id}` is {}; its files are listed once it is complete", serde_json::to_value(state).unwrap_or_default().as_str().unwrap_or("not complete"))}),
+                )
+            }
+        };
+        let manifest = match store
+            .get(&key)
+            .await
+            .map(|b| crate::model::manifest::Manifest::from_json(&b))
+        {
+            Ok(Ok(manifest)) => manifest,
+            Ok(Err(err)) => return unavailable(&err),
+            Err(err) => return unavailable(&err),
+        };
+        let link = |key: String| async move {
+            let name = key.rsplit('/').next().unwrap_or("backup").to_string();
+            store
+                .download_url(&key, &name, DOWNLOAD_LINK_LIFETIME)
+                .await
+                .map(|url| json!({"key": key, "name": name, "url": url}))
+        };
+        let mut files = Vec::with_capacity(manifest.files.len());
+        let manifest_link = match link(key.clone()).await {
+            Ok(link) => link,
+            Err(err) => return unavailable(&err),
+        };
+        for file in &manifest.files {
+            match link(file.key.clone()).await {
+                Ok(mut entry) => {
+                    entry["bytes"] = json!(file.bytes);
+                    entry["sha256"] = json!(file.sha256);
+                    entry["items"] = json!(file.item_count);
+                    files.push(entry);
+                }
+                Err(err) => return unavailable(&err),
+            }
+        }
+        reply(
+            200,
+            json!({"job_id": job_id.as_str(), "manifest": manifest_link, "files": files}),
+        )
+    }
+
     async fn status_of(&self, id: &str) -> ApiGatewayProxyResponse {
         let job_id = match JobId::new(id) {
             Ok(id) => id,
@@ -368,6 +477,7 @@ impl Api {
 enum Route {
     Backups,
     List,
+    Files(String),
     Job(String),
     Unknown,
 }
@@ -376,7 +486,7 @@ impl Route {
     fn allow(&self) -> &'static str {
         match self {
             Route::Backups => "POST, OPTIONS",
-            Route::List => "GET, OPTIONS",
+            Route::List | Route::Files(_) => "GET, OPTIONS",
             Route::Job(_) => "GET, OPTIONS",
             Route::Unknown => "",
         }

@@ -12,6 +12,7 @@ mod common;
 mod backup;
 mod browser_download;
 mod cli;
+mod console;
 mod fan_out;
 mod fault_injection;
 mod independent_readers;

@@ -50,6 +50,9 @@ pub(crate) enum Command {
     Enqueue(EnqueueArgs),
     /// A table's backups in the bucket, newest first: complete, running, failed.
     List(ListArgs),
+    /// The whole system on one machine: the API (and the web console) on a local port, and a
+    /// worker polling the job queue, configured by the same DDB_BACKUP_* variables.
+    Serve(ServeArgs),
     /// Load generated `studentData`-style items into a table, creating it if needed.
     Seed(SeedArgs),
 }
@@ -77,6 +80,17 @@ pub(crate) struct RestoreArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Port to listen on (127.0.0.1).
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) port: u16,
+    /// The API key callers must send as `x-api-key` (default: DDB_BACKUP_API_KEY, else a random
+    /// key, printed).
+    #[arg(long)]
+    pub(crate) api_key: Option<String>,
 }
 
 #[derive(Args)]

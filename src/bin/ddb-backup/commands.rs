@@ -48,6 +48,69 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
+pub(crate) async fn serve(
+    args: ServeArgs,
+    settings: &Settings,
+    options: &AwsOptions,
+) -> anyhow::Result<()> {
+    use ddb_backup::runtime::serve::{poll_queue, LocalGateway};
+    let queue_url = settings.queue_url.clone().ok_or_else(|| {
+        anyhow::Error::new(ConfigError {
+            var: "DDB_BACKUP_QUEUE_URL",
+            message: "serve needs the job queue: set DDB_BACKUP_QUEUE_URL".to_string(),
+        })
+    })?;
+    if settings.defaults.bucket.is_none() {
+        return Err(ConfigError {
+            var: "DDB_BACKUP_BUCKET",
+            message: "serve needs the backup bucket: set DDB_BACKUP_BUCKET".to_string(),
+        }
+        .into());
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{}: pass another --port",
+                args.port
+            )
+        })?;
+    let port = listener.local_addr()?.port();
+    let api_key = args
+        .api_key
+        .or_else(|| std::env::var("DDB_BACKUP_API_KEY").ok())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    // The console this server serves may call its API from either name of the loopback.
+    let mut settings = settings.clone();
+    for own in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        if !settings.cors_origins.contains(&own) {
+            settings.cors_origins.push(own);
+        }
+    }
+    let aws = AwsContext::load(options).await;
+    let api = ddb_backup::runtime::service::api(&aws, &settings)?;
+    let worker = Arc::new(ddb_backup::runtime::service::worker(&aws, &settings));
+    let gateway = Arc::new(LocalGateway::new(
+        api,
+        api_key.clone(),
+        settings.cors_origins.clone(),
+    ));
+    let api_url = format!("http://127.0.0.1:{port}");
+    eprintln!("serving the API on {api_url} (x-api-key: {api_key})");
+    eprintln!("web console: {api_url}/?api={api_url}");
+    eprintln!("worker: polling {queue_url}");
+    let poller = tokio::spawn(poll_queue(aws.sqs(), queue_url, worker));
+    tokio::select! {
+        served = gateway.serve(listener) => served.context("the HTTP server stopped")?,
+        _ = poller => anyhow::bail!("the queue poller stopped"),
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+    }
+    Ok(())
+}
+
 pub(crate) async fn list(
     args: ListArgs,
     settings: &Settings,

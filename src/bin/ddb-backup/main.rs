@@ -121,5 +121,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => seed(args, &options).await,
         Command::Enqueue(args) => enqueue(args, &settings, &options).await,
         Command::List(args) => list(args, &settings, &options).await,
+        Command::Serve(args) => serve(args, &settings, &options).await,
     }
 }
