@@ -77,6 +77,51 @@ pub struct Progress {
     pub throttled_segments: AtomicU32,
 }
 
+impl Progress {
+    /// How far along the leg is and how long it may take yet, estimated from the table's item
+    /// count (which DynamoDB refreshes about every six hours, so only an estimate): `None`
+    /// without an item count, or before the first item. `elapsed` is the leg's time so far.
+    pub fn estimate(&self, elapsed: std::time::Duration) -> Option<Estimate> {
+        Estimate::new(
+            self.items.load(Ordering::Relaxed),
+            self.estimated_items.load(Ordering::Relaxed),
+            elapsed,
+        )
+    }
+}
+
+/// An estimate of a running backup's progress (see [`Progress::estimate`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Estimate {
+    /// Items read so far.
+    pub items: u64,
+    /// Items the table held at its last refresh (this worker's share of them).
+    pub estimated_items: u64,
+    /// Fraction done, 0 to 0.99: never 1 before the end, since the count is only an estimate.
+    pub fraction: f64,
+    /// Seconds left at the rate so far.
+    pub seconds_left: Option<u64>,
+}
+
+impl Estimate {
+    /// The estimate after `items` of about `estimated_items` in `elapsed`.
+    pub fn new(items: u64, estimated_items: u64, elapsed: std::time::Duration) -> Option<Self> {
+        if estimated_items == 0 || items == 0 {
+            return None;
+        }
+        let fraction = (items as f64 / estimated_items as f64).min(0.99);
+        let secs = elapsed.as_secs_f64();
+        let seconds_left =
+            (secs > 0.0).then(|| (secs * (1.0 - fraction) / fraction).round() as u64);
+        Some(Estimate {
+            items,
+            estimated_items,
+            fraction,
+            seconds_left,
+        })
+    }
+}
+
 /// Where a leg starts, when it must stop, and which part of the job it covers.
 #[derive(Debug, Default)]
 pub struct Leg {
@@ -179,8 +224,11 @@ impl Backup {
         self.progress
             .segments_total
             .store(segments, Ordering::Relaxed);
+        // A worker of a shared job reads its share of the segments, so about that share of the
+        // items.
+        let table_items = info.item_count.unwrap_or(0).max(0) as u64;
         self.progress.estimated_items.store(
-            info.item_count.unwrap_or(0).max(0) as u64,
+            table_items * u64::from(share.end - share.start) / u64::from(segments.max(1)),
             Ordering::Relaxed,
         );
         self.store.preflight().await?;
@@ -554,3 +602,22 @@ pub(crate) const JSON_META: ObjectMeta = ObjectMeta {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod estimate_tests {
+    use super::Estimate;
+    use std::time::Duration;
+
+    #[test]
+    fn an_estimate_needs_a_count_and_a_start_and_never_says_done_before_the_end() {
+        assert_eq!(Estimate::new(0, 1000, Duration::from_secs(5)), None);
+        assert_eq!(Estimate::new(10, 0, Duration::from_secs(5)), None);
+        let quarter = Estimate::new(250, 1000, Duration::from_secs(10)).unwrap();
+        assert_eq!(quarter.fraction, 0.25);
+        assert_eq!(quarter.seconds_left, Some(30));
+        // More items than the stale count: almost done, not done.
+        let over = Estimate::new(1200, 1000, Duration::from_secs(10)).unwrap();
+        assert_eq!(over.fraction, 0.99);
+        assert_eq!(over.seconds_left, Some(0));
+    }
+}

@@ -83,6 +83,10 @@ pub struct JobStatus {
     /// Once complete, the change from the table's previous backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
+    /// While running: items read and the estimated fraction and time left, from the table's
+    /// item count (an estimate: DynamoDB refreshes it about every six hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::backup::pipeline::Estimate>,
 }
 
 /// How a complete backup compares with the table's previous one.
@@ -124,6 +128,7 @@ impl JobStatus {
             workers: None,
             workers_done: None,
             change: None,
+            progress: None,
         }
     }
 

@@ -226,14 +226,21 @@ fn progress_bar(
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     let shown = bar.clone();
+    let started = std::time::Instant::now();
     let ticker = tokio::spawn(async move {
         loop {
             let items = progress.items.load(Ordering::Relaxed);
-            let estimate = progress.estimated_items.load(Ordering::Relaxed);
-            let of = if estimate > 0 {
-                format!(" of ~{estimate}")
-            } else {
-                String::new()
+            // DynamoDB refreshes the item count about every six hours: said to be an estimate.
+            let of = match progress.estimate(started.elapsed()) {
+                Some(e) => format!(
+                    " of ~{} ({:.0} %{}, estimated)",
+                    e.estimated_items,
+                    e.fraction * 100.0,
+                    e.seconds_left
+                        .map(|s| format!(", {} left", ddb_backup::human::human_duration(s * 1000)))
+                        .unwrap_or_default()
+                ),
+                None => String::new(),
             };
             shown.set_message(format!(
                 "{items}{of} items, {}, segments {}/{}",

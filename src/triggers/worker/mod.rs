@@ -70,6 +70,8 @@ pub const DEFAULT_FAILURE_POLL: Duration = Duration::from_secs(5);
 /// Default drop in items, against the table's previous backup, that marks the summary email and
 /// sets the `TableShrank` metric (`DDB_BACKUP_SHRINK_ALERT_PERCENT`).
 pub const DEFAULT_SHRINK_ALERT_PERCENT: f64 = 20.0;
+/// Default interval at which a running job's status document gets its progress.
+pub const DEFAULT_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Shard messages sent at once when a job fans out.
 const SHARD_SENDS_IN_FLIGHT: usize = 16;
 
@@ -90,6 +92,7 @@ pub struct Worker {
     policy: JobPolicy,
     shrink_alert_percent: f64,
     console_url: Option<String>,
+    progress_every: Duration,
 }
 
 impl Worker {
@@ -117,7 +120,15 @@ impl Worker {
             policy: JobPolicy::default(),
             shrink_alert_percent: DEFAULT_SHRINK_ALERT_PERCENT,
             console_url: None,
+            progress_every: DEFAULT_PROGRESS_EVERY,
         }
+    }
+
+    /// How often a running job's status document gets its progress (items read, estimated
+    /// fraction and time left).
+    pub fn with_progress_every(mut self, every: Duration) -> Self {
+        self.progress_every = every.max(Duration::from_millis(10));
+        self
     }
 
     /// The job queue, for continuations. Without it a job must finish in one invocation.
@@ -271,7 +282,26 @@ impl Worker {
             shard: order.shard,
             halt: watch.as_ref().map(FailureWatch::signal),
         };
-        let outcome = backup.run_leg(job, leg).await;
+        let read_before: u64 = leg
+            .resume
+            .as_ref()
+            .map_or(0, |c| c.segments.iter().map(|s| s.items).sum());
+        let reporter = order
+            .shard
+            .is_none()
+            .then(|| self.report_progress(job, &backup, read_before));
+        let outcome = match reporter {
+            Some(reporter) => {
+                tokio::pin!(reporter);
+                let run = backup.run_leg(job, leg);
+                tokio::pin!(run);
+                tokio::select! {
+                    outcome = &mut run => outcome,
+                    never = &mut reporter => match never {},
+                }
+            }
+            None => backup.run_leg(job, leg).await,
+        };
         drop(watch);
         // Released before the outcome is handled, so a continuation starts at once.
         self.release(job, &mut start).await;
@@ -381,6 +411,38 @@ impl Worker {
                 pending.len()
             ),
         ))
+    }
+
+    /// Writes the running job's progress into its status document every `progress_every`,
+    /// until dropped (it never ends by itself).
+    async fn report_progress(
+        &self,
+        job: &BackupJob,
+        backup: &Backup,
+        before: u64,
+    ) -> std::convert::Infallible {
+        let progress = backup.progress();
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(self.progress_every).await;
+            let items = before + progress.items.load(std::sync::atomic::Ordering::Relaxed);
+            let estimated = progress
+                .estimated_items
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let Some(estimate) =
+                crate::backup::pipeline::Estimate::new(items, estimated, started.elapsed())
+            else {
+                continue;
+            };
+            self.update_status(&job.job_id, |current| match current {
+                Some(mut status) if status.state == JobState::Running => {
+                    status.progress = Some(estimate);
+                    Some(status)
+                }
+                _ => None,
+            })
+            .await;
+        }
     }
 
     fn retry(&self, message: &QueueMessage, job: &BackupJob, detail: String) -> MessageReport {
@@ -564,6 +626,7 @@ fn complete_status(
     status.stage = None;
     status.error = None;
     status.will_retry = None;
+    status.progress = None;
     status
 }
 

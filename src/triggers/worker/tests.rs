@@ -681,3 +681,57 @@ async fn the_failure_email_goes_out_once_however_many_deliveries_fail_for_good()
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].subject.contains("FAILED"), "{}", sent[0].subject);
 }
+
+#[tokio::test]
+async fn a_running_jobs_status_shows_its_progress_as_an_estimate_and_drops_it_when_complete() {
+    let mut h = harness(
+        MemorySource::new("studentData", "id", numbered_items(300), 20)
+            .with_page_delay(Duration::from_millis(20)),
+    );
+    h.worker = h.worker.with_progress_every(Duration::from_millis(40));
+    let msg = message(
+        "m",
+        r#"{"table":"studentData","job_id":"watched","segments":1}"#,
+    );
+    let worker = &h.worker;
+    let watcher = async {
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            let board = StatusBoard::new(
+                Arc::new(h.store.clone()),
+                Prefix::new("backup-status/").unwrap(),
+            );
+            if let Ok(Some(status)) = board.get(&JobId::new("watched").unwrap()).await {
+                if status.state == JobState::Complete {
+                    break;
+                }
+                if let Some(progress) = status.progress {
+                    seen.push(progress);
+                }
+            }
+        }
+        seen
+    };
+    let (report, seen) = tokio::join!(worker.handle_message(&msg, far_deadline()), watcher);
+    assert_eq!(report.disposition, Disposition::Done, "{}", report.detail);
+    assert!(!seen.is_empty(), "no progress was ever written");
+    for progress in &seen {
+        assert_eq!(progress.estimated_items, 300);
+        assert!(progress.items > 0 && progress.items <= 300, "{progress:?}");
+        assert!(
+            progress.fraction > 0.0 && progress.fraction < 1.0,
+            "{progress:?}"
+        );
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0].items <= w[1].items),
+        "{seen:?}"
+    );
+    let done = status_of(&h.store, "watched").await;
+    assert_eq!(done.state, JobState::Complete);
+    assert_eq!(
+        done.progress, None,
+        "a complete job shows its numbers, not an estimate"
+    );
+}
