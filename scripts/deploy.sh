@@ -121,8 +121,28 @@ if [ "${#sam_args[@]}" -gt 0 ]; then deploy+=("${sam_args[@]}"); fi
 if [ "$dry_run" = 1 ]; then
   echo "scripts/package.sh"
   printf '(cd infra && %s)\n' "${deploy[*]}"
+  echo "upload web/ to the console bucket (DeployConsole=true)"
   exit 0
 fi
 scripts/package.sh
 export PATH="$PWD/.venv-sam/bin:$PATH" SAM_CLI_TELEMETRY=0
 (cd infra && "${deploy[@]}")
+
+# The web console (DeployConsole=true): CloudFormation made its bucket and distribution; its
+# files come from web/ in this checkout.
+.venv-sam/bin/python - <<'PY'
+import mimetypes, pathlib, tomllib
+import boto3
+
+config = tomllib.loads(pathlib.Path("infra/samconfig.toml").read_text())["default"]["global"]["parameters"]
+cfn = boto3.client("cloudformation", region_name=config["region"])
+stack = cfn.describe_stacks(StackName=config["stack_name"])["Stacks"][0]
+outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+bucket = outputs.get("ConsoleBucketName")
+if bucket:
+    s3 = boto3.client("s3", region_name=config["region"])
+    for path in sorted(pathlib.Path("web").iterdir()):
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        s3.upload_file(str(path), bucket, path.name, ExtraArgs={"ContentType": content_type})
+    print(f"deploy: web console uploaded; open {outputs['ConsoleUrl']}")
+PY

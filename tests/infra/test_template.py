@@ -219,7 +219,12 @@ class TemplateInvariants(unittest.TestCase):
             if r["Type"] != "AWS::ApiGateway::Method":
                 continue
             props = r["Properties"]
-            path = {"BackupResource": "/backup", "JobResource": "/backup/{job_id}"}[props["ResourceId"]["Ref"]]
+            path = {
+                "BackupResource": "/backup",
+                "JobResource": "/backup/{job_id}",
+                "ListResource": "/backups",
+                "FilesResource": "/backup/{job_id}/files",
+            }[props["ResourceId"]["Ref"]]
             methods[(path, props["HttpMethod"])] = (props["AuthorizationType"], props["ApiKeyRequired"])
             integration = props["Integration"]
             self.assertEqual((integration["Type"], integration["IntegrationHttpMethod"]), ("AWS_PROXY", "POST"))
@@ -230,10 +235,19 @@ class TemplateInvariants(unittest.TestCase):
             {
                 ("/backup", "POST"): by_parameter,
                 ("/backup/{job_id}", "GET"): by_parameter,
+                ("/backups", "GET"): by_parameter,
+                ("/backup/{job_id}/files", "GET"): by_parameter,
                 ("/backup", "OPTIONS"): ("NONE", False),
                 ("/backup/{job_id}", "OPTIONS"): ("NONE", False),
+                ("/backups", "OPTIONS"): ("NONE", False),
+                ("/backup/{job_id}/files", "OPTIONS"): ("NONE", False),
             },
         )
+        # Every deployment snapshots every method.
+        method_names = sorted(n for n, r in self.resources.items() if r["Type"] == "AWS::ApiGateway::Method")
+        for name, r in self.resources.items():
+            if r["Type"] == "AWS::ApiGateway::Deployment":
+                self.assertEqual(sorted(r["DependsOn"]), method_names, name)
         auth = self.t["Parameters"]["ApiAuth"]
         self.assertEqual((auth["Default"], auth["AllowedValues"]), ("API_KEY", ["API_KEY", "AWS_IAM", "BOTH"]))
         conditions = self.t["Conditions"]
@@ -257,6 +271,26 @@ class TemplateInvariants(unittest.TestCase):
             self.assertIn("gatewayresponse.header.Access-Control-Allow-Origin", headers, kind)
             self.assertEqual(headers["gatewayresponse.header.Access-Control-Allow-Headers"], f"'{allowed}'",
                              "the gateway's errors allow what the function's preflight allows")
+
+    def test_the_optional_console_is_private_behind_cloudfront_and_becomes_the_allowed_origin(self):
+        self.assertEqual(self.t["Parameters"]["DeployConsole"]["Default"], "false")
+        for name in ("ConsoleBucket", "ConsoleBucketPolicy", "ConsoleOriginAccessControl", "ConsoleDistribution"):
+            self.assertEqual(self.resource(name).get("Condition"), "ConsoleEnabled", name)
+        bucket = self.resource("ConsoleBucket")["Properties"]
+        self.assertTrue(all(bucket["PublicAccessBlockConfiguration"].values()))
+        grant = self.resource("ConsoleBucketPolicy")["Properties"]["PolicyDocument"]["Statement"][0]
+        self.assertEqual(grant["Principal"], {"Service": "cloudfront.amazonaws.com"})
+        self.assertEqual(grant["Action"], "s3:GetObject")
+        self.assertIn("${ConsoleDistribution}", grant["Condition"]["StringEquals"]["AWS:SourceArn"]["Fn::Sub"])
+        config = self.resource("ConsoleDistribution")["Properties"]["DistributionConfig"]
+        self.assertEqual(config["DefaultCacheBehavior"]["ViewerProtocolPolicy"], "redirect-to-https")
+        self.assertIn("OriginAccessControlId", config["Origins"][0])
+        origins = self.resource("ApiFunction")["Properties"]["Environment"]["Variables"]["DDB_BACKUP_CORS_ORIGINS"]
+        self.assertEqual(origins["Fn::If"][0], "ConsoleEnabled")
+        self.assertIn("${ConsoleDistribution.DomainName}", origins["Fn::If"][1]["Fn::Sub"])
+        for kind in ("4xx", "5xx"):
+            headers = self.resource(f"ApiGatewayResponse{kind}")["Properties"]["ResponseParameters"]
+            self.assertEqual(headers["gatewayresponse.header.Access-Control-Allow-Origin"]["Fn::If"][0], "ConsoleEnabled")
 
     def test_queue_has_a_dlq_and_a_visibility_timeout_of_six_worker_timeouts(self):
         queue = self.resource("JobQueue")["Properties"]
