@@ -628,3 +628,79 @@ async fn a_backup_killed_mid_upload_and_run_again_with_its_job_id_completes_once
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_a_tables_backups_newest_first_and_tells_a_killed_one_apart() {
+    let aws = aws().await;
+    let table = unique("cli-list");
+    let bucket = unique("bkt");
+    create_table(&aws, &table).await;
+    create_bucket(&aws, &bucket).await;
+    put_items(&aws, &table, &every_type_items(10)).await;
+    let mut jobs = Vec::new();
+    for (n, compression) in ["gzip", "zstd"].iter().enumerate() {
+        let job = format!("{}-{n}", unique("listed"));
+        let out = cli(&[
+            "backup",
+            "--table",
+            &table,
+            "--bucket",
+            &bucket,
+            "--compression",
+            compression,
+            "--job-id",
+            &job,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        jobs.push(job);
+    }
+    // A run killed before its manifest leaves only its checkpoint behind.
+    let killed = unique("killed");
+    let date = chrono::Utc::now().format("%Y-%m-%d");
+    aws.s3()
+        .put_object()
+        .bucket(&bucket)
+        .key(format!(
+            "backups/{table}/dt={date}/{killed}/checkpoints/00001.json"
+        ))
+        .body(b"{}".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let out = cli(&["list", "--table", &table, "--bucket", &bucket, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["job_id"].as_str().unwrap(), b["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states.len(), 3, "{listed}");
+    assert_eq!(
+        states[0],
+        (jobs[1].as_str(), "complete"),
+        "newest first: {listed}"
+    );
+    assert_eq!(states[1], (jobs[0].as_str(), "complete"), "{listed}");
+    assert_eq!(states[2], (killed.as_str(), "incomplete"), "{listed}");
+    assert_eq!(listed[0]["items"], 10);
+    assert_eq!(listed[0]["format"], "dynamodb-json+zstd");
+    assert_eq!(listed[0]["trigger"], "cli");
+    // The table form names every column, and one line per backup.
+    let out = cli(&[
+        "list", "--table", &table, "--bucket", &bucket, "--limit", "2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("date"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains(&jobs[1]) && !text.contains(&killed), "{text}");
+}
