@@ -282,8 +282,9 @@ async fn four_workers_over_eight_segments_make_one_manifest_and_one_email_even_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_upload_is_redelivered_and_the_job_completes_with_no_upload_left_open()
 {
-    // About 7 MiB per segment, so each worker's file needs a multipart upload.
-    let items = large_items(96, 300_000);
+    // About 11 MiB per segment: each worker's file is a multipart upload of three parts, so it
+    // is still open when the test sees it and kills the worker, even on a loaded machine.
+    let items = large_items(160, 300_000);
     let stack = Stack::new(&items).await;
     let job_id = unique("fan-out-kill");
     stack
