@@ -4,22 +4,11 @@
 //! be the very bytes the manifest describes: a browser that decompressed a `.gz` it was served
 //! with `Content-Encoding: gzip` would save plain JSON under that name.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
 use aws_sdk_s3::presigning::PresigningConfig;
-
-fn browser_python() -> PathBuf {
-    match std::env::var_os("DDB_BACKUP_BROWSER_PYTHON").map(PathBuf::from) {
-        Some(p) if p.exists() && std::env::var_os("DDB_BACKUP_CHROMIUM").is_some() => p,
-        _ => panic!(
-            "DDB_BACKUP_BROWSER_PYTHON and DDB_BACKUP_CHROMIUM are not set to Playwright and \
-             chromium: run the suite with scripts/test.sh, or `eval \"$(scripts/browser.sh)\"` first"
-        ),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_downloads_the_compressed_files_byte_for_byte_as_the_manifest_lists_them() {

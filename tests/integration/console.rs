@@ -36,16 +36,6 @@ fn wait_for_port(port: u16, what: &str, log: &Path) {
     }
 }
 
-fn browser_python() -> PathBuf {
-    match std::env::var_os("DDB_BACKUP_BROWSER_PYTHON").map(PathBuf::from) {
-        Some(p) if p.exists() && std::env::var_os("DDB_BACKUP_CHROMIUM").is_some() => p,
-        _ => panic!(
-            "DDB_BACKUP_BROWSER_PYTHON and DDB_BACKUP_CHROMIUM are not set to Playwright and \
-             chromium: run the suite with scripts/test.sh, or `eval \"$(scripts/browser.sh)\"` first"
-        ),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_starts_a_backup_follows_it_and_downloads_its_files_in_a_real_browser() {
     let python = browser_python();

@@ -65,3 +65,14 @@ pub fn unique(base: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     )
 }
+
+/// Playwright's Python and Debian's chromium, or a panic saying how to get them.
+pub fn browser_python() -> std::path::PathBuf {
+    match std::env::var_os("DDB_BACKUP_BROWSER_PYTHON").map(std::path::PathBuf::from) {
+        Some(p) if p.exists() && std::env::var_os("DDB_BACKUP_CHROMIUM").is_some() => p,
+        _ => panic!(
+            "DDB_BACKUP_BROWSER_PYTHON and DDB_BACKUP_CHROMIUM are not set to Playwright and \
+             chromium: run the suite with scripts/test.sh, or `eval \"$(scripts/browser.sh)\"` first"
+        ),
+    }
+}
