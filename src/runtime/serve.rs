@@ -241,15 +241,16 @@ pub async fn poll_queue(sqs: aws_sdk_sqs::Client, queue_url: String, worker: Arc
 
 fn queue_message(message: &aws_sdk_sqs::types::Message) -> QueueMessage {
     use aws_sdk_sqs::types::MessageSystemAttributeName as Name;
-    let attribute = |name: Name| message.attributes().and_then(|a| a.get(&name)).cloned();
-    QueueMessage {
-        id: message.message_id().unwrap_or_default().to_string(),
-        body: message.body().unwrap_or_default().to_string(),
-        sent_at: attribute(Name::SentTimestamp)
-            .and_then(|v| v.parse::<i64>().ok())
-            .and_then(chrono::DateTime::from_timestamp_millis),
-        receive_count: attribute(Name::ApproximateReceiveCount)
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(1),
-    }
+    let attribute = |name: Name| {
+        message
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .map(String::as_str)
+    };
+    QueueMessage::from_parts(
+        message.message_id().unwrap_or_default().to_string(),
+        message.body().unwrap_or_default().to_string(),
+        attribute(Name::SentTimestamp),
+        attribute(Name::ApproximateReceiveCount),
+    )
 }

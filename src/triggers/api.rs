@@ -352,14 +352,9 @@ impl Api {
     }
 
     async fn files_of(&self, id: &str) -> ApiGatewayProxyResponse {
-        let job_id = match JobId::new(id) {
+        let job_id = match parse_job_id(id) {
             Ok(id) => id,
-            Err(message) => {
-                return reply(
-                    400,
-                    json!({"error": message.to_string(), "field": "job_id"}),
-                )
-            }
+            Err(bad) => return *bad,
         };
         let (Some(board), Some(catalog)) = (&self.status, &self.catalog) else {
             return reply(
@@ -442,14 +437,9 @@ impl Api {
     }
 
     async fn status_of(&self, id: &str) -> ApiGatewayProxyResponse {
-        let job_id = match JobId::new(id) {
+        let job_id = match parse_job_id(id) {
             Ok(id) => id,
-            Err(message) => {
-                return reply(
-                    400,
-                    json!({"error": message.to_string(), "field": "job_id"}),
-                )
-            }
+            Err(bad) => return *bad,
         };
         let Some(board) = &self.status else {
             return reply(
@@ -533,6 +523,16 @@ fn too_large() -> ApiGatewayProxyResponse {
         413,
         json!({"error": format!("body is larger than {MAX_BODY_BYTES} bytes; a job is a small JSON object such as {{\"table\": \"studentData\"}}")}),
     )
+}
+
+/// The path's job id, or the `400` naming the field.
+fn parse_job_id(id: &str) -> Result<JobId, Box<ApiGatewayProxyResponse>> {
+    JobId::new(id).map_err(|message| {
+        Box::new(reply(
+            400,
+            json!({"error": message.to_string(), "field": "job_id"}),
+        ))
+    })
 }
 
 fn job_error(err: &JobError) -> ApiGatewayProxyResponse {

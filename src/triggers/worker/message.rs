@@ -29,13 +29,29 @@ impl QueueMessage {
     /// Reads a record of the Lambda SQS event.
     pub fn from_sqs(record: &SqsMessage) -> QueueMessage {
         let attribute = |name: &str| record.attributes.get(name).map(String::as_str);
+        QueueMessage::from_parts(
+            record.message_id.clone().unwrap_or_default(),
+            record.body.clone().unwrap_or_default(),
+            attribute("SentTimestamp"),
+            attribute("ApproximateReceiveCount"),
+        )
+    }
+
+    /// A message from its id, body and SQS's `SentTimestamp` (epoch milliseconds) and
+    /// `ApproximateReceiveCount` attributes, as an event or `ReceiveMessage` gives them.
+    pub fn from_parts(
+        id: String,
+        body: String,
+        sent_timestamp: Option<&str>,
+        receive_count: Option<&str>,
+    ) -> QueueMessage {
         QueueMessage {
-            id: record.message_id.clone().unwrap_or_default(),
-            body: record.body.clone().unwrap_or_default(),
-            sent_at: attribute("SentTimestamp")
+            id,
+            body,
+            sent_at: sent_timestamp
                 .and_then(|v| v.parse::<i64>().ok())
                 .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
-            receive_count: attribute("ApproximateReceiveCount")
+            receive_count: receive_count
                 .and_then(|v| v.parse::<u32>().ok())
                 .unwrap_or(1),
         }
