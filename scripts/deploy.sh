@@ -7,9 +7,18 @@
 #                                  (sender email, alarm email, web origin, bucket name), checks
 #                                  them, keeps them in infra/.deploy-parameters, deploys
 #   scripts/deploy.sh              later deploys, with the kept answers
-#   scripts/deploy.sh --dry-run    prints the commands instead of running them
+#   scripts/deploy.sh --preflight  only the checks: the answers, then the account (below);
+#                                  prints the parameters it would deploy with, one a line
+#   scripts/deploy.sh --dry-run    prints the commands instead of running them (no AWS calls)
+#   scripts/deploy.sh --delete     deletes the stack (emptying the console's bucket first); the
+#                                  backups, their buckets, policy and key stay
 # Other arguments go to `sam deploy` (e.g. --region eu-west-1, --parameter-overrides UseKms=true).
-# Needs AWS credentials for `sam deploy` only; installs its tools like scripts/package.sh.
+#
+# Before it builds or creates anything, it looks at the account (scripts/lib/preflight.py): on a
+# first deploy, a bucket, role, function or log group that already has a name the stack would
+# give fails it at once, naming the parameter that avoids it; an SES identity or an API Gateway
+# logging role the account already has is used, not taken over; DeployerArn is set to you.
+# Needs AWS credentials for all but --dry-run; installs its tools like scripts/package.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,7 +38,7 @@ if [ -f "$params_file" ]; then
   done <"$params_file"
 fi
 
-guided=0 dry_run=0 sam_args=() cli_params=() in_overrides=0
+guided=0 dry_run=0 preflight_only=0 delete=0 sam_args=() cli_params=() in_overrides=0
 for arg in "$@"; do
   if [ "$in_overrides" = 1 ] && [[ "$arg" != --* ]]; then
     [[ "$arg" == *=* ]] || fail "--parameter-overrides takes Key=Value pairs, not '$arg'"
@@ -40,16 +49,42 @@ for arg in "$@"; do
   case "$arg" in
     --guided) guided=1 ;;
     --dry-run) dry_run=1 ;;
+    --preflight) preflight_only=1 ;;
+    --delete) delete=1 ;;
     --parameter-overrides) in_overrides=1 ;;
     *) sam_args+=("$arg") ;;
   esac
 done
 
+# The stack and region sam deploy will use: --stack-name and --region, or infra/samconfig.toml's.
+stack="$(sed -n 's/^stack_name = "\(.*\)"$/\1/p' infra/samconfig.toml)"
+region="$(sed -n 's/^region = "\(.*\)"$/\1/p' infra/samconfig.toml)"
+for ((i = 0; i < ${#sam_args[@]}; i++)); do
+  case "${sam_args[i]}" in
+    --stack-name) stack="${sam_args[i + 1]:-}" ;;
+    --stack-name=*) stack="${sam_args[i]#*=}" ;;
+    --region) region="${sam_args[i + 1]:-}" ;;
+    --region=*) region="${sam_args[i]#*=}" ;;
+  esac
+done
+stack_tool() {
+  # shellcheck source=scripts/lib/install.sh
+  . scripts/lib/install.sh
+  ensure_venv .venv-sam scripts/requirements-sam.txt "the SAM CLI and cargo-lambda"
+  .venv-sam/bin/python "scripts/lib/$1" "${@:2}"
+}
+
+if [ "$delete" = 1 ]; then
+  stack_tool stack.py delete --stack "$stack" --region "$region"
+  exit 0
+fi
+
 # The template's own patterns (infra/template.yaml), checked here so a typo fails in a second,
 # not halfway through a deployment.
 email_re='^[^@[:space:],]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$'
 origin_re='^https://[A-Za-z0-9.-]+(:[0-9]+)?$|^http://(localhost|127\.0\.0\.1)(:[0-9]+)?$'
-bucket_re='^[a-z0-9][a-z0-9.-]{1,49}[a-z0-9]$'
+bucket_re='^[a-z0-9][a-z0-9-]{1,49}[a-z0-9]$'
+schedule_re='^cron\([^ ()]+( [^ ()]+){5}\)$|^rate\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\)$'
 
 check() {
   local name="$1" value="$2"
@@ -61,7 +96,9 @@ check() {
     AllowedOrigin)
       [[ "$value" =~ $origin_re ]] || fail "AllowedOrigin '$value' is not an origin such as https://d111111abcdef8.cloudfront.net (scheme and host only, no trailing slash)" ;;
     BucketName)
-      [[ "$value" =~ $bucket_re ]] || fail "BucketName '$value' must be 3 to 51 lowercase letters, digits, dots and hyphens (its log bucket appends -access-logs)" ;;
+      [[ "$value" =~ $bucket_re ]] || fail "BucketName '$value' must be 3 to 51 lowercase letters, digits and hyphens (no dots: they break TLS; its log bucket appends -access-logs)" ;;
+    ScheduleExpression)
+      [[ "$value" =~ $schedule_re ]] || fail "ScheduleExpression '$value' is not cron() with six fields (minutes hours day-of-month month day-of-week year, e.g. cron(0 2 * * ? *)) or rate(N unit)" ;;
   esac
 }
 
@@ -114,35 +151,32 @@ transition="${value[TransitionDays]:-30}" retention="${value[BackupRetentionDays
 [ "$transition" -lt "$retention" ] ||
   fail "TransitionDays ($transition) must be less than BackupRetentionDays ($retention): S3 refuses to expire backups before they transition"
 
-deploy=(sam deploy)
-if [ "${#overrides[@]}" -gt 0 ]; then deploy+=(--parameter-overrides "${overrides[@]}"); fi
-if [ "${#sam_args[@]}" -gt 0 ]; then deploy+=("${sam_args[@]}"); fi
-
 if [ "$dry_run" = 1 ]; then
+  deploy=(sam deploy)
+  if [ "${#overrides[@]}" -gt 0 ]; then deploy+=(--parameter-overrides "${overrides[@]}"); fi
+  if [ "${#sam_args[@]}" -gt 0 ]; then deploy+=("${sam_args[@]}"); fi
   echo "scripts/package.sh"
   printf '(cd infra && %s)\n' "${deploy[*]}"
   echo "upload web/ to the console bucket (DeployConsole=true)"
   exit 0
 fi
+
+# The account, before anything is built or created (see the top of this file).
+decided="$(stack_tool preflight.py --stack "$stack" --region "$region" "${overrides[@]}")"
+while IFS= read -r pair; do
+  [ -n "$pair" ] && overrides+=("$pair")
+done <<<"$decided"
+if [ "$preflight_only" = 1 ]; then
+  printf '%s\n' "${overrides[@]}"
+  exit 0
+fi
+
+deploy=(sam deploy --parameter-overrides "${overrides[@]}")
+if [ "${#sam_args[@]}" -gt 0 ]; then deploy+=("${sam_args[@]}"); fi
 scripts/package.sh
 export PATH="$PWD/.venv-sam/bin:$PATH" SAM_CLI_TELEMETRY=0
 (cd infra && "${deploy[@]}")
 
 # The web console (DeployConsole=true): CloudFormation made its bucket and distribution; its
 # files come from web/ in this checkout.
-.venv-sam/bin/python - <<'PY'
-import mimetypes, pathlib, tomllib
-import boto3
-
-config = tomllib.loads(pathlib.Path("infra/samconfig.toml").read_text())["default"]["global"]["parameters"]
-cfn = boto3.client("cloudformation", region_name=config["region"])
-stack = cfn.describe_stacks(StackName=config["stack_name"])["Stacks"][0]
-outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-bucket = outputs.get("ConsoleBucketName")
-if bucket:
-    s3 = boto3.client("s3", region_name=config["region"])
-    for path in sorted(pathlib.Path("web").iterdir()):
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        s3.upload_file(str(path), bucket, path.name, ExtraArgs={"ContentType": content_type})
-    print(f"deploy: web console uploaded; open {outputs['ConsoleUrl']}")
-PY
+stack_tool stack.py upload-console --stack "$stack" --region "$region"

@@ -73,6 +73,7 @@ class DeployScript(unittest.TestCase):
             "backup@ops.example.org\nalarms@ops\n": "AlarmEmail",
             "backup@ops.example.org\nalarms@ops.example.org\nhttps://d1.cloudfront.net/\n": "AllowedOrigin",
             "backup@ops.example.org\nalarms@ops.example.org\nhttps://d1.cloudfront.net\nMy_Bucket\n": "BucketName",
+            "backup@ops.example.org\nalarms@ops.example.org\nhttps://d1.cloudfront.net\nmy.backups\n": "BucketName",
             "backup@ops.example.org\n\nhttps://d1.cloudfront.net\n\n": "AlarmEmail",
         }
         for answers, parameter in cases.items():
@@ -86,6 +87,16 @@ class DeployScript(unittest.TestCase):
                               "TransitionDays=90", "BackupRetentionDays=60")
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("TransitionDays (90) must be less than BackupRetentionDays (60)", out.stderr)
+
+    def test_a_schedule_that_eventbridge_would_refuse_is_refused_before_deploying(self):
+        for schedule in ("cron(0 2 * * *)", "daily"):
+            out = self.run_deploy("--parameter-overrides", "SenderEmail=a@ops.example.org",
+                                  f"ScheduleExpression={schedule}")
+            self.assertNotEqual(out.returncode, 0, schedule)
+            self.assertIn("ScheduleExpression", out.stderr.splitlines()[-1], schedule)
+        out = self.run_deploy("--parameter-overrides", "SenderEmail=a@ops.example.org",
+                              "ScheduleExpression=cron(30 1 ? * MON-FRI *)")
+        self.assertEqual(out.returncode, 0, out.stderr)
 
     def test_a_first_deploy_without_answers_says_to_run_guided(self):
         out = self.run_deploy()

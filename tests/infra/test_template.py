@@ -28,6 +28,62 @@ def statements(policy_document):
     return as_list(policy_document["Statement"])
 
 
+BUCKET_AND_OBJECTS = [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}"},
+                      {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}/*"}]
+
+# S3's write and permissions-management actions on a bucket and its objects (the Service
+# Authorization Reference's list for Amazon S3, less access points, Outposts, S3 Tables,
+# directory buckets, jobs and Storage Lens), each classified once. "delete" ones are denied to
+# everyone but the break-glass role; "loosen" ones to everyone but it and the deployer.
+S3_REMOVES_OR_LOOSENS = {
+    "s3:DeleteObject": "delete",
+    "s3:DeleteObjectVersion": "delete",
+    "s3:DeleteBucket": "delete",
+    "s3:DeleteBucketPolicy": "delete",
+    "s3:BypassGovernanceRetention": "delete",
+    "s3:PutObjectRetention": "delete",
+    "s3:PutObjectLegalHold": "delete",
+    "s3:PutBucketPolicy": "loosen",
+    "s3:PutLifecycleConfiguration": "loosen",
+    "s3:PutBucketVersioning": "loosen",
+    "s3:PutBucketObjectLockConfiguration": "loosen",
+    "s3:PutBucketOwnershipControls": "loosen",
+    "s3:PutBucketAcl": "loosen",
+    "s3:PutObjectAcl": "loosen",
+    "s3:PutObjectVersionAcl": "loosen",
+    "s3:PutBucketPublicAccessBlock": "loosen",
+    "s3:PutEncryptionConfiguration": "loosen",
+    "s3:PutBucketLogging": "loosen",
+    "s3:PutReplicationConfiguration": "loosen",
+    "s3:PutIntelligentTieringConfiguration": "loosen",
+}
+S3_HARMLESS_WRITES = {
+    "s3:PutObject": "DenyBackupWritesByOthers; a new version never removes a locked one",
+    "s3:AbortMultipartUpload": "an unfinished upload is not a backup",
+    "s3:CreateBucket": "another bucket",
+    "s3:PutBucketCORS": "browsers only; access is still the policy's",
+    "s3:PutBucketWebsite": "Block Public Access keeps a website private",
+    "s3:DeleteBucketWebsite": "as above",
+    "s3:PutBucketNotification": "tells, changes nothing",
+    "s3:PutBucketTagging": "labels; the policy does not read bucket tags",
+    "s3:PutObjectTagging": "labels; no lifecycle rule reads tags",
+    "s3:PutObjectVersionTagging": "as above",
+    "s3:DeleteObjectTagging": "as above",
+    "s3:DeleteObjectVersionTagging": "as above",
+    "s3:PutBucketRequestPayment": "billing",
+    "s3:PutAccelerateConfiguration": "speed",
+    "s3:PutAnalyticsConfiguration": "reports",
+    "s3:PutInventoryConfiguration": "reports",
+    "s3:PutMetricsConfiguration": "metrics",
+    "s3:RestoreObject": "a temporary copy of an archived object",
+    "s3:ReplicateObject": "writes into a replica bucket",
+    "s3:ReplicateDelete": "writes into a replica bucket",
+    "s3:ReplicateTags": "writes into a replica bucket",
+    "s3:CreateAccessPoint": "an access point grants nothing the bucket policy does not delegate",
+    "s3:PutAccessPointPolicy": "as above",
+}
+
+
 class TemplateInvariants(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -37,6 +93,11 @@ class TemplateInvariants(unittest.TestCase):
     def resource(self, name):
         self.assertIn(name, self.resources, f"{name} is missing")
         return self.resources[name]
+
+    def statement(self, resource, sid):
+        found = [s for s in statements(self.resource(resource)["Properties"]["PolicyDocument"]) if s.get("Sid") == sid]
+        self.assertEqual(len(found), 1, f"{resource}: statement {sid}")
+        return found[0]
 
     def test_tutorial_names_are_the_parameter_defaults(self):
         p = self.t["Parameters"]
@@ -75,7 +136,7 @@ class TemplateInvariants(unittest.TestCase):
         )
         # Deleting the stack keeps the backups, their access logs and the key they need.
         for name in ("BackupBucket", "AccessLogBucket", "BackupKey"):
-            self.assertEqual(self.resource(name).get("DeletionPolicy"), "Retain", name)
+            self.assertEqual(self.resource(name).get("DeletionPolicy"), "RetainExceptOnCreate", name)
             self.assertEqual(self.resource(name).get("UpdateReplacePolicy"), "Retain", name)
 
     def test_bucket_policy_lets_only_the_worker_role_write_backups_and_denies_plain_http(self):
@@ -85,8 +146,8 @@ class TemplateInvariants(unittest.TestCase):
         worker = [s for s in allows if s["Principal"] == {"AWS": {"Fn::GetAtt": ["WorkerRole", "Arn"]}}]
         self.assertEqual(len(worker), 1)
         self.assertEqual(sorted(as_list(worker[0]["Action"])), ["s3:AbortMultipartUpload", "s3:PutObject"])
-        self.assertNotIn("s3:PutObjectAcl", str(doc), "ACLs are disabled; PutObjectAcl stays out")
         for s in allows:
+            self.assertNotIn("s3:PutObjectAcl", as_list(s["Action"]), "ACLs are disabled; PutObjectAcl stays out")
             self.assertNotEqual(s["Principal"], "*", "no public allow")
             self.assertNotIn("*", as_list(s["Principal"].get("AWS", [])), "no public allow")
             for action in as_list(s["Action"]):
@@ -95,7 +156,7 @@ class TemplateInvariants(unittest.TestCase):
                 self.assertNotIn("BackupPrefix", str(s["Resource"]), "only the worker writes backups")
         deny_others = [
             s for s in stmts
-            if s["Effect"] == "Deny" and "ArnNotEquals" in s.get("Condition", {})
+            if s["Effect"] == "Deny" and "s3:PutObject" in as_list(s["Action"])
         ]
         self.assertEqual(len(deny_others), 1, "backups must be denied to every other principal")
         self.assertEqual(
@@ -129,25 +190,11 @@ class TemplateInvariants(unittest.TestCase):
         self.assertEqual(self.t["Conditions"]["LockDaysFromRetention"],
                          {"Fn::Equals": [{"Ref": "ObjectLockDays"}, 0]})
 
-    def test_nobody_but_the_break_glass_role_may_delete_backups_or_loosen_their_protection(self):
-        stmts = statements(self.resource("BackupBucketPolicy")["Properties"]["PolicyDocument"])
-        deny = [s for s in stmts if s.get("Sid") == "DenyDeletingOrLoosening"]
-        self.assertEqual(len(deny), 1)
-        deny = deny[0]
+    def test_nobody_but_the_break_glass_role_may_delete_backups(self):
+        deny = self.statement("BackupBucketPolicy", "DenyDeletingBackups")
         self.assertEqual((deny["Effect"], deny["Principal"]), ("Deny", "*"))
-        self.assertEqual(
-            sorted(deny["Action"]),
-            sorted([
-                "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration",
-                "s3:PutBucketVersioning", "s3:PutBucketObjectLockConfiguration",
-                "s3:BypassGovernanceRetention", "s3:PutBucketPolicy",
-            ]),
-        )
-        self.assertEqual(
-            deny["Resource"],
-            [{"Fn::GetAtt": ["BackupBucket", "Arn"]}, {"Fn::Sub": "${BackupBucket.Arn}/*"}],
-        )
-        # Empty BreakGlassRoleArn: the denial has no exception at all.
+        self.assertEqual(deny["Resource"], BUCKET_AND_OBJECTS)
+        # Empty BreakGlassRoleArn: the denial has no exception at all; the deployer has none.
         self.assertEqual(
             deny["Condition"],
             {"Fn::If": [
@@ -163,6 +210,55 @@ class TemplateInvariants(unittest.TestCase):
         # Nothing in the stack deletes objects: the worker only writes and aborts uploads.
         for name in ("WorkerRole", "ApiRole"):
             self.assertNotIn("s3:DeleteObject", str(self.resource(name)), name)
+
+    def test_every_s3_action_that_removes_or_loosens_protection_is_denied(self):
+        deletes = set(as_list(self.statement("BackupBucketPolicy", "DenyDeletingBackups")["Action"]))
+        loosens = set(as_list(self.statement("BackupBucketPolicy", "DenyLooseningProtection")["Action"]))
+        catalogue = set(S3_REMOVES_OR_LOOSENS) | set(S3_HARMLESS_WRITES)
+        self.assertEqual(len(catalogue), len(S3_REMOVES_OR_LOOSENS) + len(S3_HARMLESS_WRITES), "classified twice")
+        for action in deletes | loosens:
+            self.assertIn(action, S3_REMOVES_OR_LOOSENS, f"{action} denied but not in the catalogue")
+        for action, kind in S3_REMOVES_OR_LOOSENS.items():
+            self.assertIn(action, deletes if kind == "delete" else loosens, f"{action} ({kind}) is not denied")
+        # The one-call bypass: deleting the policy, then every version with bypass-governance.
+        self.assertIn("s3:DeleteBucketPolicy", deletes)
+        self.assertIn("s3:BypassGovernanceRetention", deletes)
+
+    def test_stack_updates_may_change_the_buckets_protection_through_the_deployer_only(self):
+        loosen = self.statement("BackupBucketPolicy", "DenyLooseningProtection")
+        self.assertEqual((loosen["Effect"], loosen["Principal"]), ("Deny", "*"))
+        self.assertEqual(loosen["Resource"], BUCKET_AND_OBJECTS)
+        self.assertEqual(
+            loosen["Condition"],
+            {"Fn::If": [
+                "HasExemptFromLoosening",
+                {"ArnNotEquals": {"aws:PrincipalArn": [
+                    {"Fn::If": ["HasBreakGlass", {"Ref": "BreakGlassRoleArn"}, {"Ref": "AWS::NoValue"}]},
+                    {"Fn::If": ["HasDeployer", {"Ref": "DeployerArn"}, {"Ref": "AWS::NoValue"}]},
+                ]}},
+                {"Ref": "AWS::NoValue"},
+            ]},
+        )
+        # Every configuration CloudFormation sets on the bucket is one the deployer may change.
+        configured = {
+            "LifecycleConfiguration": "s3:PutLifecycleConfiguration",
+            "VersioningConfiguration": "s3:PutBucketVersioning",
+            "ObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+            "OwnershipControls": "s3:PutBucketOwnershipControls",
+            "PublicAccessBlockConfiguration": "s3:PutBucketPublicAccessBlock",
+            "BucketEncryption": "s3:PutEncryptionConfiguration",
+            "LoggingConfiguration": "s3:PutBucketLogging",
+            "ReplicationConfiguration": "s3:PutReplicationConfiguration",
+        }
+        props = self.resource("BackupBucket")["Properties"]
+        for prop, action in configured.items():
+            self.assertIn(prop, props)
+            self.assertIn(action, loosen["Action"], prop)
+        pattern = self.pattern("DeployerArn")
+        for good in ("", "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_1",
+                     "arn:aws:iam::123456789012:user/ops", "arn:aws:iam::123456789012:root"):
+            self.assertTrue(pattern.fullmatch(good), good)
+        self.assertFalse(pattern.fullmatch("arn:aws:sts::123456789012:assumed-role/Admin/me"))
 
     def test_jobs_are_held_to_the_stacks_table_its_recipients_and_a_read_budget(self):
         env = self.t["Globals"]["Function"]["Environment"]["Variables"]
@@ -243,8 +339,9 @@ class TemplateInvariants(unittest.TestCase):
                 ("/backup/{job_id}/files", "OPTIONS"): ("NONE", False),
             },
         )
-        # Every deployment snapshots every method.
-        method_names = sorted(n for n, r in self.resources.items() if r["Type"] == "AWS::ApiGateway::Method")
+        # Every deployment snapshots every method and gateway response.
+        method_names = sorted(n for n, r in self.resources.items()
+                              if r["Type"] in ("AWS::ApiGateway::Method", "AWS::ApiGateway::GatewayResponse"))
         for name, r in self.resources.items():
             if r["Type"] == "AWS::ApiGateway::Deployment":
                 self.assertEqual(sorted(r["DependsOn"]), method_names, name)
@@ -356,6 +453,114 @@ class TemplateInvariants(unittest.TestCase):
         self.assertTrue(self.pattern("AlarmTopicArn").fullmatch("arn:aws:sns:us-east-1:123456789012:ops"))
         # S3 refuses expiring before transitioning: the defaults keep the order.
         self.assertLess(params["TransitionDays"]["Default"], params["BackupRetentionDays"]["Default"])
+
+    def test_every_kept_resource_is_kept_except_when_its_first_creation_fails(self):
+        # Retain alone keeps the buckets of a failed first create, and every retry meets
+        # "already exists"; the bucket policies must stay with the buckets they protect.
+        kept = {n for n, r in self.resources.items() if "DeletionPolicy" in r}
+        self.assertEqual(kept, {"BackupKey", "AccessLogBucket", "AccessLogBucketPolicy", "BackupBucket",
+                                "BackupBucketPolicy", "ApiGatewayCloudWatchRole", "ApiGatewayAccount"})
+        for name in kept:
+            self.assertEqual(self.resources[name]["DeletionPolicy"], "RetainExceptOnCreate", name)
+            self.assertEqual(self.resources[name].get("UpdateReplacePolicy"), "Retain", name)
+
+    def test_a_later_stack_can_use_the_kept_buckets(self):
+        self.assertEqual(self.t["Parameters"]["BucketExists"]["Default"], "false")
+        self.assertEqual(self.t["Conditions"]["CreateBuckets"], {"Fn::Equals": [{"Ref": "BucketExists"}, "false"]})
+        for name in ("BackupBucket", "AccessLogBucket"):
+            self.assertEqual(self.resource(name).get("Condition"), "CreateBuckets", name)
+        # Nothing else names the buckets' resources, only their names, so the stack stands either way.
+        text = str({n: r for n, r in self.resources.items() if n not in ("BackupBucket", "AccessLogBucket")})
+        for ref in ("'Fn::GetAtt': ['BackupBucket'", "'Fn::GetAtt': ['AccessLogBucket'", "${BackupBucket.",
+                    "${AccessLogBucket."):
+            self.assertNotIn(ref, text)
+        for name, logical in (("BackupBucketPolicy", "BackupBucket"), ("AccessLogBucketPolicy", "AccessLogBucket")):
+            bucket = self.resource(name)["Properties"]["Bucket"]
+            self.assertEqual(bucket["Fn::If"][:2], ["CreateBuckets", {"Ref": logical}], name)
+
+    def test_buckets_that_log_wait_for_the_log_buckets_policy(self):
+        # S3 refuses logging into a bucket-owner-enforced bucket that does not let the logging
+        # service write yet; the policy must name every bucket that logs there.
+        sources = self.statement("AccessLogBucketPolicy", "S3ServerAccessLogs")["Condition"]["ArnLike"]["aws:SourceArn"]
+        for name, r in self.resources.items():
+            if r["Type"] == "AWS::S3::Bucket" and "LoggingConfiguration" in r["Properties"]:
+                self.assertIn("AccessLogBucketPolicy", as_list(r.get("DependsOn", [])), name)
+                self.assertEqual(r["Properties"]["LoggingConfiguration"]["DestinationBucketName"],
+                                 {"Fn::Sub": "${BucketName}-access-logs"}, name)
+                arn = {"Fn::Sub": "arn:${AWS::Partition}:s3:::" + r["Properties"]["BucketName"].get("Fn::Sub", "${BucketName}")}
+                self.assertIn(arn, sources, f"{name} logs into a bucket whose policy does not name it")
+
+    def test_no_queue_has_a_name_that_a_deleted_one_holds_for_a_minute(self):
+        for name, r in self.resources.items():
+            if r["Type"] == "AWS::SQS::Queue":
+                self.assertNotIn("QueueName", r["Properties"], name)
+
+    def test_the_worker_may_email_in_the_ses_sandbox_from_the_sender_to_the_recipients_only(self):
+        policy = self.resource("WorkerRole")["Properties"]["Policies"][0]["PolicyDocument"]
+        send = [s for s in statements(policy) if s.get("Sid") == "SendSummaryEmail"][0]
+        # In the sandbox SES authorizes against each recipient's identity too.
+        self.assertEqual(send["Resource"],
+                         {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/*"})
+        self.assertEqual(send["Condition"]["StringEquals"], {"ses:FromAddress": {"Ref": "SenderEmail"}})
+        self.assertIn("ses:Recipients", send["Condition"]["ForAllValues:StringEquals"])
+
+    def test_api_gateways_logging_role_is_awss_own_and_outlives_the_stack(self):
+        role = self.resource("ApiGatewayCloudWatchRole")["Properties"]
+        self.assertEqual(role["ManagedPolicyArns"], [
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}])
+        self.assertNotIn("Policies", role, "a role scoped to this stack's logs silences the region's other APIs")
+        self.assertEqual(self.resource("ApiGatewayAccount")["Condition"], "ApiGatewayLoggingRole")
+
+    def test_gateway_errors_name_an_origin_the_api_allows(self):
+        for name in ("ApiGatewayResponse4xx", "ApiGatewayResponse5xx"):
+            origin = self.resource(name)["Properties"]["ResponseParameters"][
+                "gatewayresponse.header.Access-Control-Allow-Origin"]
+            # With the console there are two allowed origins: the error names the caller's.
+            self.assertEqual(origin, {"Fn::If": ["ConsoleEnabled", "method.request.header.Origin",
+                                                 {"Fn::Sub": "'${AllowedOrigin}'"}]}, name)
+
+    def test_the_api_may_tell_a_missing_job_from_a_forbidden_one(self):
+        for name in ("WorkerRole", "ApiRole"):
+            policy = self.resource(name)["Properties"]["Policies"][0]["PolicyDocument"]
+            for s in statements(policy):
+                if "s3:ListBucket" in as_list(s["Action"]):
+                    self.assertNotIn("Condition", s, f"{name}: S3 checks ListBucket without a prefix for 404s")
+
+    def test_names_and_schedule_are_checked_before_anything_is_created(self):
+        cases = {
+            "ScheduleExpression": (["cron(0 2 * * ? *)", "cron(15 3 ? * MON-FRI *)", "rate(12 hours)", "rate(1 day)"],
+                                   ["cron(0 2 * * *)", "daily", "rate(0 hours)", "rate(5 weeks)", "cron()"]),
+            "ScheduleTimezone": (["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5"],
+                                 ["", "Europe/ Berlin", "UTC;"]),
+            "BucketName": (["student-backup-20250706"], ["student.backup", "Student_Backup", "-x-"]),
+            "WorkerRoleName": (["DynamoDBBackupRole", "ops+backup@x"], ["", "a/b", "x" * 65]),
+            "WorkerFunctionName": (["BackupDynamoDBAndSendEmail"], ["", "a.b", "x" * 65]),
+            "ApiName": (["student API"], ["", "x" * 129]),
+            "ApiKeyName": (["StudentApiKey"], [""]),
+            "UsagePlanName": (["StudentUsagePlan"], [""]),
+        }
+        for name, (good, bad) in cases.items():
+            pattern = self.pattern(name)
+            for value in good:
+                self.assertTrue(pattern.fullmatch(value), f"{name} refuses {value}")
+            for value in bad:
+                self.assertFalse(pattern.fullmatch(value), f"{name} accepts {value}")
+
+    def test_backups_can_be_copied_to_another_region_or_account_under_object_lock(self):
+        replication = self.resource("BackupBucket")["Properties"]["ReplicationConfiguration"]
+        self.assertEqual(replication["Fn::If"][0], "HasReplica")
+        self.assertEqual(replication["Fn::If"][2], {"Ref": "AWS::NoValue"})
+        rule = replication["Fn::If"][1]["Rules"][0]
+        self.assertEqual(rule["Filter"], {"Prefix": {"Ref": "BackupPrefix"}})
+        self.assertEqual(rule["DeleteMarkerReplication"], {"Status": "Disabled"}, "a delete here is not one there")
+        self.assertEqual(rule["Destination"]["Bucket"], {"Ref": "ReplicaBucketArn"})
+        role = self.resource("ReplicationRole")
+        self.assertEqual(role["Condition"], "HasReplica")
+        actions = {a for s in statements(role["Properties"]["Policies"][0]["PolicyDocument"]) for a in as_list(s["Action"])}
+        self.assertIn("s3:GetObjectRetention", actions, "copies keep their Object Lock retention")
+        self.assertFalse({a for a in actions if "Delete" in a}, "the copy is never deleted through replication")
+        self.assertTrue(self.pattern("ReplicaBucketArn").fullmatch("arn:aws:s3:::backups-copy-eu"))
+        self.assertFalse(self.pattern("ReplicaBucketArn").fullmatch("backups-copy-eu"))
 
     def test_rules_refuse_a_stack_whose_alarms_reach_nobody(self):
         rule = self.t["Rules"]["AlarmsReachSomeone"]["Assertions"][0]["Assert"]
@@ -475,7 +680,7 @@ class TemplateInvariants(unittest.TestCase):
 
     def test_the_kms_key_outlives_the_stack_and_is_used_only_through_s3(self):
         key = self.resource("BackupKey")
-        self.assertEqual(key.get("DeletionPolicy"), "Retain")
+        self.assertEqual(key.get("DeletionPolicy"), "RetainExceptOnCreate")
         self.assertEqual(key.get("UpdateReplacePolicy"), "Retain")
         via_s3 = {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}
         for name in ("WorkerKmsPolicy", "ApiKmsPolicy"):

@@ -1,0 +1,197 @@
+"""scripts/deploy.sh's look at the account before it creates anything.
+
+    preflight.py --stack NAME --region REGION [Key=Value ...]
+
+Given the stack's parameters as deploy.sh would pass them, it finds what would make the first
+deploy fail halfway (a bucket, role, function or log group of the same name), and what the
+account already has that the stack must not take over (an SES identity, API Gateway's
+CloudWatch role). It prints the parameters it decides, one `Key=Value` a line, and exits 1 with
+one line per collision, each naming the parameter that avoids it. Honours AWS_ENDPOINT_URL.
+"""
+
+import argparse
+import sys
+
+import boto3
+from botocore.exceptions import ClientError
+
+
+def say(message):
+    print(f"deploy: {message}", file=sys.stderr)
+
+
+def code(err):
+    return err.response.get("Error", {}).get("Code", "")
+
+
+def exists(call, missing_codes, **kwargs):
+    try:
+        call(**kwargs)
+        return True
+    except ClientError as err:
+        if code(err) in missing_codes:
+            return False
+        raise
+
+
+def bucket_state(s3, name):
+    """'free', 'ours' (this account, any region) or 'taken' (another account)."""
+    try:
+        s3.head_bucket(Bucket=name)
+        return "ours"
+    except ClientError as err:
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404 or code(err) in ("404", "NoSuchBucket", "NotFound"):
+            return "free"
+        if status == 301:
+            # In another region: ours if this account can see it in its own list.
+            names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+            return "ours" if name in names else "taken"
+        if status == 403:
+            return "taken"
+        raise
+
+
+def deployer_arn(session):
+    """The IAM principal behind the credentials, as the bucket policy's aws:PrincipalArn sees it."""
+    arn = session.client("sts").get_caller_identity()["Arn"]
+    parts = arn.split(":")
+    if parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        role = parts[5].split("/")[1]
+        try:
+            return session.client("iam").get_role(RoleName=role)["Role"]["Arn"]
+        except ClientError:
+            # Without iam:GetRole the role's path is unknown; most roles have none.
+            return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+    return arn
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("params", nargs="*")
+    args = parser.parse_args()
+    given = dict(p.split("=", 1) for p in args.params)
+    session = boto3.session.Session(region_name=args.region)
+    cfn = session.client("cloudformation")
+    decided = {}
+    problems = []
+
+    try:
+        stack = cfn.describe_stacks(StackName=args.stack)["Stacks"][0]
+        if stack["StackStatus"] in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED"):
+            say(f"stack {args.stack} is {stack['StackStatus']}: its first deploy failed "
+                f"({stack.get('StackStatusReason', 'see its events')}). Delete it with scripts/deploy.sh --delete "
+                f"(it made nothing that is kept), then deploy again.")
+            sys.exit(1)
+    except ClientError as err:
+        if "does not exist" not in str(err):
+            raise
+        stack = None
+
+    me = deployer_arn(session)
+    if stack is not None:
+        current = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
+        for key in ("DeployerArn", "SetApiGatewayLoggingRole", "CreateSenderIdentity", "BucketExists"):
+            if key not in given and current.get(key):
+                decided[key] = current[key]
+        owner = given.get("DeployerArn", current.get("DeployerArn", ""))
+        if owner and owner != me:
+            say(f"note: the backup bucket's policy lets only {owner} change the bucket's configuration "
+                f"(DeployerArn); you are {me}. An update that changes retention, lifecycle, Object Lock or "
+                f"replication must be deployed by {owner}, or {owner} deploys once with "
+                f"--parameter-overrides DeployerArn={me}.")
+        for key, value in sorted(decided.items()):
+            print(f"{key}={value}")
+        if problems:
+            for p in problems:
+                say(p)
+            sys.exit(1)
+        return
+
+    # A first deploy: everything the stack names must be free.
+    if "DeployerArn" not in given:
+        decided["DeployerArn"] = me
+    s3 = session.client("s3")
+    bucket = given.get("BucketName", "student-backup-20250706")
+    reuse = given.get("BucketExists", "false") == "true"
+    states = {name: bucket_state(s3, name) for name in (bucket, f"{bucket}-access-logs")}
+    for name, state in states.items():
+        if state == "taken":
+            problems.append(f"BucketName: the bucket {name} belongs to another AWS account (bucket names "
+                            f"are global): choose another BucketName")
+        elif reuse and state == "free":
+            problems.append(f"BucketExists=true, but the bucket {name} does not exist: leave BucketExists "
+                            f"false to create it")
+    ours = [name for name, state in states.items() if state == "ours"]
+    if ours and not reuse:
+        if len(ours) == 2:
+            problems.append(f"BucketName: {bucket} and {bucket}-access-logs already exist in this account "
+                            f"(kept from an earlier ddb-backup stack?): pass BucketExists=true to use them "
+                            f"with their backups, or choose another BucketName")
+        else:
+            problems.append(f"BucketName: the bucket {ours[0]} already exists in this account: choose "
+                            f"another BucketName")
+    if given.get("DeployConsole") == "true" and bucket_state(s3, f"{bucket}-console") != "free":
+        problems.append(f"BucketName: the console's bucket {bucket}-console already exists: empty and "
+                        f"delete it, or choose another BucketName")
+
+    role = given.get("WorkerRoleName", "DynamoDBBackupRole")
+    if exists(session.client("iam").get_role, ("NoSuchEntity",), RoleName=role):
+        problems.append(f"WorkerRoleName: an IAM role {role} already exists (role names are one per account, "
+                        f"across regions): pass WorkerRoleName=<another name>")
+
+    function = given.get("WorkerFunctionName", "BackupDynamoDBAndSendEmail")
+    lam = session.client("lambda")
+    logs = session.client("logs")
+    if exists(lam.get_function, ("ResourceNotFoundException",), FunctionName=function):
+        problems.append(f"WorkerFunctionName: a Lambda function {function} already exists in {args.region}: "
+                        f"pass WorkerFunctionName=<another name>")
+
+    def log_group_exists(name):
+        groups = logs.describe_log_groups(logGroupNamePrefix=name).get("logGroups", [])
+        return any(g["logGroupName"] == name for g in groups)
+
+    if log_group_exists(f"/aws/lambda/{function}"):
+        problems.append(f"WorkerFunctionName: the log group /aws/lambda/{function} already exists (left by "
+                        f"an earlier function of that name): delete it, or pass WorkerFunctionName=<another name>")
+    for name in (f"/aws/lambda/{args.stack}-api", f"/aws/apigateway/{args.stack}-access"):
+        if log_group_exists(name):
+            problems.append(f"--stack-name: the log group {name} already exists: delete it, or deploy with "
+                            f"--stack-name <another name>")
+    if exists(lam.get_function, ("ResourceNotFoundException",), FunctionName=f"{args.stack}-api"):
+        problems.append(f"--stack-name: a Lambda function {args.stack}-api already exists: deploy with "
+                        f"--stack-name <another name>")
+
+    sender = given.get("SenderEmail", "")
+    if "CreateSenderIdentity" not in given and sender:
+        ses = session.client("ses")
+        identities = [sender, sender.split("@")[-1]]
+        found = ses.get_identity_verification_attributes(Identities=identities)["VerificationAttributes"]
+        if found:
+            decided["CreateSenderIdentity"] = "false"
+            say(f"note: SES already has the identity {', '.join(sorted(found))}; the stack uses it "
+                f"(CreateSenderIdentity=false)")
+
+    if "SetApiGatewayLoggingRole" not in given:
+        role_arn = session.client("apigateway").get_account().get("cloudwatchRoleArn", "")
+        if role_arn and exists(session.client("iam").get_role, ("NoSuchEntity",), RoleName=role_arn.split("/")[-1]):
+            decided["SetApiGatewayLoggingRole"] = "false"
+            say(f"note: API Gateway in {args.region} already logs through {role_arn}; the stack keeps it "
+                f"(SetApiGatewayLoggingRole=false)")
+        elif role_arn:
+            say(f"note: API Gateway in {args.region} names the logging role {role_arn}, which no longer "
+                f"exists; the stack sets its own")
+
+    for key, value in sorted(decided.items()):
+        print(f"{key}={value}")
+    if problems:
+        say("the stack would fail halfway; nothing was created:")
+        for p in problems:
+            say(f"  {p}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
