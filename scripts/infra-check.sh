@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Offline validation of infra/: cfn-lint (with the SAM transform), `sam validate --lint`, checkov,
-# and our own invariant tests (tests/infra: the template, samconfig.toml and scripts/deploy.sh).
-# Installs its tools into .venv-infra and .venv-sam on first run.
+# Validation of infra/ without an AWS account: cfn-lint (with the SAM transform), `sam validate
+# --lint`, checkov, our own invariant tests (tests/infra: the template, samconfig.toml and
+# scripts/deploy.sh), then the deploy rehearsal on LocalStack (scripts/rehearse-deploy.sh: the
+# stack created, updated, created twice, deleted and created again).
+# Installs its tools into .venv-infra, .venv-sam and .venv-localstack on first run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/install.sh
@@ -17,3 +19,5 @@ echo "infra-check: checkov" >&2
 .venv-infra/bin/checkov --quiet --compact --skip-download --framework cloudformation -f infra/template.yaml
 echo "infra-check: invariants of the template, samconfig.toml and scripts/deploy.sh" >&2
 .venv-infra/bin/python -m unittest discover -s tests/infra -v
+echo "infra-check: the deploy rehearsal on LocalStack" >&2
+scripts/rehearse-deploy.sh
