@@ -300,6 +300,7 @@ fn merge(workers: u32) {
             content_type: "application/json",
             content_encoding: None,
             records: None,
+            retained: false,
         };
         for w in 0..workers - 1 {
             let result = WorkerResult {

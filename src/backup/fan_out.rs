@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::error::BackupError;
-use super::pipeline::{read_budget, Backup, Completed, LegOutcome, JSON_META};
+use super::pipeline::{read_budget, Backup, Completed, LegOutcome, JSON_META, MANIFEST_META};
 use crate::model::fan_out::{
     workers_for, FailureRecord, Plan, Shard, WorkerResult, FAN_OUT_VERSION, ON_DEMAND_READ_UNITS,
 };
@@ -231,7 +231,12 @@ impl Backup {
         let body = serde_json::to_vec_pretty(&manifest).map_err(BackupError::Serialize)?;
         let written = self
             .store
-            .put_object_if(&key, Bytes::from(body), &JSON_META, Precondition::Absent)
+            .put_object_if(
+                &key,
+                Bytes::from(body),
+                &MANIFEST_META,
+                Precondition::Absent,
+            )
             .await?;
         if !written {
             info!(job_id = %job.job_id, worker = shard.worker,

@@ -334,6 +334,7 @@ impl Backup {
                     .compression
                     .media_type()
                     .map(|_| job.format.content_type()),
+                retained: true,
             },
             layout: layout.clone(),
             limits: UploadLimits {
@@ -432,7 +433,7 @@ impl Backup {
             .await;
         let body = serde_json::to_vec_pretty(&manifest).map_err(BackupError::Serialize)?;
         self.store
-            .put_object(&manifest_key, Bytes::from(body), &JSON_META)
+            .put_object(&manifest_key, Bytes::from(body), &MANIFEST_META)
             .await?;
         self.record_latest(&layout, &manifest).await;
         info!(job_id = %manifest.job_id, table = %manifest.table, items = manifest.item_count,
@@ -593,11 +594,19 @@ pub(super) fn read_budget(job: &BackupJob, info: &TableInfo) -> Result<Option<f6
     })
 }
 
-/// Metadata of the JSON documents the pipeline writes (manifest, checkpoints, fan-out records).
+/// Metadata of the JSON documents jobs coordinate with (checkpoints, fan-out plans and results,
+/// `latest.json`): not part of the backup, so never locked.
 pub(crate) const JSON_META: ObjectMeta = ObjectMeta {
     content_type: "application/json",
     content_encoding: None,
     records: None,
+    retained: false,
+};
+
+/// Metadata of a backup's manifest: part of the backup, locked with its data files.
+pub(crate) const MANIFEST_META: ObjectMeta = ObjectMeta {
+    retained: true,
+    ..JSON_META
 };
 
 #[cfg(test)]

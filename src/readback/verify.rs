@@ -237,6 +237,7 @@ mod tests {
             content_type: "application/x-ndjson",
             content_encoding: None,
             records: None,
+            retained: false,
         };
         store
             .put_object(key, Bytes::from(body), &meta)

@@ -11,7 +11,8 @@ use crate::model::job::{
     BucketName, EmailAddress, JobDefaults, JobPolicy, Prefix, Recipients, TableName, Trigger,
     MAX_SEGMENTS,
 };
-use crate::store::ServerSideEncryption;
+use crate::model::manifest::LockMode;
+use crate::store::{DefaultRetention, ServerSideEncryption};
 use crate::triggers::status::DEFAULT_STATUS_PREFIX;
 
 /// A configuration variable with a bad value.
@@ -59,6 +60,10 @@ pub struct Settings {
     pub shrink_alert_percent: f64,
     /// The web console, which summary emails link to, if one is deployed.
     pub console_url: Option<String>,
+    /// The Object Lock retention the worker gives each object of a backup written to the
+    /// deployment's bucket (`DDB_BACKUP_OBJECT_LOCK_MODE` and `_DAYS`); `None`: the bucket's
+    /// own default rule, if any, applies.
+    pub object_lock: Option<DefaultRetention>,
 }
 
 pub use crate::triggers::worker::{DEFAULT_DEADLINE_MARGIN_SECS, DEFAULT_MAX_RECEIVES};
@@ -312,6 +317,31 @@ impl Settings {
                 ))
             }
         })?;
+        let object_lock = match (
+            get("DDB_BACKUP_OBJECT_LOCK_MODE").as_deref(),
+            number("DDB_BACKUP_OBJECT_LOCK_DAYS", 1, 36_500)?,
+        ) {
+            (None, None) => None,
+            (Some(mode), Some(days)) => Some(DefaultRetention {
+                mode: match mode {
+                    "GOVERNANCE" => LockMode::Governance,
+                    "COMPLIANCE" => LockMode::Compliance,
+                    other => {
+                        return Err(ConfigError {
+                            var: "DDB_BACKUP_OBJECT_LOCK_MODE",
+                            message: format!("`{other}` is not GOVERNANCE or COMPLIANCE"),
+                        })
+                    }
+                },
+                days: days as u32,
+            }),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError {
+                    var: "DDB_BACKUP_OBJECT_LOCK_DAYS",
+                    message: "DDB_BACKUP_OBJECT_LOCK_MODE and DDB_BACKUP_OBJECT_LOCK_DAYS go together: set both, or neither".to_string(),
+                })
+            }
+        };
         Ok(Settings {
             defaults,
             tuning,
@@ -328,6 +358,7 @@ impl Settings {
             policy,
             shrink_alert_percent,
             console_url,
+            object_lock,
         })
     }
 }
@@ -420,6 +451,45 @@ mod tests {
         ] {
             let e = settings(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var, "{e}");
+        }
+    }
+
+    #[test]
+    fn the_object_lock_of_backups_takes_a_mode_and_days_together() {
+        let s = settings(&[
+            ("DDB_BACKUP_OBJECT_LOCK_MODE", "COMPLIANCE"),
+            ("DDB_BACKUP_OBJECT_LOCK_DAYS", "90"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.object_lock,
+            Some(DefaultRetention {
+                mode: LockMode::Compliance,
+                days: 90
+            })
+        );
+        assert_eq!(settings(&[]).unwrap().object_lock, None);
+        for (vars, var) in [
+            (
+                &[("DDB_BACKUP_OBJECT_LOCK_MODE", "GOVERNANCE")][..],
+                "DDB_BACKUP_OBJECT_LOCK_DAYS",
+            ),
+            (
+                &[
+                    ("DDB_BACKUP_OBJECT_LOCK_MODE", "LEGAL"),
+                    ("DDB_BACKUP_OBJECT_LOCK_DAYS", "3"),
+                ][..],
+                "DDB_BACKUP_OBJECT_LOCK_MODE",
+            ),
+            (
+                &[
+                    ("DDB_BACKUP_OBJECT_LOCK_MODE", "GOVERNANCE"),
+                    ("DDB_BACKUP_OBJECT_LOCK_DAYS", "0"),
+                ][..],
+                "DDB_BACKUP_OBJECT_LOCK_DAYS",
+            ),
+        ] {
+            assert_eq!(settings(vars).unwrap_err().var, var);
         }
     }
 

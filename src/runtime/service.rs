@@ -23,12 +23,22 @@ pub fn store_for(
     settings: &Settings,
 ) -> Arc<dyn ObjectStore> {
     match destination {
-        Destination::S3 { bucket, .. } => Arc::new(S3Store::new(
-            aws.s3(),
-            bucket.clone(),
-            settings.sse.clone(),
-            settings.expected_bucket_owner.clone(),
-        )),
+        Destination::S3 { bucket, .. } => {
+            // The deployment's bucket locks backups object by object; any other bucket keeps
+            // its own rule.
+            let lock = settings
+                .object_lock
+                .filter(|_| settings.defaults.bucket.as_ref() == Some(bucket));
+            Arc::new(
+                S3Store::new(
+                    aws.s3(),
+                    bucket.clone(),
+                    settings.sse.clone(),
+                    settings.expected_bucket_owner.clone(),
+                )
+                .with_object_lock(lock),
+            )
+        }
         Destination::Directory { root, .. } => Arc::new(LocalStore::new(root.clone())),
     }
 }

@@ -310,6 +310,7 @@ mod tests {
         content_type: "application/json",
         content_encoding: None,
         records: None,
+        retained: false,
     };
 
     #[tokio::test]

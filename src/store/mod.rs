@@ -31,6 +31,10 @@ pub struct ObjectMeta {
     /// For a compressed file, the media type of the records inside it (user metadata
     /// `records-content-type`), so whoever downloads it knows what it decompresses to.
     pub records: Option<&'static str>,
+    /// Part of a backup (a data file, the manifest): a store configured with an Object Lock
+    /// retention locks it. Job-coordination documents (status, leases, checkpoints, plans) are
+    /// not, so that their rewrites do not pile up as locked versions for the whole retention.
+    pub retained: bool,
 }
 
 /// A part accepted by a multipart upload, needed to complete it.
@@ -208,8 +212,9 @@ pub trait ObjectStore: Send + Sync {
     /// Keys of the objects under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
-    /// The default Object Lock retention the destination gives every new object, if any: what
-    /// the manifest records about how long the backup cannot be deleted.
+    /// The Object Lock retention the destination gives every object of a backup, if any (the
+    /// store's own, or its bucket's default rule): what the manifest records about how long the
+    /// backup cannot be deleted.
     async fn default_retention(&self) -> Result<Option<DefaultRetention>, StoreError>;
 
     /// Whether an object exists (manifest checks).
@@ -234,7 +239,8 @@ pub trait ObjectStore: Send + Sync {
     }
 }
 
-/// A bucket's default Object Lock retention.
+/// An Object Lock retention: a bucket's default rule, or what a store sets on each object of a
+/// backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DefaultRetention {
     /// Governance or compliance.

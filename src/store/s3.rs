@@ -34,6 +34,7 @@ pub struct S3Store {
     bucket: BucketName,
     sse: ServerSideEncryption,
     expected_owner: Option<String>,
+    lock: Option<DefaultRetention>,
 }
 
 impl S3Store {
@@ -49,6 +50,40 @@ impl S3Store {
             bucket,
             sse,
             expected_owner,
+            lock: None,
+        }
+    }
+
+    /// Locks every object of a backup ([`ObjectMeta::retained`]) for `lock`, from the moment it
+    /// is written: the deployed stack's bucket has Object Lock on but no default rule, so that
+    /// only backups are locked, not the documents jobs coordinate with.
+    pub fn with_object_lock(mut self, lock: Option<DefaultRetention>) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// The Object Lock headers for an object of `meta`: mode and retain-until date.
+    fn lock_for(
+        &self,
+        meta: &ObjectMeta,
+    ) -> (
+        Option<aws_sdk_s3::types::ObjectLockMode>,
+        Option<aws_sdk_s3::primitives::DateTime>,
+    ) {
+        match self.lock {
+            Some(lock) if meta.retained => {
+                let mode = match lock.mode {
+                    LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+                    LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+                };
+                let until = std::time::SystemTime::now()
+                    + std::time::Duration::from_secs(u64::from(lock.days) * 86_400);
+                (
+                    Some(mode),
+                    Some(aws_sdk_s3::primitives::DateTime::from(until)),
+                )
+            }
+            _ => (None, None),
         }
     }
 
@@ -193,6 +228,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn default_retention(&self) -> Result<Option<DefaultRetention>, StoreError> {
+        if self.lock.is_some() {
+            return Ok(self.lock);
+        }
         let out = match self
             .client
             .get_object_lock_configuration()
@@ -288,9 +326,12 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
+        let (lock_mode, retain_until) = self.lock_for(meta);
         let out = self
             .client
             .create_multipart_upload()
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(retain_until)
             .bucket(self.bucket.as_str())
             .key(key)
             .content_type(meta.content_type)
@@ -475,8 +516,11 @@ impl S3Store {
         meta: &ObjectMeta,
     ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         let checksum = crc32_base64(&body);
+        let (lock_mode, retain_until) = self.lock_for(meta);
         self.client
             .put_object()
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(retain_until)
             .bucket(self.bucket.as_str())
             .key(key)
             .body(ByteStream::from(body))

@@ -260,6 +260,7 @@ mod tests {
             content_type: "application/octet-stream",
             content_encoding: None,
             records: None,
+            retained: false,
         };
         let id = store.create_multipart("k", &meta).await.unwrap();
         open.insert(&id, "k");

@@ -16,6 +16,7 @@ const JSON: ObjectMeta = ObjectMeta {
     content_type: "application/json",
     content_encoding: None,
     records: None,
+    retained: false,
 };
 
 /// Where a job stands.

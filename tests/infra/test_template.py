@@ -34,14 +34,15 @@ BUCKET_AND_OBJECTS = [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}"},
 # S3's write and permissions-management actions on a bucket and its objects (the Service
 # Authorization Reference's list for Amazon S3, less access points, Outposts, S3 Tables,
 # directory buckets, jobs and Storage Lens), each classified once. "delete" ones are denied to
-# everyone but the break-glass role; "loosen" ones to everyone but it and the deployer.
+# everyone but the break-glass role; "loosen" ones to everyone but it and the deployer;
+# "retention" to everyone but it and the worker, which locks each object of a backup it writes.
 S3_REMOVES_OR_LOOSENS = {
     "s3:DeleteObject": "delete",
     "s3:DeleteObjectVersion": "delete",
     "s3:DeleteBucket": "delete",
     "s3:DeleteBucketPolicy": "delete",
     "s3:BypassGovernanceRetention": "delete",
-    "s3:PutObjectRetention": "delete",
+    "s3:PutObjectRetention": "retention",
     "s3:PutObjectLegalHold": "delete",
     "s3:PutBucketPolicy": "loosen",
     "s3:PutLifecycleConfiguration": "loosen",
@@ -172,18 +173,24 @@ class TemplateInvariants(unittest.TestCase):
         self.assertEqual(tls[0]["Action"], "s3:*")
         self.assertEqual(tls[0]["Principal"], "*")
 
-    def test_backups_are_object_locked_for_their_retention_by_default(self):
+    def test_backups_are_object_locked_for_their_retention_and_job_documents_are_not(self):
         props = self.resource("BackupBucket")["Properties"]
         self.assertIs(props["ObjectLockEnabled"], True)
         self.assertEqual(props["VersioningConfiguration"]["Status"], "Enabled", "Object Lock needs it")
-        lock = props["ObjectLockConfiguration"]
-        self.assertEqual(lock["ObjectLockEnabled"], "Enabled")
-        retention = lock["Rule"]["DefaultRetention"]
-        self.assertEqual(retention["Mode"], {"Ref": "ObjectLockMode"})
+        # No default rule: it would lock every rewrite of status, leases and checkpoints too.
+        self.assertEqual(props["ObjectLockConfiguration"], {"ObjectLockEnabled": "Enabled"})
+        env = self.resource("WorkerFunction")["Properties"]["Environment"]["Variables"]
+        self.assertEqual(env["DDB_BACKUP_OBJECT_LOCK_MODE"], {"Ref": "ObjectLockMode"})
         self.assertEqual(
-            retention["Days"],
+            env["DDB_BACKUP_OBJECT_LOCK_DAYS"],
             {"Fn::If": ["LockDaysFromRetention", {"Ref": "BackupRetentionDays"}, {"Ref": "ObjectLockDays"}]},
         )
+        policy = self.resource("WorkerRole")["Properties"]["Policies"][0]["PolicyDocument"]
+        lock = [s for s in statements(policy) if "s3:PutObjectRetention" in as_list(s["Action"])]
+        self.assertEqual(len(lock), 1)
+        self.assertEqual(lock[0]["Resource"], {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}/${BackupPrefix}*"})
+        others = self.statement("BackupBucketPolicy", "DenyRetentionByOthers")
+        self.assertEqual(others["Condition"]["ArnNotEquals"]["aws:PrincipalArn"][0], {"Fn::GetAtt": ["WorkerRole", "Arn"]})
         mode = self.t["Parameters"]["ObjectLockMode"]
         self.assertEqual((mode["Default"], mode["AllowedValues"]), ("GOVERNANCE", ["GOVERNANCE", "COMPLIANCE"]))
         self.assertEqual(self.t["Parameters"]["ObjectLockDays"]["Default"], 0)
@@ -214,12 +221,14 @@ class TemplateInvariants(unittest.TestCase):
     def test_every_s3_action_that_removes_or_loosens_protection_is_denied(self):
         deletes = set(as_list(self.statement("BackupBucketPolicy", "DenyDeletingBackups")["Action"]))
         loosens = set(as_list(self.statement("BackupBucketPolicy", "DenyLooseningProtection")["Action"]))
+        retention = set(as_list(self.statement("BackupBucketPolicy", "DenyRetentionByOthers")["Action"]))
         catalogue = set(S3_REMOVES_OR_LOOSENS) | set(S3_HARMLESS_WRITES)
         self.assertEqual(len(catalogue), len(S3_REMOVES_OR_LOOSENS) + len(S3_HARMLESS_WRITES), "classified twice")
-        for action in deletes | loosens:
+        for action in deletes | loosens | retention:
             self.assertIn(action, S3_REMOVES_OR_LOOSENS, f"{action} denied but not in the catalogue")
+        denied = {"delete": deletes, "loosen": loosens, "retention": retention}
         for action, kind in S3_REMOVES_OR_LOOSENS.items():
-            self.assertIn(action, deletes if kind == "delete" else loosens, f"{action} ({kind}) is not denied")
+            self.assertIn(action, denied[kind], f"{action} ({kind}) is not denied")
         # The one-call bypass: deleting the policy, then every version with bypass-governance.
         self.assertIn("s3:DeleteBucketPolicy", deletes)
         self.assertIn("s3:BypassGovernanceRetention", deletes)

@@ -385,6 +385,7 @@ async fn on_s3_one_conditional_writer_wins_and_concurrent_status_updates_are_nev
         content_type: "application/json",
         content_encoding: None,
         records: None,
+        retained: false,
     };
     // Eight workers race to write the manifest: exactly one succeeds, and its body stays.
     let racers: Vec<_> = (0..8)

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::common::*;
 use ddb_backup::model::manifest::LockMode;
 use ddb_backup::source::DynamoDbSource;
-use ddb_backup::store::{S3Store, ServerSideEncryption};
+use ddb_backup::store::{DefaultRetention, S3Store, ServerSideEncryption};
 use ddb_backup::{Backup, BackupJob, JobDefaults, Tuning};
 
 /// One request as sent: method, URI and headers (names in lower case).
@@ -184,6 +184,136 @@ async fn a_backup_into_an_object_lock_bucket_records_its_retention_and_cannot_be
     for file in &manifest.files {
         assert_refused_deletes(&aws, &bucket, &file.key).await;
     }
+}
+
+/// The deployed bucket has Object Lock on but no default rule: the worker locks each object of
+/// a backup (data files, manifest) itself, and leaves the documents jobs coordinate with
+/// (`latest.json`, checkpoints, status) unlocked, so that their rewrites do not pile up as
+/// locked versions for the whole retention. Checked on the requests sent (the emulator does not
+/// keep a completed multipart upload's lock) and on the objects stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_default_rule_only_the_objects_of_a_backup_are_locked() {
+    let aws = aws().await;
+    let table = unique("lockeach");
+    create_table(&aws, &table).await;
+    // About 7 MiB in one segment: a multipart upload of two parts, and the manifest's PutObject.
+    put_items(&aws, &table, &large_items(24, 300_000)).await;
+    let bucket = unique("lockeach");
+    aws.s3()
+        .create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws.s3()
+            .config()
+            .to_builder()
+            .interceptor(recorder.clone())
+            .build(),
+    );
+    let store = Arc::new(
+        S3Store::new(
+            s3,
+            ddb_backup::model::job::BucketName::new(&bucket).unwrap(),
+            ServerSideEncryption::Aes256,
+            None,
+        )
+        .with_object_lock(Some(DefaultRetention {
+            mode: LockMode::Governance,
+            days: 2,
+        })),
+    );
+    let manifest = run_backup(
+        &aws,
+        store,
+        &format!(
+            r#"{{"table": "{table}", "bucket": "{bucket}", "segments": 1, "compression": "none"}}"#
+        ),
+    )
+    .await;
+    let retention = manifest.retention.clone().expect("the manifest records it");
+    assert_eq!((retention.mode, retention.days), (LockMode::Governance, 2));
+    let manifest_key = manifest_key(&manifest, &bucket);
+    let mut backup: Vec<String> = manifest.files.iter().map(|f| f.key.clone()).collect();
+    backup.push(manifest_key.clone());
+
+    // Every object created (PutObject, CreateMultipartUpload) is locked exactly when it is
+    // part of the backup, until two days from now.
+    let now = chrono::Utc::now();
+    let mut created = (0, 0);
+    for (method, uri, headers) in recorder.0.lock().unwrap().iter() {
+        let path = uri.split('?').next().unwrap_or_default();
+        let creates =
+            (method == "PUT" && !uri.contains("partNumber=")) || uri.ends_with("?uploads");
+        let Some(key) = path
+            .split(&format!("/{bucket}/"))
+            .nth(1)
+            .filter(|_| creates)
+        else {
+            continue;
+        };
+        let key = &key.replace("%3D", "=");
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        if backup.iter().any(|b| b == key) {
+            created.0 += 1;
+            assert_eq!(
+                get("x-amz-object-lock-mode").as_deref(),
+                Some("GOVERNANCE"),
+                "{key}"
+            );
+            let until = chrono::DateTime::parse_from_rfc3339(
+                &get("x-amz-object-lock-retain-until-date").expect("a retain-until date"),
+            )
+            .unwrap();
+            let days = (until.with_timezone(&chrono::Utc) - now).num_minutes() as f64 / 1440.0;
+            assert!(
+                (1.99..=2.01).contains(&days),
+                "{key} locked for {days} days"
+            );
+        } else {
+            created.1 += 1;
+            assert_eq!(
+                get("x-amz-object-lock-mode"),
+                None,
+                "{key} coordinates the job but is locked"
+            );
+        }
+    }
+    assert!(
+        created.0 == backup.len() && created.1 >= 1,
+        "{created:?} of {backup:?}"
+    );
+
+    // As stored: the manifest is locked and cannot be deleted; latest.json is not locked.
+    let locked = |key: String| {
+        let s3 = aws.s3();
+        let bucket = bucket.clone();
+        async move {
+            s3.head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .object_lock_mode
+                .is_some()
+        }
+    };
+    assert!(
+        locked(manifest_key.clone()).await,
+        "the manifest is not locked"
+    );
+    let latest = format!("backups/{table}/latest.json");
+    assert!(!locked(latest).await, "latest.json is locked");
+    assert_refused_deletes(&aws, &bucket, &manifest_key).await;
 }
 
 fn manifest_key(manifest: &ddb_backup::Manifest, bucket: &str) -> String {
