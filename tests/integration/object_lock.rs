@@ -60,18 +60,7 @@ fn carries_checksum(headers: &[(String, String)]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_into_an_object_lock_bucket_records_its_retention_and_cannot_be_deleted() {
     let aws = aws().await;
-    let table = unique("locked");
-    create_table(&aws, &table).await;
-    // About 7 MiB in one segment: a multipart upload of two parts, and the manifest's PutObject.
-    put_items(&aws, &table, &large_items(24, 300_000)).await;
-    let bucket = unique("locked");
-    aws.s3()
-        .create_bucket()
-        .bucket(&bucket)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
+    let (table, bucket) = large_table_and_lock_bucket(&aws, "locked").await;
     aws.s3()
         .put_object_lock_configuration()
         .bucket(&bucket)
@@ -194,18 +183,7 @@ async fn a_backup_into_an_object_lock_bucket_records_its_retention_and_cannot_be
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_default_rule_only_the_objects_of_a_backup_are_locked() {
     let aws = aws().await;
-    let table = unique("lockeach");
-    create_table(&aws, &table).await;
-    // About 7 MiB in one segment: a multipart upload of two parts, and the manifest's PutObject.
-    put_items(&aws, &table, &large_items(24, 300_000)).await;
-    let bucket = unique("lockeach");
-    aws.s3()
-        .create_bucket()
-        .bucket(&bucket)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
+    let (table, bucket) = large_table_and_lock_bucket(&aws, "lockeach").await;
     let recorder = Recorder::default();
     let s3 = aws_sdk_s3::Client::from_conf(
         aws.s3()
@@ -314,6 +292,26 @@ async fn without_a_default_rule_only_the_objects_of_a_backup_are_locked() {
     let latest = format!("backups/{table}/latest.json");
     assert!(!locked(latest).await, "latest.json is locked");
     assert_refused_deletes(&aws, &bucket, &manifest_key).await;
+}
+
+/// A table of about 7 MiB (one segment: a multipart upload of two parts, and the manifest's
+/// PutObject) and a bucket with Object Lock enabled and no default rule yet.
+async fn large_table_and_lock_bucket(
+    aws: &ddb_backup::aws::AwsContext,
+    name: &str,
+) -> (String, String) {
+    let table = unique(name);
+    create_table(aws, &table).await;
+    put_items(aws, &table, &large_items(24, 300_000)).await;
+    let bucket = unique(name);
+    aws.s3()
+        .create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    (table, bucket)
 }
 
 fn manifest_key(manifest: &ddb_backup::Manifest, bucket: &str) -> String {
