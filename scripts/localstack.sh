@@ -12,28 +12,17 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-localstack"
 state="$root/.localstack"
+service=localstack pid_file="$state/pid" port_file="$state/port" log_file="$state/localstack.log"
 mkdir -p "$state"
-
-log() { echo "localstack: $*" >&2; }
 
 # shellcheck source=scripts/lib/install.sh
 . "$root/scripts/lib/install.sh"
-install() {
-  local python
-  python="$(find_python 3.13)" || {
-    log "needs Python 3.13 or newer, on PATH or installed by pyenv (e.g. pyenv install 3.13)"
-    exit 1
-  }
-  ensure_venv "$venv" "$root/scripts/requirements-localstack.txt" "LocalStack (with $python)" "$python"
-}
-
-running() {
-  [ -f "$state/pid" ] && kill -0 "$(cat "$state/pid")" 2>/dev/null
-}
+# shellcheck source=scripts/lib/service.sh
+. "$root/scripts/lib/service.sh"
 
 print_env() {
   local port
-  port="$(cat "$state/port")"
+  port="$(cat "$port_file")"
   echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$port"
   echo "export AWS_ACCESS_KEY_ID=test"
   echo "export AWS_SECRET_ACCESS_KEY=test"
@@ -42,49 +31,31 @@ print_env() {
 }
 
 start() {
-  install
-  if running; then
+  local python port
+  python="$(find_python 3.13)" || {
+    service_log "needs Python 3.13 or newer, on PATH or installed by pyenv (e.g. pyenv install 3.13)"
+    exit 1
+  }
+  ensure_venv "$venv" "$root/scripts/requirements-localstack.txt" "LocalStack (with $python)" "$python"
+  if service_running; then
     print_env
     return
   fi
-  local port
-  port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(service_free_port)"
   rm -rf "$state/data"
   mkdir -p "$state/data" "$state/tmp"
   # Everything on loopback and in .localstack/: no DNS server, no telemetry, no update checks,
   # nothing fetched at start (the machine has no internet; LocalStack falls back to a
   # self-signed certificate it makes itself).
   GATEWAY_LISTEN="127.0.0.1:$port" LOCALSTACK_HOST="127.0.0.1:$port" DNS_ADDRESS=0 \
-    DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 SKIP_INFRA_DOWNLOADS=1 \
+    DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
     FILESYSTEM_ROOT="$state/data" TMPDIR="$state/tmp" \
-    nohup "$venv/bin/python" "$root/scripts/lib/localstack_run.py" >"$state/localstack.log" 2>&1 &
-  echo $! >"$state/pid"
-  echo "$port" >"$state/port"
-  for _ in $(seq 1 300); do
-    if "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/_localstack/health', timeout=1)" 2>/dev/null; then
-      log "listening on 127.0.0.1:$port (log: $state/localstack.log)"
-      print_env
-      return
-    fi
-    if ! running; then
-      log "exited; its log:"; tail -40 "$state/localstack.log" >&2; exit 1
-    fi
-    sleep 0.2
-  done
-  log "did not answer within 60 s; its log:"; tail -40 "$state/localstack.log" >&2; exit 1
+    nohup "$venv/bin/python" "$root/scripts/lib/localstack_run.py" >"$log_file" 2>&1 &
+  echo $! >"$pid_file"
+  echo "$port" >"$port_file"
+  service_wait "http://127.0.0.1:$port/_localstack/health" 60
+  service_log "listening on 127.0.0.1:$port (log: $log_file)"
+  print_env
 }
 
-stop() {
-  if running; then
-    kill "$(cat "$state/pid")" 2>/dev/null || true
-    log "stopped"
-  fi
-  rm -f "$state/pid" "$state/port"
-}
-
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  env) running || { log "not running: scripts/localstack.sh start"; exit 1; }; print_env ;;
-  *) echo "usage: $0 start|env|stop" >&2; exit 2 ;;
-esac
+service_main "$@"
