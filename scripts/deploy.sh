@@ -20,6 +20,7 @@
 # logging role the account already has is used, not taken over; DeployerArn is set to you.
 # Needs AWS credentials for all but --dry-run; installs its tools like scripts/package.sh.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 params_file="${DDB_BACKUP_DEPLOY_PARAMETERS:-infra/.deploy-parameters}"
@@ -65,16 +66,33 @@ for ((i = 0; i < ${#sam_args[@]}; i++)); do
     --stack-name=*) stack="${sam_args[i]#*=}" ;;
     --region) region="${sam_args[i + 1]:-}" ;;
     --region=*) region="${sam_args[i]#*=}" ;;
+    # The account sam deploys to is the one the checks look at.
+    --profile) export AWS_PROFILE="${sam_args[i + 1]:-}" ;;
+    --profile=*) export AWS_PROFILE="${sam_args[i]#*=}" ;;
   esac
 done
+# The account's checks and the stack's upkeep (scripts/lib/preflight.py, stack.py) use boto3 from
+# the SAM CLI's venv.
 stack_tool() {
+  .venv-sam/bin/python "scripts/lib/$1" "${@:2}"
+}
+need_stack_tool() {
   # shellcheck source=scripts/lib/install.sh
   . scripts/lib/install.sh
   ensure_venv .venv-sam scripts/requirements-sam.txt "the SAM CLI and cargo-lambda"
-  .venv-sam/bin/python "scripts/lib/$1" "${@:2}"
 }
 
 if [ "$delete" = 1 ]; then
+  if [ "$dry_run" = 1 ]; then
+    echo "delete stack $stack in $region (emptying its console bucket first); its backups stay"
+    exit 0
+  fi
+  if [ -t 0 ]; then
+    printf 'Delete stack %s in %s? Its backups, their buckets and key stay. [y/N] ' "$stack" "$region" >&2
+    IFS= read -r answer || true
+    [[ "$answer" =~ ^[yY] ]] || fail "not deleted"
+  fi
+  need_stack_tool
   stack_tool stack.py delete --stack "$stack" --region "$region"
   exit 0
 fi
@@ -151,9 +169,24 @@ transition="${value[TransitionDays]:-30}" retention="${value[BackupRetentionDays
 [ "$transition" -lt "$retention" ] ||
   fail "TransitionDays ($transition) must be less than BackupRetentionDays ($retention): S3 refuses to expire backups before they transition"
 
+# sam reads a value up to its first space unless it is quoted (a cron expression, an API name).
+for_sam() {
+  local key="${1%%=*}" val="${1#*=}"
+  if [[ "$val" == *[[:space:]\"\\\']* ]]; then
+    val="${val//\\/\\\\}"
+    val="${val//\"/\\\"}"
+    printf '%s="%s"' "$key" "$val"
+  else
+    printf '%s' "$1"
+  fi
+}
+
 if [ "$dry_run" = 1 ]; then
   deploy=(sam deploy)
-  if [ "${#overrides[@]}" -gt 0 ]; then deploy+=(--parameter-overrides "${overrides[@]}"); fi
+  if [ "${#overrides[@]}" -gt 0 ]; then
+    deploy+=(--parameter-overrides)
+    for pair in "${overrides[@]}"; do deploy+=("$(for_sam "$pair")"); done
+  fi
   if [ "${#sam_args[@]}" -gt 0 ]; then deploy+=("${sam_args[@]}"); fi
   echo "scripts/package.sh"
   printf '(cd infra && %s)\n' "${deploy[*]}"
@@ -162,6 +195,7 @@ if [ "$dry_run" = 1 ]; then
 fi
 
 # The account, before anything is built or created (see the top of this file).
+need_stack_tool
 decided="$(stack_tool preflight.py --stack "$stack" --region "$region" "${overrides[@]}")"
 while IFS= read -r pair; do
   [ -n "$pair" ] && overrides+=("$pair")
@@ -171,7 +205,8 @@ if [ "$preflight_only" = 1 ]; then
   exit 0
 fi
 
-deploy=(sam deploy --parameter-overrides "${overrides[@]}")
+deploy=(sam deploy --parameter-overrides)
+for pair in "${overrides[@]}"; do deploy+=("$(for_sam "$pair")"); done
 if [ "${#sam_args[@]}" -gt 0 ]; then deploy+=("${sam_args[@]}"); fi
 scripts/package.sh
 export PATH="$PWD/.venv-sam/bin:$PATH" SAM_CLI_TELEMETRY=0

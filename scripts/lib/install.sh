@@ -15,8 +15,13 @@ ensure_venv() {
   fi
   echo "installing $what into $venv (first run only)" >&2
   rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
+  # Each step checked here too: in a command substitution `set -e` does not hold, and a venv
+  # half installed must not be stamped as done.
+  "$python" -m venv "$venv" || return 1
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2 || {
+    rm -rf "$venv"
+    return 1
+  }
   cp "$requirements" "$stamp"
 }
 

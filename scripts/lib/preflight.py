@@ -10,6 +10,7 @@ one line per collision, each naming the parameter that avoids it. Honours AWS_EN
 """
 
 import argparse
+import json
 import sys
 
 import boto3
@@ -60,10 +61,25 @@ def deployer_arn(session):
         role = parts[5].split("/")[1]
         try:
             return session.client("iam").get_role(RoleName=role)["Role"]["Arn"]
-        except ClientError:
-            # Without iam:GetRole the role's path is unknown; most roles have none.
-            return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+        except ClientError as err:
+            # The role's ARN carries its path (SSO roles always have one), which the session's
+            # ARN does not: a guess would never match.
+            say(f"DeployerArn: cannot read the ARN of your role {role} ({code(err)}): pass "
+                f"--parameter-overrides DeployerArn=<its ARN, from aws iam get-role --role-name {role}>")
+            sys.exit(1)
     return arn
+
+
+def kept_policy_worker(s3, bucket):
+    """The worker role's ARN that a kept backup bucket's policy names, if it has one."""
+    try:
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError:
+        return None
+    for statement in policy.get("Statement", []):
+        if statement.get("Sid") == "DenyBackupWritesByOthers":
+            return statement.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn")
+    return None
 
 
 def main():
@@ -85,6 +101,8 @@ def main():
                 f"({stack.get('StackStatusReason', 'see its events')}). Delete it with scripts/deploy.sh --delete "
                 f"(it made nothing that is kept), then deploy again.")
             sys.exit(1)
+        if stack["StackStatus"] == "REVIEW_IN_PROGRESS":
+            stack = None  # a change set that was never run: nothing exists yet
     except ClientError as err:
         if "does not exist" not in str(err):
             raise
@@ -96,6 +114,8 @@ def main():
         for key in ("DeployerArn", "SetApiGatewayLoggingRole", "CreateSenderIdentity", "BucketExists"):
             if key not in given and current.get(key):
                 decided[key] = current[key]
+        if "DeployerArn" not in given and not current.get("DeployerArn"):
+            decided["DeployerArn"] = me
         owner = given.get("DeployerArn", current.get("DeployerArn", ""))
         if owner and owner != me:
             say(f"note: the backup bucket's policy lets only {owner} change the bucket's configuration "
@@ -124,6 +144,13 @@ def main():
         elif reuse and state == "free":
             problems.append(f"BucketExists=true, but the bucket {name} does not exist: leave BucketExists "
                             f"false to create it")
+    if reuse and states[bucket] == "ours":
+        role_arn = f"arn:aws:iam::{session.client('sts').get_caller_identity()['Account']}:role/" \
+                   f"{given.get('WorkerRoleName', 'DynamoDBBackupRole')}"
+        named = kept_policy_worker(s3, bucket)
+        if named and named.split(":", 2)[2] != role_arn.split(":", 2)[2]:
+            problems.append(f"WorkerRoleName: the kept bucket's policy lets only {named} write backups, and "
+                            f"the stack keeps that policy: pass WorkerRoleName={named.split('/')[-1]}")
     ours = [name for name, state in states.items() if state == "ours"]
     if ours and not reuse:
         if len(ours) == 2:

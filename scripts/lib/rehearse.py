@@ -394,6 +394,9 @@ def run(r):
     # 6. The same stack again, with its last parameters: the preflight says how.
     code, _, err = preflight("ddb-backup", longer)
     check(code != 0 and "BucketExists=true" in err, f"deploy.sh --preflight on the kept bucket said:\n{err}")
+    code, _, err = preflight("ddb-backup", dict(longer, BucketExists="true", WorkerRoleName="OtherRole"))
+    check(code != 0 and "WorkerRoleName=DynamoDBBackupRole" in err,
+          f"deploy.sh --preflight let a new worker role meet the kept policy:\n{err}")
     decided = deploy(r, "ddb-backup", dict(longer, BucketExists="true"))
     assert_created(r, "ddb-backup", decided)
     log("ddb-backup created again on its kept buckets (BucketExists=true)")

@@ -95,8 +95,15 @@ class DeployScript(unittest.TestCase):
             self.assertNotEqual(out.returncode, 0, schedule)
             self.assertIn("ScheduleExpression", out.stderr.splitlines()[-1], schedule)
         out = self.run_deploy("--parameter-overrides", "SenderEmail=a@ops.example.org",
-                              "ScheduleExpression=cron(30 1 ? * MON-FRI *)")
+                              "ScheduleExpression=cron(30 1 ? * MON-FRI *)", 'ApiName=the "ops" API')
         self.assertEqual(out.returncode, 0, out.stderr)
+        # sam reads an unquoted value up to its first space.
+        self.assertIn('ScheduleExpression="cron(30 1 ? * MON-FRI *)" ApiName="the \\"ops\\" API"', out.stdout)
+
+    def test_delete_asks_nothing_of_a_dry_run_and_deletes_nothing(self):
+        out = self.run_deploy("--delete")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("delete stack ddb-backup in us-east-1", out.stdout)
 
     def test_a_first_deploy_without_answers_says_to_run_guided(self):
         out = self.run_deploy()

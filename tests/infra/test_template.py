@@ -39,11 +39,14 @@ BUCKET_AND_OBJECTS = [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}"},
 S3_REMOVES_OR_LOOSENS = {
     "s3:DeleteObject": "delete",
     "s3:DeleteObjectVersion": "delete",
-    "s3:DeleteBucket": "delete",
-    "s3:DeleteBucketPolicy": "delete",
+    "s3:DeleteBucket": "loosen",
+    "s3:DeleteBucketPolicy": "loosen",
     "s3:BypassGovernanceRetention": "delete",
     "s3:PutObjectRetention": "retention",
     "s3:PutObjectLegalHold": "delete",
+    "s3:ReplicateObject": "delete",
+    "s3:ReplicateDelete": "delete",
+    "s3:ReplicateTags": "delete",
     "s3:PutBucketPolicy": "loosen",
     "s3:PutLifecycleConfiguration": "loosen",
     "s3:PutBucketVersioning": "loosen",
@@ -77,9 +80,6 @@ S3_HARMLESS_WRITES = {
     "s3:PutInventoryConfiguration": "reports",
     "s3:PutMetricsConfiguration": "metrics",
     "s3:RestoreObject": "a temporary copy of an archived object",
-    "s3:ReplicateObject": "writes into a replica bucket",
-    "s3:ReplicateDelete": "writes into a replica bucket",
-    "s3:ReplicateTags": "writes into a replica bucket",
     "s3:CreateAccessPoint": "an access point grants nothing the bucket policy does not delegate",
     "s3:PutAccessPointPolicy": "as above",
 }
@@ -230,7 +230,7 @@ class TemplateInvariants(unittest.TestCase):
         for action, kind in S3_REMOVES_OR_LOOSENS.items():
             self.assertIn(action, denied[kind], f"{action} ({kind}) is not denied")
         # The one-call bypass: deleting the policy, then every version with bypass-governance.
-        self.assertIn("s3:DeleteBucketPolicy", deletes)
+        self.assertIn("s3:DeleteBucketPolicy", loosens)
         self.assertIn("s3:BypassGovernanceRetention", deletes)
 
     def test_stack_updates_may_change_the_buckets_protection_through_the_deployer_only(self):
@@ -483,9 +483,16 @@ class TemplateInvariants(unittest.TestCase):
         for ref in ("'Fn::GetAtt': ['BackupBucket'", "'Fn::GetAtt': ['AccessLogBucket'", "${BackupBucket.",
                     "${AccessLogBucket."):
             self.assertNotIn(ref, text)
+        # Kept buckets keep their kept policies: CloudFormation cannot create a bucket policy
+        # where one exists.
         for name, logical in (("BackupBucketPolicy", "BackupBucket"), ("AccessLogBucketPolicy", "AccessLogBucket")):
-            bucket = self.resource(name)["Properties"]["Bucket"]
-            self.assertEqual(bucket["Fn::If"][:2], ["CreateBuckets", {"Ref": logical}], name)
+            self.assertEqual(self.resource(name).get("Condition"), "CreateBuckets", name)
+            self.assertEqual(self.resource(name)["Properties"]["Bucket"], {"Ref": logical}, name)
+        # Nor can it give kept buckets a new key or replication.
+        rule = self.t["Rules"]["KeptBucketsKeepTheirKeyAndReplication"]
+        self.assertEqual(rule["RuleCondition"], {"Fn::Equals": [{"Ref": "BucketExists"}, "true"]})
+        self.assertIn("UseKms", str(rule["Assertions"]))
+        self.assertIn("ReplicaBucketArn", str(rule["Assertions"]))
 
     def test_buckets_that_log_wait_for_the_log_buckets_policy(self):
         # S3 refuses logging into a bucket-owner-enforced bucket that does not let the logging
@@ -493,7 +500,10 @@ class TemplateInvariants(unittest.TestCase):
         sources = self.statement("AccessLogBucketPolicy", "S3ServerAccessLogs")["Condition"]["ArnLike"]["aws:SourceArn"]
         for name, r in self.resources.items():
             if r["Type"] == "AWS::S3::Bucket" and "LoggingConfiguration" in r["Properties"]:
-                self.assertIn("AccessLogBucketPolicy", as_list(r.get("DependsOn", [])), name)
+                after = as_list(r.get("DependsOn", []))
+                if "LogBucketReady" in after:  # the policy is conditional: a handle carries it
+                    after = [self.resource("LogBucketReady")["Metadata"]["After"]["Fn::If"][1]["Ref"]]
+                self.assertIn("AccessLogBucketPolicy", after, name)
                 self.assertEqual(r["Properties"]["LoggingConfiguration"]["DestinationBucketName"],
                                  {"Fn::Sub": "${BucketName}-access-logs"}, name)
                 arn = {"Fn::Sub": "arn:${AWS::Partition}:s3:::" + r["Properties"]["BucketName"].get("Fn::Sub", "${BucketName}")}
@@ -570,6 +580,11 @@ class TemplateInvariants(unittest.TestCase):
         self.assertFalse({a for a in actions if "Delete" in a}, "the copy is never deleted through replication")
         self.assertTrue(self.pattern("ReplicaBucketArn").fullmatch("arn:aws:s3:::backups-copy-eu"))
         self.assertFalse(self.pattern("ReplicaBucketArn").fullmatch("backups-copy-eu"))
+
+    def test_rules_refuse_a_stack_whose_bucket_nobody_may_ever_change(self):
+        rule = self.t["Rules"]["SomeoneMayUpdateTheBucket"]["Assertions"][0]["Assert"]
+        self.assertEqual(rule, {"Fn::Not": [{"Fn::And": [{"Fn::Equals": [{"Ref": "DeployerArn"}, ""]},
+                                                        {"Fn::Equals": [{"Ref": "BreakGlassRoleArn"}, ""]}]}]})
 
     def test_rules_refuse_a_stack_whose_alarms_reach_nobody(self):
         rule = self.t["Rules"]["AlarmsReachSomeone"]["Assertions"][0]["Assert"]
@@ -696,8 +711,13 @@ class TemplateInvariants(unittest.TestCase):
             for s in statements(self.resource(name)["Properties"]["PolicyDocument"]):
                 self.assertEqual(s.get("Condition", {}).get("StringEquals"), via_s3, name)
         for s in statements(key["Properties"]["KeyPolicy"]):
-            if s["Sid"] != "AccountAdministers":
+            if s["Effect"] == "Allow" and s["Sid"] != "AccountAdministers":
                 self.assertEqual(s.get("Condition", {}).get("StringEquals"), via_s3, s["Sid"])
+        # An administrator's kms:* must not make the backups unreadable in one call.
+        deny = [s for s in statements(key["Properties"]["KeyPolicy"]) if s["Effect"] == "Deny"]
+        self.assertEqual(len(deny), 1)
+        self.assertEqual(sorted(as_list(deny[0]["Action"])), ["kms:DisableKey", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"])
+        self.assertEqual(deny[0]["Condition"], self.statement("BackupBucketPolicy", "DenyLooseningProtection")["Condition"])
 
 
 if __name__ == "__main__":
