@@ -5,7 +5,7 @@
 # upload bodies, and latency into DynamoDB and S3 traffic. Every backup is checked against the
 # table; the script prints items lost and duplicated, uploads left open, manifests of failed
 # attempts (all must be 0) and the slowdown against the clean run, and exits 1 if a count is not 0.
-#   scripts/chaos.sh [--items N] [--rates throttle=0.05,error=0.05,reset=0.08,upload_reset=0.25,latency=0.1]
+#   scripts/chaos.sh [--items N] [--rates throttle=0.05,error=0.05,reset=0.08,upload_reset=0.25,lost_reply=0.3,latency=0.1]
 # Starts (and stops) the emulator if it is not running. CHAOS_REPORT=file also writes JSON.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,7 +13,7 @@ root="$(pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ddb-backup/target}"
 
 items=4000
-rates="throttle=0.05,error=0.05,reset=0.08,upload_reset=0.25,latency=0.1"
+rates="throttle=0.05,error=0.05,reset=0.08,upload_reset=0.25,lost_reply=0.3,latency=0.1"
 while [ $# -gt 0 ]; do
   case "$1" in
     --items) items="$2"; shift 2 ;;

@@ -1,7 +1,8 @@
 """Drives scripts/chaos.sh: the release CLI and the worker binary back up one table, once straight
 to the emulator and once through the fault-injecting proxy (scripts/lib/fault_proxy.py), and every
 backup is checked against the table: items lost, items duplicated, multipart uploads left open,
-manifests written by attempts that failed. Prints a report and exits 1 if any count is not 0.
+manifests written by attempts that failed, and for the worker the summary emails (exactly one).
+Prints a report and exits 1 if any count is off.
 
 Everything the checks read goes straight to the emulator with boto3 (never through the proxy).
 """
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 
 import boto3
@@ -75,6 +77,13 @@ class Emulator:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return [k for k in keys if f"/{job_id}/" in k and k.endswith("/manifest.json")]
+
+    def emails(self, job_id):
+        """Summary emails the emulator's SES holds that name `job_id`."""
+        with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=10) as answer:
+            data = json.load(answer)
+        sent = data.get("ses", {}).get("Message", [])
+        return sum(1 for m in sent if job_id in (m.get("subject") or "") + (m.get("body") or ""))
 
     def open_uploads(self, bucket):
         return len(self.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
@@ -306,6 +315,7 @@ def main():
                         "items_duplicated": duplicated,
                         "files_not_matching_manifest": bad_files,
                         "manifests_of_failed_attempts": failed_manifests,
+                        "emails": emulator.emails(job_id) if program == "worker" else None,
                     }
                 )
     open_uploads = emulator.open_uploads(bucket)
@@ -314,18 +324,21 @@ def main():
         with open(args.report, "w") as f:
             json.dump(report, f, indent=2)
     print(f"{'program':8} {'run':7} {'seconds':>8} {'slowdown':>8} {'tries':>5} {'manifests':>9} "
-          f"{'lost':>5} {'dup':>4} {'bad files':>9} {'failed-attempt manifests':>24}")
+          f"{'lost':>5} {'dup':>4} {'bad files':>9} {'failed-attempt manifests':>24} {'emails':>6}")
     ok = open_uploads == 0
     for r in results:
         tries = r.get("attempts", r.get("invocations"))
         print(f"{r['program']:8} {r['run']:7} {r['seconds']:8.2f} {r['slowdown']:7.2f}x {tries:5} "
               f"{r['manifests']:9} {r['items_lost']:5} {r['items_duplicated']:4} "
-              f"{r['files_not_matching_manifest']:9} {r['manifests_of_failed_attempts']:24}")
+              f"{r['files_not_matching_manifest']:9} {r['manifests_of_failed_attempts']:24} "
+              f"{'-' if r['emails'] is None else r['emails']:>6}")
         ok &= (r["manifests"], r["items_lost"], r["items_duplicated"],
                r["files_not_matching_manifest"], r["manifests_of_failed_attempts"]) == (1, 0, 0, 0, 0)
+        ok &= r["emails"] in (None, 1)
     print(f"multipart uploads left open: {open_uploads}")
     if not ok:
-        log("FAILED: a backup lost, duplicated or misdescribed items, or left something behind")
+        log("FAILED: a backup lost, duplicated or misdescribed items, left something behind, or was "
+            "not reported by exactly one email")
         sys.exit(1)
 
 

@@ -11,6 +11,9 @@ rate:
              tests the emulator, not the client
   upload_reset  on S3 PUTs (part uploads, small objects): half the request body is read, then
              a TCP reset; the emulator never sees the request
+  lost_reply on conditional S3 PUTs (If-None-Match, If-Match): forwarded, so the emulator
+             applies the write, then a TCP reset instead of its reply; the client's retry meets
+             the object its own write made
   latency    forwarded after a delay (default 200 ms)
 
 Usage: fault_proxy.py --upstream http://127.0.0.1:PORT --port-file F --rates throttle=0.02,...
@@ -30,7 +33,7 @@ import sys
 import time
 from urllib.parse import urlparse
 
-KINDS = ("throttle", "error", "reset", "upload_reset", "latency")
+KINDS = ("throttle", "error", "reset", "upload_reset", "lost_reply", "latency")
 
 
 def parse_rates(text):
@@ -114,7 +117,7 @@ class Proxy:
             return "other"  # SQS's query protocol
         return "s3"
 
-    def choose(self, method, service):
+    def choose(self, method, service, conditional):
         if service == "other":
             return None
         draw = self.random.random()
@@ -124,6 +127,8 @@ class Proxy:
                 if kind == "reset" and service == "s3" and method == "POST":
                     return None
                 if kind == "upload_reset" and not (service == "s3" and method == "PUT"):
+                    return None
+                if kind == "lost_reply" and not (service == "s3" and method == "PUT" and conditional):
                     return None
                 return kind
             draw -= rate
@@ -143,7 +148,8 @@ class Proxy:
                 length = header(headers, "content-length")
                 chunked = (header(headers, "transfer-encoding") or "").lower() == "chunked"
                 service = self.service(headers, target)
-                fault = self.choose(method, service)
+                conditional = bool(header(headers, "if-none-match") or header(headers, "if-match"))
+                fault = self.choose(method, service, conditional)
                 self.stats["requests"] += 1
                 if fault:
                     self.stats[fault] += 1
@@ -162,6 +168,9 @@ class Proxy:
                 if fault == "latency":
                     await asyncio.sleep(self.latency)
                 response = await self.forward(start, headers, body, method)
+                if fault == "lost_reply":
+                    reset(writer)
+                    return
                 if fault == "reset":
                     head_end = response.index(b"\r\n\r\n") + 4
                     body_len = len(response) - head_end

@@ -80,10 +80,14 @@ impl Backup {
         self.store.preflight().await?;
         let body = serde_json::to_vec_pretty(&plan).map_err(BackupError::Serialize)?;
         let key = layout.plan_key();
-        if self
-            .store
-            .put_object_if(&key, Bytes::from(body), &JSON_META, Precondition::Absent)
-            .await?
+        if crate::store::put_if(
+            self.store.as_ref(),
+            &key,
+            Bytes::from(body),
+            &JSON_META,
+            Precondition::Absent,
+        )
+        .await?
         {
             return Ok(plan);
         }
@@ -128,10 +132,14 @@ impl Backup {
     ) -> Result<(), BackupError> {
         let key = layout.result_key(result.worker);
         let body = serde_json::to_vec_pretty(result).map_err(BackupError::Serialize)?;
-        let first = self
-            .store
-            .put_object_if(&key, Bytes::from(body), &JSON_META, Precondition::Absent)
-            .await?;
+        let first = crate::store::put_if(
+            self.store.as_ref(),
+            &key,
+            Bytes::from(body),
+            &JSON_META,
+            Precondition::Absent,
+        )
+        .await?;
         if !first {
             warn!(job_id = %result.job_id, worker = result.worker, result = %self.store.uri(&key),
                   "this share's result was already recorded by another delivery; keeping that one");
@@ -229,15 +237,14 @@ impl Backup {
             .await;
         let key = layout.manifest_key();
         let body = serde_json::to_vec_pretty(&manifest).map_err(BackupError::Serialize)?;
-        let written = self
-            .store
-            .put_object_if(
-                &key,
-                Bytes::from(body),
-                &MANIFEST_META,
-                Precondition::Absent,
-            )
-            .await?;
+        let written = crate::store::put_if(
+            self.store.as_ref(),
+            &key,
+            Bytes::from(body),
+            &MANIFEST_META,
+            Precondition::Absent,
+        )
+        .await?;
         if !written {
             info!(job_id = %job.job_id, worker = shard.worker,
                   "another worker wrote the manifest first; standing down");
@@ -297,16 +304,17 @@ pub async fn record_failure(
         stage: stage.to_string(),
         error: error.to_string(),
         failed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        writer: uuid::Uuid::new_v4().to_string(),
     };
     let body = serde_json::to_vec_pretty(&record).unwrap_or_default();
-    store
-        .put_object_if(
-            &layout.failure_key(),
-            Bytes::from(body),
-            &JSON_META,
-            Precondition::Absent,
-        )
-        .await
+    crate::store::put_if(
+        store,
+        &layout.failure_key(),
+        Bytes::from(body),
+        &JSON_META,
+        Precondition::Absent,
+    )
+    .await
 }
 
 /// Watches a fanned-out job for another worker's failure record while this worker reads.

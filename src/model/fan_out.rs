@@ -129,6 +129,10 @@ pub struct FailureRecord {
     pub error: String,
     /// When (RFC 3339).
     pub failed_at: String,
+    /// Who wrote it (unique to the invocation), so that a write whose reply was lost is
+    /// recognised as this writer's own; empty in records of older versions.
+    #[serde(default)]
+    pub writer: String,
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ struct State {
     tags: HashMap<String, u64>,
     next_tag: u64,
     uploads: HashMap<String, (String, ObjectMeta, BTreeMap<i32, Bytes>)>,
+    /// Keys whose next conditional write is applied and then reported refused, once each.
+    lose_replies: Option<Arc<KeyFilter<'static>>>,
+    replies_lost: std::collections::HashSet<String>,
 }
 
 /// Objects in a map. With `discard_data`, the bodies of data files (keys with `/data/` in them)
@@ -58,6 +61,14 @@ impl MemoryStore {
     /// Multipart uploads neither completed nor aborted.
     pub fn open_uploads(&self) -> usize {
         self.lock().uploads.len()
+    }
+
+    /// Makes the first conditional write to each key that `filter` picks succeed and then
+    /// answer as S3 answers the SDK's retry of a write whose reply was lost: refused, since the
+    /// object the write itself made is now there. For tests of writers recognising their own
+    /// write.
+    pub fn lose_conditional_replies(&self, filter: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.lock().lose_replies = Some(Arc::new(filter));
     }
 
     /// Content metadata of an object.
@@ -117,6 +128,10 @@ impl ObjectStore for MemoryStore {
         let holds = condition.holds(current.as_deref());
         if holds {
             state.insert(key, body, meta.clone());
+            let lose = state.lose_replies.as_ref().is_some_and(|f| f(key));
+            if lose && state.replies_lost.insert(key.to_string()) {
+                return Ok(false);
+            }
         }
         Ok(holds)
     }

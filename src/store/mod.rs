@@ -249,6 +249,32 @@ pub struct DefaultRetention {
     pub days: u32,
 }
 
+/// A conditional write that knows its own: `store.put_object_if`, and when that reports the
+/// condition refused (or fails), a read of the object. If it holds exactly `body`, the write was
+/// this writer's, applied by the store while its reply was lost: the SDK sent the request again
+/// and the store refused the copy because of the object the first one made. Every document
+/// written this way is unique to its writer (a lease's holder, a marker's writer id) or the same
+/// whoever writes it (a plan, a result, a manifest of the same job), so equal bytes settle it.
+/// Callers use this rather than `put_object_if` itself.
+pub async fn put_if(
+    store: &dyn ObjectStore,
+    key: &str,
+    body: Bytes,
+    meta: &ObjectMeta,
+    condition: Precondition<'_>,
+) -> Result<bool, StoreError> {
+    let outcome = store
+        .put_object_if(key, body.clone(), meta, condition)
+        .await;
+    if matches!(outcome, Ok(true)) {
+        return outcome;
+    }
+    match store.get_tagged(key).await {
+        Ok(Some((current, _))) if current == body => Ok(true),
+        _ => outcome,
+    }
+}
+
 /// Which keys an operation may touch.
 pub type KeyFilter<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
 

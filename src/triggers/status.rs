@@ -216,10 +216,14 @@ impl StatusBoard {
                 Some(tag) => Precondition::Unchanged(tag),
                 None => Precondition::Absent,
             };
-            if self
-                .store
-                .put_object_if(&key, Bytes::from(body), &JSON, condition)
-                .await?
+            if crate::store::put_if(
+                self.store.as_ref(),
+                &key,
+                Bytes::from(body),
+                &JSON,
+                condition,
+            )
+            .await?
             {
                 return Ok(());
             }

@@ -229,3 +229,70 @@ async fn a_share_failing_for_good_fails_the_job_once_and_the_other_shares_stand_
     assert_eq!(h.store.open_uploads(), 0);
     assert_eq!(status_of(&h.store, "doomed").await.state, JobState::Failed);
 }
+
+/// The merging worker's conditional write of the manifest applied, its reply lost: the job is
+/// still complete, with one email.
+#[tokio::test]
+async fn a_lost_reply_to_the_manifest_still_completes_the_job_with_one_email() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(200),
+        20,
+    ));
+    h.store
+        .lose_conditional_replies(|key| key.ends_with("/manifest.json"));
+    let job = message(
+        "m",
+        r#"{"table":"studentData","job_id":"lost-manifest","workers":2,"segments":4}"#,
+    );
+    h.worker.handle_message(&job, far_deadline()).await;
+    let shards = shard_messages(&h);
+    let first = h.worker.handle_message(&shards[0].1, far_deadline()).await;
+    assert_eq!(
+        first.disposition,
+        Disposition::ShardDone,
+        "{}",
+        first.detail
+    );
+    let last = h.worker.handle_message(&shards[1].1, far_deadline()).await;
+    assert_eq!(last.disposition, Disposition::Done, "{}", last.detail);
+    assert_eq!(manifests(&h.store).len(), 1);
+    assert_eq!(h.outbox.sent().len(), 1, "one email for the job");
+    assert_eq!(
+        status_of(&h.store, "lost-manifest").await.state,
+        JobState::Complete
+    );
+}
+
+/// The failing worker's record of the failure applied, its reply lost: it still fails the job,
+/// with its one email, instead of leaving it running for a sibling that never reported.
+#[tokio::test]
+async fn a_lost_reply_to_the_failure_record_still_fails_the_job_with_one_email() {
+    let mut h = harness(MemorySource::new("studentData", "id", vec![], 20));
+    h.worker.source = Arc::new(RefusesSegmentsFrom(
+        MemorySource::new("studentData", "id", numbered_items(200), 20),
+        2,
+    ));
+    h.store
+        .lose_conditional_replies(|key| key.ends_with("/failed.json"));
+    let job = message(
+        "m",
+        r#"{"table":"studentData","job_id":"lost-failure","workers":2,"segments":4}"#,
+    );
+    h.worker.handle_message(&job, far_deadline()).await;
+    let shards = shard_messages(&h);
+    let report = h.worker.handle_message(&shards[1].1, far_deadline()).await;
+    assert_eq!(
+        report.disposition,
+        Disposition::Rejected,
+        "{}",
+        report.detail
+    );
+    assert_eq!(h.outbox.sent().len(), 1, "the failure email went out");
+    assert!(h.outbox.sent()[0].subject.contains("FAILED"));
+    assert_eq!(
+        status_of(&h.store, "lost-failure").await.state,
+        JobState::Failed
+    );
+}

@@ -73,10 +73,7 @@ pub(super) async fn take(
         key: key.clone(),
         record: record.clone(),
     });
-    if store
-        .put_object_if(&key, body.clone(), &JSON_META, Precondition::Absent)
-        .await?
-    {
+    if crate::store::put_if(store, &key, body.clone(), &JSON_META, Precondition::Absent).await? {
         return Ok(taken);
     }
     let Some((current, tag)) = store.get_tagged(&key).await? else {
@@ -96,10 +93,7 @@ pub(super) async fn take(
             });
         }
     }
-    if store
-        .put_object_if(&key, body, &JSON_META, Precondition::Unchanged(&tag))
-        .await?
-    {
+    if crate::store::put_if(store, &key, body, &JSON_META, Precondition::Unchanged(&tag)).await? {
         Ok(taken)
     } else {
         // Someone else took the abandoned lease first.
@@ -128,9 +122,14 @@ impl Lease {
             ..self.record
         };
         let body = Bytes::from(serde_json::to_vec(&released).unwrap_or_default());
-        store
-            .put_object_if(&self.key, body, &JSON_META, Precondition::Unchanged(&tag))
-            .await
-            .map(|_| ())
+        crate::store::put_if(
+            store,
+            &self.key,
+            body,
+            &JSON_META,
+            Precondition::Unchanged(&tag),
+        )
+        .await
+        .map(|_| ())
     }
 }

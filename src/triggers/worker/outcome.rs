@@ -264,20 +264,23 @@ impl Worker {
         };
         let store = (self.stores)(&job.destination);
         let marker = Layout::new(job).notified_key(outcome);
+        // The writer id makes the marker this invocation's own: a write whose reply was lost is
+        // recognised as ours (store::put_if), and another invocation's never is.
         let record = serde_json::json!({
             "job_id": job.job_id.to_string(),
+            "writer": uuid::Uuid::new_v4().to_string(),
             "outcome": outcome,
             "recipients": job.notify.len(),
             "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
-        match store
-            .put_object_if(
-                &marker,
-                Bytes::from(record.to_string()),
-                &JSON_META,
-                Precondition::Absent,
-            )
-            .await
+        match crate::store::put_if(
+            store.as_ref(),
+            &marker,
+            Bytes::from(record.to_string()),
+            &JSON_META,
+            Precondition::Absent,
+        )
+        .await
         {
             Ok(true) => {}
             Ok(false) => {

@@ -735,3 +735,46 @@ async fn a_running_jobs_status_shows_its_progress_as_an_estimate_and_drops_it_wh
         "a complete job shows its numbers, not an estimate"
     );
 }
+
+/// A conditional write the store applied but whose reply was lost: the SDK's retry is refused
+/// because of the object the write itself made. The worker must know the write for its own.
+#[tokio::test]
+async fn a_lost_reply_to_the_email_marker_still_sends_the_one_email() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(50),
+        20,
+    ));
+    h.store
+        .lose_conditional_replies(|key| key.contains("/notified/"));
+    let job = message("m", r#"{"table":"studentData","job_id":"lost-marker"}"#);
+    let report = h.worker.handle_message(&job, far_deadline()).await;
+    assert_eq!(report.disposition, Disposition::Done, "{}", report.detail);
+    assert_eq!(h.outbox.sent().len(), 1, "the summary email went out");
+    let again = h.worker.handle_message(&job, far_deadline()).await;
+    assert_eq!(again.disposition, Disposition::Skipped, "{}", again.detail);
+    assert_eq!(h.outbox.sent().len(), 1, "and only once");
+}
+
+#[tokio::test]
+async fn a_lost_reply_to_the_lease_is_still_this_invocations_lease() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(50),
+        20,
+    ));
+    h.store
+        .lose_conditional_replies(|key| key.contains("/leases/"));
+    let job = message("m", r#"{"table":"studentData","job_id":"lost-lease"}"#);
+    let report = h.worker.handle_message(&job, far_deadline()).await;
+    assert_eq!(
+        report.disposition,
+        Disposition::Done,
+        "not deferred to itself: {}",
+        report.detail
+    );
+    assert_eq!(manifests(&h.store).len(), 1);
+    assert_eq!(h.outbox.sent().len(), 1);
+}
