@@ -197,6 +197,7 @@ pub trait ObjectStore: Send + Sync {
     /// Stores a small object only if `condition` holds, in one request that no concurrent
     /// writer can interleave with (S3 conditional writes). `Ok(false)` when the condition did
     /// not hold and nothing was written: how the workers of one job agree on who writes what.
+    /// Call it through [`put_if`], which also recognises a write whose reply was lost.
     async fn put_object_if(
         &self,
         key: &str,
