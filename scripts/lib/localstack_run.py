@@ -46,7 +46,7 @@ def replication_rule(rule):
     return out
 
 
-def apply_bucket_properties(s3, model):
+def apply_bucket_properties(s3, model, had_replication=False):
     bucket = model["BucketName"]
     if blocks := model.get("PublicAccessBlockConfiguration"):
         s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=blocks)
@@ -69,7 +69,7 @@ def apply_bucket_properties(s3, model):
     if replication := model.get("ReplicationConfiguration"):
         s3.put_bucket_replication(Bucket=bucket, ReplicationConfiguration={
             "Role": replication["Role"], "Rules": [replication_rule(r) for r in replication["Rules"]]})
-    elif model.get("_replication_before"):
+    elif had_replication:
         s3.delete_bucket_replication(Bucket=bucket)
 
 
@@ -93,9 +93,7 @@ def update(self, request):
         s3.put_object_lock_configuration(Bucket=model["BucketName"], ObjectLockConfiguration=lock)
     if tags := model.get("Tags"):
         s3.put_bucket_tagging(Bucket=model["BucketName"], Tagging={"TagSet": tags})
-    model["_replication_before"] = bool(request.previous_state.get("ReplicationConfiguration"))
-    apply_bucket_properties(s3, model)
-    model.pop("_replication_before")
+    apply_bucket_properties(s3, model, had_replication=bool(request.previous_state.get("ReplicationConfiguration")))
     for key in ("Arn", "DomainName", "RegionalDomainName", "WebsiteURL"):
         if key in request.previous_state:
             model[key] = request.previous_state[key]

@@ -169,15 +169,10 @@ class Rehearsal:
     def parameters(self, values):
         return [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in values.items()]
 
-    def wait(self, stack, verb):
+    def wait(self, stack):
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            try:
-                status = self.cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
-            except ClientError as err:
-                if verb == "DELETE" and "does not exist" in str(err):
-                    return "DELETE_COMPLETE"
-                raise
+            status = self.cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
             if not status.endswith("_IN_PROGRESS"):
                 return status
             time.sleep(1)
@@ -191,16 +186,12 @@ class Rehearsal:
     def create(self, stack, values):
         self.cfn.create_stack(StackName=stack, TemplateURL=self.template_url, Parameters=self.parameters(values),
                               Capabilities=["CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"])
-        return self.wait(stack, "CREATE")
+        return self.wait(stack)
 
     def update(self, stack, values):
         self.cfn.update_stack(StackName=stack, TemplateURL=self.template_url, Parameters=self.parameters(values),
                               Capabilities=["CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"])
-        return self.wait(stack, "UPDATE")
-
-    def delete(self, stack):
-        self.cfn.delete_stack(StackName=stack)
-        return self.wait(stack, "DELETE")
+        return self.wait(stack)
 
     def expect(self, stack, status, wanted):
         if status != wanted:
@@ -208,12 +199,17 @@ class Rehearsal:
         log(f"{stack}: {status}")
 
 
-def preflight(stack, params):
-    """scripts/deploy.sh --preflight, as a user would run it: (exit code, its parameters, stderr)."""
-    args = [str(ROOT / "scripts" / "deploy.sh"), "--preflight", "--stack-name", stack, "--parameter-overrides"]
-    args += [f"{k}={v}" for k, v in params.items()]
+def deploy_sh(*args, check=False):
+    """scripts/deploy.sh as a user runs it, with no answers kept from earlier deploys."""
     env = dict(os.environ, DDB_BACKUP_DEPLOY_PARAMETERS=str(ROOT / ".rehearsal" / "no-kept-answers"))
-    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    return subprocess.run([str(ROOT / "scripts" / "deploy.sh"), *args], capture_output=not check, text=True,
+                          env=env, cwd=ROOT, timeout=600, check=check)
+
+
+def preflight(stack, params):
+    """scripts/deploy.sh --preflight: (exit code, the parameters it printed, stderr)."""
+    out = deploy_sh("--preflight", "--stack-name", stack, "--parameter-overrides",
+                    *(f"{k}={v}" for k, v in params.items()))
     decided = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
     return out.returncode, decided, out.stderr
 
@@ -380,9 +376,7 @@ def run(r):
         "role and function that exist")
 
     # 5. Delete the first stack: the backups, their buckets and the policy stay.
-    env = dict(os.environ, DDB_BACKUP_DEPLOY_PARAMETERS=str(ROOT / ".rehearsal" / "no-kept-answers"))
-    subprocess.run([str(ROOT / "scripts" / "deploy.sh"), "--delete", "--stack-name", "ddb-backup"],
-                   check=True, env=env, cwd=ROOT, timeout=600)
+    deploy_sh("--delete", "--stack-name", "ddb-backup", check=True)
     for name in ("rehearsal-backups", "rehearsal-backups-access-logs"):
         s3.head_bucket(Bucket=name)
     sids = {st.get("Sid") for st in json.loads(s3.get_bucket_policy(Bucket="rehearsal-backups")["Policy"])["Statement"]}
@@ -410,8 +404,7 @@ def run(r):
     check(status in ("CREATE_FAILED", "ROLLBACK_COMPLETE"), f"doomed: {status}")
     code, _, err = preflight("doomed", doomed)
     check(code != 0 and "deploy.sh --delete" in err, f"deploy.sh --preflight on a failed stack said:\n{err}")
-    subprocess.run([str(ROOT / "scripts" / "deploy.sh"), "--delete", "--stack-name", "doomed"],
-                   check=True, env=env, cwd=ROOT, timeout=600)
+    deploy_sh("--delete", "--stack-name", "doomed", check=True)
     for name in ("rehearsal-doomed", "rehearsal-doomed-access-logs"):
         try:
             s3.head_bucket(Bucket=name)
@@ -426,7 +419,6 @@ def run(r):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / ".rehearsal"))
-    parser.add_argument("--translate-only", action="store_true")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -437,8 +429,6 @@ def main():
     lint(out / "translated.json")
     standing_in = with_stand_ins(translated)
     (out / "rehearsal.json").write_text(json.dumps(standing_in, indent=1))
-    if args.translate_only:
-        return
 
     run(Rehearsal(json.dumps(standing_in, separators=(",", ":"))))
     log("passed")
