@@ -28,6 +28,35 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// Longest wait for a TCP/TLS connection before the attempt fails and is retried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest silence while reading a response before the attempt fails and is retried: a reply
+/// that stalls halfway (a reset that never arrives) must not eat the minute a worker keeps in
+/// hand before its deadline.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Longest whole attempt of a request with a small body (every call but part and object
+/// uploads, which get [`attempt_timeout`] for their size).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The slowest upload an attempt allows before it is retried: 1 MiB/s, a fiftieth of what a
+/// Lambda function gets from S3 in its region.
+pub const SLOWEST_UPLOAD_BYTES_PER_SEC: u64 = 1024 * 1024;
+
+/// The whole-attempt timeout for a request carrying `body_bytes`: [`ATTEMPT_TIMEOUT`] plus the
+/// body's time at [`SLOWEST_UPLOAD_BYTES_PER_SEC`]. A 16 MiB part gets 46 s.
+pub fn attempt_timeout(body_bytes: u64) -> Duration {
+    ATTEMPT_TIMEOUT + Duration::from_secs(body_bytes.div_ceil(SLOWEST_UPLOAD_BYTES_PER_SEC))
+}
+
+/// The timeouts of every request (connect, read, whole attempt), with the attempt sized to
+/// a body of `body_bytes`.
+pub fn timeouts(body_bytes: u64) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .operation_attempt_timeout(attempt_timeout(body_bytes))
+        .build()
+}
+
 /// Loaded SDK configuration plus what the S3 client needs to know about the endpoint.
 #[derive(Debug, Clone)]
 pub struct AwsContext {
@@ -57,14 +86,10 @@ impl AwsContext {
                     .with_initial_backoff(Duration::from_millis(100))
                     .with_max_backoff(Duration::from_secs(20)),
             )
-            // A black-holed endpoint fails an attempt in seconds, not at the OS's TCP timeout, so
-            // retries stay bounded in time. No whole-request timeout: a large part upload on a
-            // slow link may legitimately take minutes.
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .build(),
-            );
+            // A black-holed endpoint or a hung reply fails an attempt in seconds, not at the
+            // OS's TCP timeout, so retries stay bounded in time. Uploads override the attempt
+            // timeout with one sized to their body.
+            .timeout_config(timeouts(0));
         if let Some(region) = &options.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }

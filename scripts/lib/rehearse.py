@@ -267,12 +267,24 @@ def assert_created(r, stack, params):
     check(redrive["deadLetterTargetArn"] == dlq_arn and int(redrive["maxReceiveCount"]) == 5,
           f"{stack}: the job queue's redrive policy is {redrive}")
     check(attrs["VisibilityTimeout"] == "5400", f"{stack}: visibility timeout {attrs['VisibilityTimeout']}")
+    # Dead letters are consumed by the worker (Lambda wants a visibility of at least its
+    # timeout) and move on to the failed-jobs queue.
+    dlq = sqs.get_queue_attributes(QueueUrl=out["DeadLetterQueueUrl"], AttributeNames=["All"])["Attributes"]
+    failed_arn = sqs.get_queue_attributes(QueueUrl=out["FailedJobsQueueUrl"],
+                                          AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    check(json.loads(dlq["RedrivePolicy"])["deadLetterTargetArn"] == failed_arn
+          and int(dlq["VisibilityTimeout"]) >= 900,
+          f"{stack}: the dead-letter queue's redrive policy is {dlq.get('RedrivePolicy')}, visibility {dlq['VisibilityTimeout']}")
 
     scheduler = boto3.client("scheduler")
     group = physical["ScheduleGroup"].split("/")[-1]
     schedule_name = physical["NightlySchedule"].split("|")[-1].split("/")[-1]
     schedule = scheduler.get_schedule(Name=schedule_name, GroupName=group)
     check(schedule["Target"]["Arn"] == attrs["QueueArn"], f"{stack}: the schedule targets {schedule['Target']['Arn']}")
+    sweep_name = physical["StuckJobSweepSchedule"].split("|")[-1].split("/")[-1]
+    sweep = scheduler.get_schedule(Name=sweep_name, GroupName=group)
+    check(sweep["Target"]["Arn"] == attrs["QueueArn"] and json.loads(sweep["Target"]["Input"]) == {"kind": "sweep"}
+          and sweep["ScheduleExpression"] == "rate(1 hour)", f"{stack}: the stuck-job sweep is {sweep}")
     check(json.loads(schedule["Target"]["Input"].replace("<aws.scheduler.execution-id>", "x")
                      .replace("<aws.scheduler.scheduled-time>", "t"))["table"] == params.get("TableName", "studentData"),
           f"{stack}: the schedule's job is {schedule['Target']['Input']}")

@@ -18,6 +18,8 @@ pub enum Stage {
     Upload,
     /// Writing the manifest.
     Manifest,
+    /// Sharing the job out over workers, or getting it delivered at all.
+    Dispatch,
 }
 
 impl Stage {
@@ -28,6 +30,7 @@ impl Stage {
             Stage::Encode => "encode",
             Stage::Upload => "upload",
             Stage::Manifest => "manifest",
+            Stage::Dispatch => "dispatch",
         }
     }
 }
@@ -87,6 +90,9 @@ pub enum BackupError {
         /// What is wrong with it.
         message: String,
     },
+    /// The shards of a fanned-out job could not be queued (after the SDK's retries).
+    #[error("queueing the shards failed: {0}")]
+    Dispatch(String),
 }
 
 /// The job asks for a read budget this table cannot have.
@@ -156,7 +162,7 @@ impl Retryable for BackupError {
             | BackupError::Halted { .. }
             | BackupError::FanOut { .. }
             | BackupError::Serialize(_) => false,
-            BackupError::Internal(_) | BackupError::Cancelled => true,
+            BackupError::Internal(_) | BackupError::Cancelled | BackupError::Dispatch(_) => true,
         }
     }
 }
@@ -175,6 +181,7 @@ impl BackupError {
             | BackupError::Halted { .. }
             | BackupError::FanOut { .. }
             | BackupError::Checkpoint(_) => Stage::Manifest,
+            BackupError::Dispatch(_) => Stage::Dispatch,
         }
     }
 }

@@ -123,6 +123,39 @@ impl Backup {
         Ok(Some(plan))
     }
 
+    /// Refuses a share that does not fit the job's stored plan: the plan, written once when
+    /// the job fanned out, decides the workers and segments, never the settings of the worker
+    /// that reads the share later (its `DDB_BACKUP_MAX_WORKERS` may have been lowered since).
+    pub(super) async fn check_shard_against_plan(
+        &self,
+        job: &BackupJob,
+        layout: &Layout,
+        shard: Shard,
+    ) -> Result<(), BackupError> {
+        let key = layout.plan_key();
+        let plan = self
+            .stored_plan(layout, job)
+            .await?
+            .ok_or_else(|| BackupError::FanOut {
+                uri: self.store.uri(&key),
+                message: format!(
+                    "worker {} of job {} has no plan: a shard is written by the worker that planned the job, not by hand",
+                    shard.worker, job.job_id
+                ),
+            })?;
+        let segments = job.segments.map_or(0, |n| n.get());
+        if plan.workers != shard.workers || plan.segments != segments {
+            return Err(BackupError::FanOut {
+                uri: self.store.uri(&key),
+                message: format!(
+                    "the plan shares job {} over {} workers and {} segments, but this shard says {} workers and {} segments",
+                    job.job_id, plan.workers, plan.segments, shard.workers, segments
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Records this worker's result once. A duplicate delivery of the same share finds it
     /// recorded already and keeps the first.
     pub(super) async fn record_result(
@@ -169,7 +202,7 @@ impl Backup {
     pub(super) async fn finish_fan_out(
         &self,
         job: &BackupJob,
-        info: TableInfo,
+        info: Option<TableInfo>,
         shard: Shard,
         segments: u32,
         mine: WorkerResult,
@@ -187,7 +220,7 @@ impl Backup {
                   "share recorded; other workers are still reading");
             return Ok(waiting(done));
         }
-        if self.store.exists(&layout.failure_key()).await? {
+        if failure_stands(self.store.as_ref(), &layout).await? {
             return Err(BackupError::Halted {
                 failure: self.store.uri(&layout.failure_key()),
             });
@@ -220,6 +253,10 @@ impl Backup {
                     .max(0) as u64
             })
             .unwrap_or_else(|_| results.iter().map(|r| r.elapsed_ms).max().unwrap_or(0));
+        let info = match info {
+            Some(info) => info,
+            None => self.source.describe(job.table.as_str()).await?,
+        };
         let manifest = self
             .manifest(
                 job,
@@ -287,12 +324,13 @@ pub fn planned_segments(auto: u32, workers: u32, per_worker: u32) -> u32 {
         .min(workers.saturating_mul(MAX_SEGMENTS))
 }
 
-/// Records that `job` failed for good in `shard`'s worker, unless another worker did first.
-/// Returns whether this worker's failure is the job's: only that worker reports it.
+/// Records that `job` failed for good in `worker` (none: before or while it was shared out),
+/// unless another worker did first. Returns whether this failure is the job's: only its
+/// recorder reports it.
 pub async fn record_failure(
     store: &dyn ObjectStore,
     job: &BackupJob,
-    shard: Shard,
+    worker: Option<u32>,
     stage: &str,
     error: &str,
 ) -> Result<bool, StoreError> {
@@ -300,21 +338,51 @@ pub async fn record_failure(
     let record = FailureRecord {
         version: FAN_OUT_VERSION,
         job_id: job.job_id.to_string(),
-        worker: shard.worker,
+        worker,
         stage: stage.to_string(),
         error: error.to_string(),
         failed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         writer: uuid::Uuid::new_v4().to_string(),
+        resolved_at: None,
     };
-    let body = serde_json::to_vec_pretty(&record).unwrap_or_default();
-    crate::store::put_if(
-        store,
-        &layout.failure_key(),
-        Bytes::from(body),
-        &JSON_META,
-        Precondition::Absent,
-    )
-    .await
+    let body = Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default());
+    let key = layout.failure_key();
+    if crate::store::put_if(store, &key, body.clone(), &JSON_META, Precondition::Absent).await? {
+        return Ok(true);
+    }
+    // A failure resolved by a redrive is replaced; one that stands is the job's.
+    match store.get_tagged(&key).await? {
+        Some((current, tag)) if !FailureRecord::stands(&current) => {
+            crate::store::put_if(store, &key, body, &JSON_META, Precondition::Unchanged(&tag)).await
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Whether `job`'s failure record exists and stands (not resolved by a redrive).
+pub async fn failure_stands(store: &dyn ObjectStore, layout: &Layout) -> Result<bool, StoreError> {
+    Ok(store
+        .get_tagged(&layout.failure_key())
+        .await?
+        .is_some_and(|(body, _)| FailureRecord::stands(&body)))
+}
+
+/// Resolves `job`'s standing failure, when an operator redrives one of its messages: its
+/// workers read on, and the next failure is recorded anew. Returns whether there was one.
+pub async fn resolve_failure(store: &dyn ObjectStore, job: &BackupJob) -> Result<bool, StoreError> {
+    let key = Layout::new(job).failure_key();
+    let Some((current, tag)) = store.get_tagged(&key).await? else {
+        return Ok(false);
+    };
+    let Ok(mut record) = serde_json::from_slice::<FailureRecord>(&current) else {
+        return Ok(false);
+    };
+    if record.resolved_at.is_some() {
+        return Ok(false);
+    }
+    record.resolved_at = Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true));
+    let body = Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default());
+    crate::store::put_if(store, &key, body, &JSON_META, Precondition::Unchanged(&tag)).await
 }
 
 /// Watches a fanned-out job for another worker's failure record while this worker reads.
@@ -332,7 +400,11 @@ impl FailureWatch {
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match store.exists(&key).await {
+                match store
+                    .get_tagged(&key)
+                    .await
+                    .map(|found| found.is_some_and(|(body, _)| FailureRecord::stands(&body)))
+                {
                     Ok(true) => {
                         let _ = tx.send(true);
                         return;

@@ -189,6 +189,33 @@ impl Backup {
         }
     }
 
+    /// Aborts the multipart uploads of this worker's files (`share`'s segments) that no file
+    /// of the job will complete: those left by an attempt that was killed before it could abort
+    /// them, and those a retried CreateMultipartUpload opened while the first reply was lost.
+    /// Only one attempt of a job (or share) runs at a time, so any such upload is a leftover.
+    async fn sweep_uploads(
+        &self,
+        job: &BackupJob,
+        layout: &Layout,
+        share: &std::ops::Range<u32>,
+    ) -> Result<(), BackupError> {
+        // Only this worker's files: its siblings' uploads under the same prefix are theirs.
+        let owned = |key: &str| layout.is_data_of(key, share);
+        match self.store.abort_uploads_under(layout.base(), &owned).await {
+            Ok(0) => Ok(()),
+            Ok(stale) => {
+                warn!(job_id = %job.job_id, uploads = stale, "aborted multipart uploads no file of this job will complete");
+                Ok(())
+            }
+            // Not worth failing a backup over: the bucket's lifecycle rule aborts them later.
+            Err(err @ StoreError::AccessDenied { .. }) => {
+                warn!(job_id = %job.job_id, error = %err, "cannot list leftover multipart uploads (s3:ListBucketMultipartUploads); the lifecycle rule will abort them");
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Runs one leg of `job`: from `leg.resume` (or the start) until the table (or the worker's
     /// share of it) is read, or until `leg.deadline` passes. At the deadline every segment stops
     /// at a page boundary, closes its file, and the leg stores the next checkpoint and returns
@@ -205,6 +232,34 @@ impl Backup {
         let started_at = Utc::now();
         let clock = Instant::now();
         let layout = Layout::new(job);
+        self.store.preflight().await?;
+        let manifest_key = layout.manifest_key();
+        if self.store.exists(&manifest_key).await? {
+            return Err(BackupError::AlreadyComplete {
+                job_id: job.job_id.to_string(),
+                manifest: self.store.uri(&manifest_key),
+            });
+        }
+        if let Some(shard) = shard {
+            if super::fan_out::failure_stands(self.store.as_ref(), &layout).await? {
+                return Err(BackupError::Halted {
+                    failure: self.store.uri(&layout.failure_key()),
+                });
+            }
+            // A worker that recorded its result but stopped before the merge only merges.
+            if self.store.exists(&layout.result_key(shard.worker)).await? {
+                let result = self.read_result(&layout, shard.worker).await?;
+                let segments = job
+                    .segments
+                    .map(|n| n.get())
+                    .ok_or(Internal::ShardWithoutShare)?;
+                return self
+                    .finish_fan_out(job, None, shard, segments, result)
+                    .await;
+            }
+            // The share is the plan's, whatever the settings of the worker reading it now.
+            self.check_shard_against_plan(job, &layout, shard).await?;
+        }
         let info = self.source.describe(job.table.as_str()).await?;
         let segments = match (&resume, shard) {
             (Some(checkpoint), _) => checkpoint.total_segments,
@@ -231,43 +286,9 @@ impl Backup {
             table_items * u64::from(share.end - share.start) / u64::from(segments.max(1)),
             Ordering::Relaxed,
         );
-        self.store.preflight().await?;
-        let manifest_key = layout.manifest_key();
-        if self.store.exists(&manifest_key).await? {
-            return Err(BackupError::AlreadyComplete {
-                job_id: job.job_id.to_string(),
-                manifest: self.store.uri(&manifest_key),
-            });
-        }
         // An earlier attempt of this job that was killed (a Lambda timeout, a crash) could not
         // abort its uploads; only one attempt of a job runs at a time, so they are leftovers.
-        if let Some(shard) = shard {
-            if self.store.exists(&layout.failure_key()).await? {
-                return Err(BackupError::Halted {
-                    failure: self.store.uri(&layout.failure_key()),
-                });
-            }
-            // A worker that recorded its result but stopped before the merge only merges.
-            if self.store.exists(&layout.result_key(shard.worker)).await? {
-                let result = self.read_result(&layout, shard.worker).await?;
-                return self
-                    .finish_fan_out(job, info, shard, segments, result)
-                    .await;
-            }
-        }
-        // Only this worker's files: its siblings' uploads under the same prefix are theirs.
-        let owned = |key: &str| layout.is_data_of(key, &share);
-        match self.store.abort_uploads_under(layout.base(), &owned).await {
-            Ok(0) => {}
-            Ok(stale) => {
-                warn!(job_id = %job.job_id, uploads = stale, "aborted multipart uploads left by an earlier attempt")
-            }
-            // Not worth failing a backup over: the bucket's lifecycle rule aborts them later.
-            Err(err @ StoreError::AccessDenied { .. }) => {
-                warn!(job_id = %job.job_id, error = %err, "cannot list leftover multipart uploads (s3:ListBucketMultipartUploads); the lifecycle rule will abort them")
-            }
-            Err(err) => return Err(err.into()),
-        }
+        self.sweep_uploads(job, &layout, &share).await?;
         let prior = match resume {
             Some(checkpoint) => checkpoint,
             None => Checkpoint {
@@ -407,11 +428,14 @@ impl Backup {
                 consumed_read_capacity: state.segments.iter().map(|s| s.consumed_capacity).sum(),
                 files,
             };
+            // A retried CreateMultipartUpload can leave an upload no file knows of.
+            self.sweep_uploads(job, &layout, &share).await?;
             self.record_result(&layout, &result).await?;
             return self
-                .finish_fan_out(job, info, shard, segments, result)
+                .finish_fan_out(job, Some(info), shard, segments, result)
                 .await;
         }
+        self.sweep_uploads(job, &layout, &share).await?;
         let manifest = self
             .manifest(
                 job,

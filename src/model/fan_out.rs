@@ -121,8 +121,8 @@ pub struct FailureRecord {
     pub version: u32,
     /// The job.
     pub job_id: String,
-    /// The worker that failed.
-    pub worker: u32,
+    /// The worker that failed; none when the job failed before or while it was shared out.
+    pub worker: Option<u32>,
     /// The stage that failed.
     pub stage: String,
     /// The error.
@@ -133,6 +133,18 @@ pub struct FailureRecord {
     /// recognised as this writer's own; empty in records of older versions.
     #[serde(default)]
     pub writer: String,
+    /// When an operator's redrive resumed the job (RFC 3339): a resolved failure stops no
+    /// worker, and the next failure is recorded over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+}
+
+impl FailureRecord {
+    /// Whether the failure still stands: recorded and not resolved by a redrive. A record that
+    /// does not parse stands (it was not written by a worker that could resolve it).
+    pub fn stands(body: &[u8]) -> bool {
+        serde_json::from_slice::<FailureRecord>(body).map_or(true, |r| r.resolved_at.is_none())
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,12 @@ pub struct Settings {
     pub queue_url: Option<String>,
     /// The dead-letter queue: the worker moves messages that can never succeed there at once.
     pub dead_letter_queue_url: Option<String>,
+    /// `DDB_BACKUP_FAILED_JOBS_QUEUE_URL`: where dead letters are kept once their job's
+    /// failure is recorded, for an operator to read or redrive.
+    pub failed_jobs_queue_url: Option<String>,
+    /// `DDB_BACKUP_STUCK_AFTER_HOURS`: the longest a job may go without ending before the
+    /// stuck-job sweep fails it.
+    pub stuck_after: std::time::Duration,
     /// Sender of summary emails (a verified SES identity); no email without it.
     pub sender: Option<EmailAddress>,
     /// Where job status documents live in the default bucket.
@@ -234,6 +240,7 @@ impl Settings {
         };
         let queue_url = url("DDB_BACKUP_QUEUE_URL")?;
         let dead_letter_queue_url = url("DDB_BACKUP_DLQ_URL")?;
+        let failed_jobs_queue_url = url("DDB_BACKUP_FAILED_JOBS_QUEUE_URL")?;
         let sender = match get("DDB_BACKUP_SENDER") {
             Some(a) => Some(EmailAddress::new(&a).map_err(err("DDB_BACKUP_SENDER"))?),
             None => None,
@@ -261,6 +268,10 @@ impl Settings {
         );
         let max_receives =
             number("DDB_BACKUP_MAX_RECEIVES", 1, 1000)?.map_or(DEFAULT_MAX_RECEIVES, |n| n as u32);
+        let stuck_after = number("DDB_BACKUP_STUCK_AFTER_HOURS", 1, 168)?
+            .map_or(crate::triggers::worker::DEFAULT_STUCK_AFTER, |hours| {
+                std::time::Duration::from_secs(hours * 3600)
+            });
         let list = |var: &'static str| -> Option<Vec<String>> {
             get(var).map(|v| {
                 v.split(',')
@@ -350,6 +361,8 @@ impl Settings {
             aws,
             queue_url,
             dead_letter_queue_url,
+            failed_jobs_queue_url,
+            stuck_after,
             sender,
             status_prefix,
             cors_origins,

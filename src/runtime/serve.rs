@@ -194,9 +194,12 @@ fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp
 }
 
 /// The event source mapping: long-polls `queue_url` and hands each batch to `worker` as one
-/// invocation of up to 15 minutes. Messages the worker keeps are left for the queue's
-/// visibility timeout (and, after `maxReceiveCount`, its redrive policy); the rest are deleted.
+/// invocation of up to 15 minutes. Messages the worker keeps come back when it set them to (a
+/// retry's backoff, a deferral's lease) or after the queue's visibility timeout (and, after
+/// `maxReceiveCount`, its redrive policy); the rest are deleted. The same poller serves the
+/// dead-letter queue, whose messages the worker records as failed jobs.
 pub async fn poll_queue(sqs: aws_sdk_sqs::Client, queue_url: String, worker: Arc<Worker>) {
+    let queue = crate::triggers::queue::queue_name(&queue_url).to_string();
     loop {
         let received = sqs
             .receive_message()
@@ -204,12 +207,13 @@ pub async fn poll_queue(sqs: aws_sdk_sqs::Client, queue_url: String, worker: Arc
             .max_number_of_messages(10)
             .wait_time_seconds(20)
             .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
             .send()
             .await;
         let messages = match received {
             Ok(out) => out.messages.unwrap_or_default(),
             Err(err) => {
-                warn!(error = %crate::aws::error_facts(&err).message, "receiving from the job queue failed; trying again in 5 s");
+                warn!(error = %crate::aws::error_facts(&err).message, queue = %queue, "receiving from the queue failed; trying again in 5 s");
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
@@ -217,8 +221,8 @@ pub async fn poll_queue(sqs: aws_sdk_sqs::Client, queue_url: String, worker: Arc
         if messages.is_empty() {
             continue;
         }
-        let batch: Vec<QueueMessage> = messages.iter().map(queue_message).collect();
-        info!(messages = batch.len(), "invoking the worker");
+        let batch: Vec<QueueMessage> = messages.iter().map(|m| queue_message(m, &queue)).collect();
+        info!(messages = batch.len(), queue = %queue, "invoking the worker");
         let reports = worker
             .handle_batch(&batch, Instant::now() + MAX_INVOCATION)
             .await;
@@ -239,7 +243,7 @@ pub async fn poll_queue(sqs: aws_sdk_sqs::Client, queue_url: String, worker: Arc
     }
 }
 
-fn queue_message(message: &aws_sdk_sqs::types::Message) -> QueueMessage {
+fn queue_message(message: &aws_sdk_sqs::types::Message, queue: &str) -> QueueMessage {
     use aws_sdk_sqs::types::MessageSystemAttributeName as Name;
     let attribute = |name: Name| {
         message
@@ -247,10 +251,17 @@ fn queue_message(message: &aws_sdk_sqs::types::Message) -> QueueMessage {
             .and_then(|a| a.get(&name))
             .map(String::as_str)
     };
-    QueueMessage::from_parts(
+    let mut received = QueueMessage::from_parts(
         message.message_id().unwrap_or_default().to_string(),
         message.body().unwrap_or_default().to_string(),
         attribute(Name::SentTimestamp),
         attribute(Name::ApproximateReceiveCount),
-    )
+    );
+    received.receipt_handle = message.receipt_handle().map(str::to_string);
+    received.queue = Some(queue.to_string());
+    received.reason = message
+        .message_attributes()
+        .and_then(|a| a.get(crate::triggers::queue::REASON_ATTRIBUTE))
+        .and_then(|v| v.string_value().map(str::to_string));
+    received
 }

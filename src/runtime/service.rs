@@ -207,7 +207,9 @@ pub fn catalog(
 }
 
 /// The SQS worker with every port the settings configure: continuations need
-/// `DDB_BACKUP_QUEUE_URL`, immediate dead letters `DDB_BACKUP_DLQ_URL`, email `DDB_BACKUP_SENDER`.
+/// `DDB_BACKUP_QUEUE_URL`, dead letters `DDB_BACKUP_DLQ_URL` (and
+/// `DDB_BACKUP_FAILED_JOBS_QUEUE_URL`, where they are kept once recorded), email
+/// `DDB_BACKUP_SENDER`.
 pub fn worker(aws: &AwsContext, settings: &Settings) -> Worker {
     let store_aws = aws.clone();
     let store_settings = settings.clone();
@@ -220,6 +222,7 @@ pub fn worker(aws: &AwsContext, settings: &Settings) -> Worker {
         settings.tuning.clone(),
     )
     .with_limits(settings.deadline_margin, settings.max_receives)
+    .with_stuck_after(settings.stuck_after)
     .with_policy(settings.policy.clone())
     .with_shrink_alert(settings.shrink_alert_percent, settings.console_url.clone());
     if let Some(url) = &settings.queue_url {
@@ -227,6 +230,9 @@ pub fn worker(aws: &AwsContext, settings: &Settings) -> Worker {
     }
     if let Some(url) = &settings.dead_letter_queue_url {
         worker = worker.with_dead_letters(Arc::new(SqsQueue::new(aws.sqs(), url)));
+    }
+    if let Some(url) = &settings.failed_jobs_queue_url {
+        worker = worker.with_failed_jobs(Arc::new(SqsQueue::new(aws.sqs(), url)));
     }
     if let Some(sender) = &settings.sender {
         worker = worker.with_notifier(Arc::new(SesNotifier::new(aws.sesv2())), sender.clone());

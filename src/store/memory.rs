@@ -21,6 +21,8 @@ struct State {
     /// Keys whose next conditional write is applied and then reported refused, once each.
     lose_replies: Option<Arc<KeyFilter<'static>>>,
     replies_lost: std::collections::HashSet<String>,
+    /// Lists of prefixes containing this fail as S3 failing past the SDK's retries.
+    failing_lists: Option<String>,
 }
 
 /// Objects in a map. With `discard_data`, the bodies of data files (keys with `/data/` in them)
@@ -69,6 +71,12 @@ impl MemoryStore {
     /// write.
     pub fn lose_conditional_replies(&self, filter: impl Fn(&str) -> bool + Send + Sync + 'static) {
         self.lock().lose_replies = Some(Arc::new(filter));
+    }
+
+    /// Makes every list of a prefix containing `part` fail with a server error, as S3 failing
+    /// past the SDK's retries.
+    pub fn fail_lists_under(&self, part: &str) {
+        self.lock().failing_lists = Some(part.to_string());
     }
 
     /// Content metadata of an object.
@@ -149,8 +157,20 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .lock()
+        let state = self.lock();
+        if state
+            .failing_lists
+            .as_deref()
+            .is_some_and(|part| prefix.contains(part))
+        {
+            return Err(StoreError::request(
+                "ListObjectsV2",
+                prefix,
+                FailureKind::ServerError,
+                "InternalError: we encountered an internal error, please try again",
+            ));
+        }
+        Ok(state
             .objects
             .range(prefix.to_string()..)
             .map(|(k, _)| k)

@@ -173,7 +173,10 @@ impl ObjectStore for S3Store {
         body: Bytes,
         meta: &ObjectMeta,
     ) -> Result<(), StoreError> {
+        let timeouts = sized_for(body.len());
         self.put_request(key, body, meta)
+            .customize()
+            .config_override(timeouts)
             .send()
             .await
             .map_err(|e| self.fail("PutObject", key, e))?;
@@ -196,7 +199,12 @@ impl ObjectStore for S3Store {
                 Precondition::Absent => request.if_none_match("*"),
                 Precondition::Unchanged(tag) => request.if_match(tag),
             };
-            match request.send().await {
+            match request
+                .customize()
+                .config_override(sized_for(body.len()))
+                .send()
+                .await
+            {
                 Ok(_) => return Ok(true),
                 Err(err) => {
                     let facts = error_facts(&err);
@@ -361,6 +369,7 @@ impl ObjectStore for S3Store {
         part_number: i32,
         body: Bytes,
     ) -> Result<CompletedPart, StoreError> {
+        let timeouts = sized_for(body.len());
         let out = self
             .client
             .upload_part()
@@ -372,6 +381,8 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .set_expected_bucket_owner(self.expected_owner.clone())
+            .customize()
+            .config_override(timeouts)
             .send()
             .await
             .map_err(|e| self.fail("UploadPart", key, e))?;
@@ -388,31 +399,64 @@ impl ObjectStore for S3Store {
         upload_id: &str,
         parts: Vec<CompletedPart>,
     ) -> Result<(), StoreError> {
-        let parts = parts
-            .into_iter()
-            .map(|p| {
-                aws_sdk_s3::types::CompletedPart::builder()
-                    .part_number(p.part_number)
-                    .e_tag(p.etag)
-                    .set_checksum_crc32(p.checksum_crc32)
-                    .build()
-            })
-            .collect();
-        self.client
+        let expected = CompositeDigest::of(&parts);
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(self.bucket.as_str())
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                aws_sdk_s3::types::CompletedPart::builder()
+                                    .part_number(p.part_number)
+                                    .e_tag(p.etag)
+                                    .set_checksum_crc32(p.checksum_crc32)
+                                    .build()
+                            })
+                            .collect(),
+                    ))
                     .build(),
             )
             .set_expected_bucket_owner(self.expected_owner.clone())
             .send()
-            .await
-            .map_err(|e| self.fail("CompleteMultipartUpload", key, e))?;
-        Ok(())
+            .await;
+        let err = match completed {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        let no_such_upload = error_facts(&err).code.as_deref() == Some("NoSuchUpload");
+        let failure = self.fail("CompleteMultipartUpload", key, err);
+        if !no_such_upload {
+            return Err(failure);
+        }
+        // The upload is gone: completed by a first request whose reply was lost (the SDK
+        // then sent it again), or aborted. The object at the key tells which: it is ours if it
+        // was assembled from exactly these parts.
+        let head = self
+            .client
+            .head_object()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await;
+        match head {
+            Ok(head) if expected.matches(head.checksum_crc32(), head.e_tag()) => {
+                tracing::info!(
+                    key,
+                    upload_id,
+                    "a completed upload's reply was lost; the object holds exactly its parts"
+                );
+                Ok(())
+            }
+            _ => Err(failure),
+        }
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
@@ -502,6 +546,58 @@ fn user_metadata(meta: &ObjectMeta) -> Option<std::collections::HashMap<String, 
 /// The base64 CRC32 S3 checks a body against. Computed here rather than left to the SDK, whose
 /// defaults (`AWS_REQUEST_CHECKSUM_CALCULATION`) may skip it: an Object Lock bucket refuses an
 /// upload without one, and it is what makes S3 reject a part corrupted on the way.
+/// The client's timeouts with the whole-attempt timeout sized to an upload of `body_bytes`.
+fn sized_for(body_bytes: usize) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().timeout_config(crate::aws::timeouts(body_bytes as u64))
+}
+
+/// What S3 reports for an object assembled from a list of parts, computed from the parts: the
+/// composite CRC32 (`base64(crc32(part crc32s))-N`) and the multipart ETag
+/// (`md5(part md5s)-N`, where the parts' ETags are their MD5s). A retried Complete answered
+/// `NoSuchUpload` compares the object with these to know whether the first one assembled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CompositeDigest {
+    crc32: Option<String>,
+    etag: Option<String>,
+}
+
+impl CompositeDigest {
+    fn of(parts: &[CompletedPart]) -> Self {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let n = parts.len();
+        let crc32 = parts
+            .iter()
+            .map(|p| p.checksum_crc32.as_deref().and_then(|c| b64.decode(c).ok()))
+            .collect::<Option<Vec<Vec<u8>>>>()
+            .map(|crcs| format!("{}-{n}", crc32_base64(&crcs.concat())));
+        let etag = parts
+            .iter()
+            .map(|p| {
+                hex::decode(p.etag.trim_matches('"'))
+                    .ok()
+                    .filter(|d| d.len() == 16)
+            })
+            .collect::<Option<Vec<Vec<u8>>>>()
+            .map(|md5s| {
+                use md5::Digest;
+                format!("{}-{n}", hex::encode(md5::Md5::digest(md5s.concat())))
+            });
+        CompositeDigest { crc32, etag }
+    }
+
+    /// Whether an object with this checksum and ETag was assembled from the parts. The
+    /// checksum decides when both sides have one; the ETag otherwise.
+    fn matches(&self, crc32: Option<&str>, etag: Option<&str>) -> bool {
+        if let (Some(ours), Some(theirs)) = (&self.crc32, crc32) {
+            if theirs.contains('-') {
+                return ours == theirs;
+            }
+        }
+        matches!((&self.etag, etag), (Some(ours), Some(theirs)) if ours == theirs.trim_matches('"'))
+    }
+}
+
 fn crc32_base64(body: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(body).to_be_bytes())
@@ -577,6 +673,46 @@ impl S3Store {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_complete_recognises_the_object_its_parts_made() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (one, two) = (b"first part".as_slice(), b"second part".as_slice());
+        let part = |n, body: &[u8]| {
+            use md5::Digest;
+            CompletedPart {
+                part_number: n,
+                etag: format!("\"{}\"", hex::encode(md5::Md5::digest(body))),
+                checksum_crc32: Some(crc32_base64(body)),
+            }
+        };
+        let digest = CompositeDigest::of(&[part(1, one), part(2, two)]);
+        let crcs: Vec<u8> = [one, two]
+            .iter()
+            .flat_map(|b| crc32fast::hash(b).to_be_bytes())
+            .collect();
+        let composite = format!("{}-2", b64.encode(crc32fast::hash(&crcs).to_be_bytes()));
+        assert!(digest.matches(Some(&composite), None));
+        assert!(!digest.matches(Some("AAAAAA==-2"), None));
+        let etag = {
+            use md5::Digest;
+            let md5s: Vec<u8> = [one, two]
+                .iter()
+                .flat_map(|b| md5::Md5::digest(b).to_vec())
+                .collect();
+            format!("\"{}-2\"", hex::encode(md5::Md5::digest(&md5s)))
+        };
+        assert!(digest.matches(None, Some(&etag)), "{digest:?} vs {etag}");
+        // A full-object checksum (no part count) cannot be compared; the ETag decides.
+        assert!(digest.matches(Some("AAAAAA=="), Some(&etag)));
+        assert!(!digest.matches(None, Some("\"0123-2\"")));
+        // The other order of the same parts is another object.
+        let swapped = CompositeDigest::of(&[part(1, two), part(2, one)]);
+        assert!(!swapped.matches(Some(&composite), Some(&etag)));
+    }
+
     #[test]
     fn the_checksum_is_s3s_base64_of_the_big_endian_crc32() {
         // CRC32 of "hello" is 0x3610a686.

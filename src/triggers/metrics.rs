@@ -19,6 +19,9 @@ pub const BACKUP_FAILED: &str = "BackupFailed";
 pub const TABLE_SHRANK: &str = "TableShrank";
 /// Items against the previous backup, in percent (negative: fewer).
 pub const ITEMS_CHANGE_PERCENT: &str = "ItemsChangePercent";
+/// 1 for every job the stuck-job sweep failed (one that did not end long after it should
+/// have): the stack alarms on it beside the missed-backup alarm.
+pub const JOB_STUCK: &str = "JobStuck";
 
 /// How a job's attempt ended, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,8 @@ pub struct JobMetrics {
     pub items_change_percent: Option<f64>,
     /// Whether the table shrank past the alert threshold (success only).
     pub shrank: bool,
+    /// Whether the stuck-job sweep failed the job (failure only).
+    pub stuck: bool,
 }
 
 impl JobMetrics {
@@ -85,6 +90,10 @@ impl JobMetrics {
                 metrics.push(json!({"Name": ITEMS_CHANGE_PERCENT, "Unit": "Percent"}));
                 doc[ITEMS_CHANGE_PERCENT] = json!((change * 10.0).round() / 10.0);
             }
+        }
+        if self.stuck {
+            metrics.push(json!({"Name": JOB_STUCK, "Unit": "Count"}));
+            doc[JOB_STUCK] = 1.into();
         }
         doc["_aws"]["CloudWatchMetrics"] = json!([{
             "Namespace": NAMESPACE,
@@ -153,6 +162,7 @@ mod tests {
             consumed_rcu: 12.5,
             items_change_percent: Some(-31.04),
             shrank: true,
+            stuck: false,
         }
     }
 
@@ -210,6 +220,14 @@ mod tests {
         assert!(doc.get("ItemsBackedUp").is_none());
         assert!(doc.get(TABLE_SHRANK).is_none());
         assert!(!declared(&doc).contains(&"ItemsBackedUp".to_string()));
+        assert!(doc.get(JOB_STUCK).is_none());
+        let stuck = JobMetrics {
+            stuck: true,
+            ..failed
+        }
+        .to_emf(0);
+        assert_eq!(stuck[JOB_STUCK], 1);
+        assert!(declared(&stuck).contains(&JOB_STUCK.to_string()));
     }
 
     #[test]

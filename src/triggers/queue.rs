@@ -3,6 +3,7 @@
 //! production; the in-memory one serves fast tests.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -36,6 +37,15 @@ pub enum QueueError {
         /// Error with causes.
         message: String,
     },
+    /// A received message's visibility could not be changed (its receipt handle expired, or the
+    /// role lacks `sqs:ChangeMessageVisibility`): it comes back after the queue's own timeout.
+    #[error("ChangeMessageVisibility on {queue} failed: {message}")]
+    Visibility {
+        /// Queue URL.
+        queue: String,
+        /// Error with causes.
+        message: String,
+    },
 }
 
 /// The queue port: send one message body, get its message id back.
@@ -44,8 +54,25 @@ pub trait JobQueue: Send + Sync {
     /// Sends `body`, with an optional `reason` attribute (for dead letters).
     async fn send(&self, body: &str, reason: Option<&str>) -> Result<String, QueueError>;
 
+    /// Makes a received message (by its receipt handle) visible again after `delay` instead of
+    /// after the queue's visibility timeout: how a retry comes back in seconds, not in the
+    /// 90 minutes the queue keeps for a running job.
+    async fn delay(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError>;
+
     /// Where messages go, for logs.
     fn describe(&self) -> String;
+
+    /// The queue's name: the last part of its URL, and of the `eventSourceARN` of the messages
+    /// Lambda delivers from it.
+    fn name(&self) -> String {
+        queue_name(&self.describe()).to_string()
+    }
+}
+
+/// The queue name in a queue URL (`https://sqs.…/123456789012/name`) or ARN
+/// (`arn:aws:sqs:region:account:name`).
+pub fn queue_name(url_or_arn: &str) -> &str {
+    url_or_arn.rsplit(['/', ':']).next().unwrap_or(url_or_arn)
 }
 
 /// SQS adapter.
@@ -112,6 +139,23 @@ impl JobQueue for SqsQueue {
         Ok(out.message_id.unwrap_or_default())
     }
 
+    async fn delay(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        // SQS's longest visibility timeout is 12 hours.
+        let seconds = delay.as_secs().min(12 * 3600) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|err| QueueError::Visibility {
+                queue: self.url.clone(),
+                message: error_facts(&err).message,
+            })?;
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         self.url.clone()
     }
@@ -129,15 +173,40 @@ pub struct SentMessage {
 }
 
 /// A queue in memory, for tests of the API and the worker without an emulator.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryQueue {
+    name: String,
     messages: Arc<Mutex<Vec<SentMessage>>>,
+    delays: Arc<Mutex<Vec<(String, Duration)>>>,
+}
+
+impl Default for MemoryQueue {
+    fn default() -> Self {
+        MemoryQueue::named("memory-queue")
+    }
 }
 
 impl MemoryQueue {
     /// An empty queue.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty queue called `name` (the dead-letter queue and the job queue of one test).
+    pub fn named(name: &str) -> Self {
+        MemoryQueue {
+            name: name.to_string(),
+            messages: Arc::default(),
+            delays: Arc::default(),
+        }
+    }
+
+    /// Every `delay` asked for so far: (receipt handle, delay).
+    pub fn delays(&self) -> Vec<(String, Duration)> {
+        self.delays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Takes every message sent so far.
@@ -169,7 +238,33 @@ impl JobQueue for MemoryQueue {
         Ok(id)
     }
 
+    async fn delay(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        self.delays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((receipt_handle.to_string(), delay));
+        Ok(())
+    }
+
     fn describe(&self) -> String {
-        "memory queue".to_string()
+        format!("memory://{}", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_is_named_alike_by_its_url_and_by_its_arn() {
+        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/ddb-backup-dead-letters";
+        let arn = "arn:aws:sqs:us-east-1:123456789012:ddb-backup-dead-letters";
+        assert_eq!(queue_name(url), "ddb-backup-dead-letters");
+        assert_eq!(queue_name(url), queue_name(arn));
+        assert_eq!(
+            queue_name("http://localhost:5000/000000000000/jobs"),
+            "jobs"
+        );
+        assert_eq!(MemoryQueue::named("dlq").name(), "dlq");
     }
 }

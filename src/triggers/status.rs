@@ -247,6 +247,31 @@ impl StatusBoard {
         })
     }
 
+    /// Every job that has not ended: queued, running, or failed with a retry to come. Read
+    /// by the stuck-job sweep; a document that does not parse is skipped.
+    pub async fn unfinished(&self) -> Result<Vec<JobStatus>, StoreError> {
+        use futures::StreamExt;
+        let keys = self.store.list(self.prefix.as_str()).await?;
+        let read = futures::stream::iter(keys.into_iter().filter(|k| k.ends_with(".json")))
+            .map(|key| async move { self.store.get(&key).await.map(|body| (key, body)) })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        let mut unfinished = Vec::new();
+        for found in read {
+            match found {
+                Ok((key, body)) => match self.parse(&key, &body) {
+                    Ok(status) if !status.is_final() => unfinished.push(status),
+                    Ok(_) | Err(_) => {}
+                },
+                // Gone between the list and the read.
+                Err(StoreError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(unfinished)
+    }
+
     /// The status of `job_id`, or `None` when no such job was ever seen.
     pub async fn get(&self, job_id: &JobId) -> Result<Option<JobStatus>, StoreError> {
         let key = self.key(job_id.as_str());

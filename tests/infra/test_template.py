@@ -3,6 +3,7 @@
 Run by scripts/infra-check.sh (after cfn-lint and checkov): python -m unittest discover -s tests/infra
 """
 
+import json
 import pathlib
 import re
 import unittest
@@ -415,6 +416,42 @@ class TemplateInvariants(unittest.TestCase):
         for needle in ('"trigger":"schedule"', '"job_id":"<aws.scheduler.execution-id>"',
                        '"requested_at":"<aws.scheduler.scheduled-time>"'):
             self.assertIn(needle, text)
+
+    def test_dead_letters_are_recorded_by_the_worker_and_kept_for_a_redrive(self):
+        events = self.resource("WorkerFunction")["Properties"]["Events"]
+        dead = events["DeadLetters"]["Properties"]
+        self.assertEqual(dead["Queue"], {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
+        self.assertEqual(dead["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+        dlq = self.resource("DeadLetterQueue")["Properties"]
+        # Lambda refuses an SQS source whose visibility is shorter than the function's timeout.
+        timeout = self.resource("WorkerFunction")["Properties"]["Timeout"]
+        self.assertGreaterEqual(dlq["VisibilityTimeout"], timeout)
+        self.assertEqual(dlq["RedrivePolicy"]["deadLetterTargetArn"], {"Fn::GetAtt": ["FailedJobsQueue", "Arn"]})
+        env = self.resource("WorkerFunction")["Properties"]["Environment"]["Variables"]
+        self.assertEqual(env["DDB_BACKUP_FAILED_JOBS_QUEUE_URL"], {"Ref": "FailedJobsQueue"})
+        self.assertEqual(env["DDB_BACKUP_DLQ_URL"], {"Ref": "DeadLetterQueue"})
+        role = self.resource("WorkerRole")["Properties"]["Policies"][0]["PolicyDocument"]
+        grants = {s["Sid"]: s for s in statements(role)}
+        for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
+            self.assertIn(action, grants["DeadLetterHopelessJobs"]["Action"])
+            self.assertIn(action, grants["ConsumeAndContinueJobs"]["Action"])
+        self.assertEqual(grants["KeepFailedJobs"]["Resource"], {"Fn::GetAtt": ["FailedJobsQueue", "Arn"]})
+        alarm = self.alarms()["DeadLetterAlarm"]
+        self.assertEqual(alarm["Dimensions"][0]["Value"], {"Fn::GetAtt": ["FailedJobsQueue", "QueueName"]})
+
+    def test_the_hourly_sweep_sends_what_the_worker_sweeps_on_and_its_alarm_reads_its_metric(self):
+        target = self.resource("StuckJobSweepSchedule")["Properties"]["Target"]
+        self.assertEqual(target["Arn"], {"Fn::GetAtt": ["JobQueue", "Arn"]})
+        self.assertEqual(json.loads(target["Input"]), {"kind": "sweep"})
+        sweep = (ROOT / "src" / "triggers" / "worker" / "sweep.rs").read_text()
+        self.assertIn('map(|k| k == "sweep")', sweep)
+        source = (ROOT / "src" / "triggers" / "metrics.rs").read_text()
+        metric = re.search(r'pub const JOB_STUCK: &str = "([^"]+)"', source).group(1)
+        alarm = self.alarms()["StuckJobAlarm"]
+        self.assertEqual((alarm["Namespace"], alarm["MetricName"]), ("ddb-backup", metric))
+        self.assertEqual(alarm["Dimensions"], [{"Name": "Table", "Value": {"Ref": "TableName"}}])
+        self.assertEqual((alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]),
+                         ("Sum", 0, "GreaterThanThreshold"))
 
     def test_functions_are_arm64_cargo_lambda_builds(self):
         globals_ = self.t["Globals"]["Function"]

@@ -16,6 +16,7 @@ mod console;
 mod fan_out;
 mod fault_injection;
 mod independent_readers;
+mod job_endings;
 mod lambda_runtime;
 mod malformed_inputs;
 mod object_lock;

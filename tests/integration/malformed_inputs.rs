@@ -325,22 +325,19 @@ async fn malformed_sqs_messages_go_to_the_dlq_with_a_reason_and_the_valid_ones_s
     let mut messages: Vec<QueueMessage> = poison
         .iter()
         .enumerate()
-        .map(|(i, body)| QueueMessage {
-            id: format!("poison-{i}"),
-            body: body.to_string(),
-            sent_at: None,
-            receive_count: 1,
+        .map(|(i, body)| {
+            QueueMessage::from_parts(format!("poison-{i}"), body.to_string(), None, None)
         })
         .collect();
     for i in 0..2 {
         messages.insert(
             i * 7,
-            QueueMessage {
-                id: format!("valid-{i}"),
-                body: r#"{"table": "studentData"}"#.to_string(),
-                sent_at: None,
-                receive_count: 1,
-            },
+            QueueMessage::from_parts(
+                format!("valid-{i}"),
+                r#"{"table": "studentData"}"#.to_string(),
+                None,
+                None,
+            ),
         );
     }
     let reports = worker

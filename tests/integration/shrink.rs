@@ -83,6 +83,9 @@ async fn a_table_that_lost_a_third_of_its_items_is_flagged_by_email_metric_and_s
             body: format!(r#"{{"table": "{table}", "job_id": "{job_id}"}}"#),
             sent_at: Some(chrono::Utc::now()),
             receive_count: 1,
+            receipt_handle: None,
+            queue: None,
+            reason: None,
         };
         let report = worker
             .handle_batch(

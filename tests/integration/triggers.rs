@@ -468,6 +468,9 @@ async fn an_invocation_abandoned_mid_upload_is_completed_by_the_redelivery_with_
         ),
         sent_at: Some(chrono::Utc::now()),
         receive_count: 1,
+        receipt_handle: None,
+        queue: None,
+        reason: None,
     };
     // The first invocation is abandoned (as when Lambda kills a timed-out worker) as soon as a
     // multipart upload is open. Its lease on the job lasts until its deadline.
@@ -613,6 +616,9 @@ fn job_message(id: &str, body: String, receive_count: u32) -> QueueMessage {
         body,
         sent_at: Some(chrono::Utc::now()),
         receive_count,
+        receipt_handle: None,
+        queue: None,
+        reason: None,
     }
 }
 

@@ -102,10 +102,20 @@ pub(crate) async fn serve(
     eprintln!("serving the API on {api_url} (x-api-key: {api_key})");
     eprintln!("web console: {api_url}/?api={api_url}");
     eprintln!("worker: polling {queue_url}");
-    let poller = tokio::spawn(poll_queue(aws.sqs(), queue_url, worker));
+    let poller = tokio::spawn(poll_queue(aws.sqs(), queue_url, worker.clone()));
+    let dead_letters = async {
+        match settings.dead_letter_queue_url.clone() {
+            Some(url) => {
+                eprintln!("worker: recording dead letters from {url}");
+                poll_queue(aws.sqs(), url, worker).await
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         served = gateway.serve(listener) => served.context("the HTTP server stopped")?,
         _ = poller => anyhow::bail!("the queue poller stopped"),
+        () = dead_letters => anyhow::bail!("the dead-letter poller stopped"),
         _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
     }
     Ok(())

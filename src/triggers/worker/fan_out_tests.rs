@@ -8,7 +8,7 @@ use crate::source::{MemorySource, Page, PageRequest, ScanError, TableInfo};
 use crate::test_support::numbered_items;
 use crate::triggers::metrics::Outcome;
 
-fn shard_messages(h: &super::tests::Harness) -> Vec<(u32, QueueMessage)> {
+pub(super) fn shard_messages(h: &super::tests::Harness) -> Vec<(u32, QueueMessage)> {
     let mut shards: Vec<_> = h
         .queue
         .drain()

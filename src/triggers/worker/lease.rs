@@ -16,8 +16,9 @@ use crate::backup::pipeline::JSON_META;
 use crate::model::manifest::Layout;
 use crate::store::{ObjectStore, Precondition, StoreError};
 
-/// Time allowed for clocks that disagree before a lease counts as abandoned.
-const CLOCK_SKEW: WallDuration = WallDuration::seconds(2);
+/// Time allowed for clocks that disagree before a lease counts as abandoned, in seconds.
+pub(super) const CLOCK_SKEW_SECS: u64 = 2;
+const CLOCK_SKEW: WallDuration = WallDuration::seconds(CLOCK_SKEW_SECS as i64);
 
 /// The lease document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +103,19 @@ pub(super) async fn take(
             until: now,
         })
     }
+}
+
+/// Whether an invocation holds the lease of the job (or of `worker`'s share) right now.
+pub(super) async fn live(
+    store: &dyn ObjectStore,
+    layout: &Layout,
+    worker: Option<u32>,
+) -> Result<bool, StoreError> {
+    let Some((current, _)) = store.get_tagged(&layout.lease_key(worker)).await? else {
+        return Ok(false);
+    };
+    Ok(serde_json::from_slice::<LeaseRecord>(&current)
+        .is_ok_and(|held| held.expires_at + CLOCK_SKEW > Utc::now()))
 }
 
 impl Lease {

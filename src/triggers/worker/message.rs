@@ -23,18 +23,37 @@ pub struct QueueMessage {
     pub sent_at: Option<DateTime<Utc>>,
     /// How many times SQS has delivered it, this time included.
     pub receive_count: u32,
+    /// What `ChangeMessageVisibility` needs to bring a retry back early (none for a message
+    /// handed over without one, as in tests).
+    pub receipt_handle: Option<String>,
+    /// The name of the queue it came from: the job queue, or the dead-letter queue whose
+    /// messages the worker records as failed jobs.
+    pub queue: Option<String>,
+    /// Why it was dead-lettered, when the worker moved it itself (the `ddb-backup-reason`
+    /// attribute).
+    pub reason: Option<String>,
 }
 
 impl QueueMessage {
     /// Reads a record of the Lambda SQS event.
     pub fn from_sqs(record: &SqsMessage) -> QueueMessage {
         let attribute = |name: &str| record.attributes.get(name).map(String::as_str);
-        QueueMessage::from_parts(
+        let mut message = QueueMessage::from_parts(
             record.message_id.clone().unwrap_or_default(),
             record.body.clone().unwrap_or_default(),
             attribute("SentTimestamp"),
             attribute("ApproximateReceiveCount"),
-        )
+        );
+        message.receipt_handle = record.receipt_handle.clone();
+        message.queue = record
+            .event_source_arn
+            .as_deref()
+            .map(|arn| crate::triggers::queue::queue_name(arn).to_string());
+        message.reason = record
+            .message_attributes
+            .get(crate::triggers::queue::REASON_ATTRIBUTE)
+            .and_then(|a| a.string_value.clone());
+        message
     }
 
     /// A message from its id, body and SQS's `SentTimestamp` (epoch milliseconds) and
@@ -54,6 +73,9 @@ impl QueueMessage {
             receive_count: receive_count
                 .and_then(|v| v.parse::<u32>().ok())
                 .unwrap_or(1),
+            receipt_handle: None,
+            queue: None,
+            reason: None,
         }
     }
 }
@@ -149,8 +171,15 @@ impl WorkOrder {
                 .sent_at
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         }
+        // A shard or continuation was checked when its job was accepted; its workers are the
+        // stored plan's (checked against it before reading), whatever this worker's
+        // `DDB_BACKUP_MAX_WORKERS` is now.
+        let mut limits = defaults.clone();
+        if written_by_worker {
+            limits.max_workers = crate::model::job::MAX_WORKERS;
+        }
         Ok(WorkOrder {
-            job: request.into_job(defaults, None)?,
+            job: request.into_job(&limits, None)?,
             continuation,
             shard,
         })

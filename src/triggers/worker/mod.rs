@@ -13,7 +13,13 @@
 //!   exist…): logged with its reason and moved to the dead-letter queue;
 //! - `retry`: a transient failure; SQS delivers the message again after its visibility timeout;
 //! - `deferred`: another invocation holds the job's lease (a concurrent duplicate delivery): the
-//!   message stays on the queue.
+//!   message stays on the queue until the lease ends;
+//! - `recorded`: a message from the dead-letter queue (no delivery reached an outcome): the job
+//!   is failed and reported once, and the message is kept on the failed-jobs queue.
+//!
+//! A kept message comes back in seconds, not after the queue's visibility timeout (which must
+//! outlast a whole invocation): a retry after a backoff from 30 s that grows with each
+//! delivery, a deferral when the lease it waits for ends.
 //!
 //! Idempotency: SQS delivers at least once. A job's object keys follow from its `job_id` and
 //! `requested_at` (for a message without them: the SQS message id and its sent time, both stable
@@ -45,15 +51,18 @@ use crate::triggers::notify::Notifier;
 use crate::triggers::queue::JobQueue;
 use crate::triggers::status::{Change, JobState, JobStatus, StatusBoard};
 
+mod dead_letter;
 mod lease;
 mod message;
 mod outcome;
 mod report;
+mod sweep;
 
 use lease::{Claim, Lease};
 use message::Envelope;
 pub use message::{deadline_from_epoch_ms, QueueMessage, WorkOrder, MAX_INVOCATION};
-pub use report::{advice, Disposition, MessageReport};
+pub use report::{advice, retry_backoff, Disposition, MessageReport};
+pub use sweep::{stuck_limit, DEFAULT_STUCK_AFTER};
 
 /// Builds the store for a job's destination (jobs may name their own bucket).
 pub type StoreFactory = Arc<dyn Fn(&Destination) -> Arc<dyn ObjectStore> + Send + Sync>;
@@ -83,6 +92,7 @@ pub struct Worker {
     tuning: Tuning,
     queue: Option<Arc<dyn JobQueue>>,
     dead_letters: Option<Arc<dyn JobQueue>>,
+    failed_jobs: Option<Arc<dyn JobQueue>>,
     notifier: Option<(Arc<dyn Notifier>, EmailAddress)>,
     status: Option<StatusBoard>,
     metrics: Option<Arc<dyn MetricsSink>>,
@@ -93,6 +103,7 @@ pub struct Worker {
     shrink_alert_percent: f64,
     console_url: Option<String>,
     progress_every: Duration,
+    stuck_after: Duration,
 }
 
 impl Worker {
@@ -111,6 +122,7 @@ impl Worker {
             tuning,
             queue: None,
             dead_letters: None,
+            failed_jobs: None,
             notifier: None,
             status: None,
             metrics: None,
@@ -121,6 +133,7 @@ impl Worker {
             shrink_alert_percent: DEFAULT_SHRINK_ALERT_PERCENT,
             console_url: None,
             progress_every: DEFAULT_PROGRESS_EVERY,
+            stuck_after: DEFAULT_STUCK_AFTER,
         }
     }
 
@@ -131,15 +144,30 @@ impl Worker {
         self
     }
 
+    /// The longest a job may go without ending before the stuck-job sweep fails it (less
+    /// when its estimate is shorter: twice the estimate, at least an hour).
+    pub fn with_stuck_after(mut self, limit: Duration) -> Self {
+        self.stuck_after = limit;
+        self
+    }
+
     /// The job queue, for continuations. Without it a job must finish in one invocation.
     pub fn with_queue(mut self, queue: Arc<dyn JobQueue>) -> Self {
         self.queue = Some(queue);
         self
     }
 
-    /// The dead-letter queue, for messages that can never succeed.
+    /// The dead-letter queue: where messages that can never succeed are moved, and where SQS
+    /// moves those no delivery finished. Messages delivered from it are recorded as failed jobs.
     pub fn with_dead_letters(mut self, queue: Arc<dyn JobQueue>) -> Self {
         self.dead_letters = Some(queue);
+        self
+    }
+
+    /// The failed-jobs queue: dead letters are kept there once their job's failure is recorded,
+    /// for an operator to read or to redrive to the job queue.
+    pub fn with_failed_jobs(mut self, queue: Arc<dyn JobQueue>) -> Self {
+        self.failed_jobs = Some(queue);
         self
     }
 
@@ -217,8 +245,13 @@ impl Worker {
         let mut reports = Vec::with_capacity(messages.len());
         for message in messages {
             let started = Instant::now();
-            let mut report = self.handle_message(message, deadline).await;
+            let mut report = if self.is_dead_letter(message) {
+                self.dead_letter(message).await
+            } else {
+                self.handle_message(message, deadline).await
+            };
             report.duration_ms = started.elapsed().as_millis() as u64;
+            self.bring_back(message, &report).await;
             info!(message_id = %report.message_id, job_id = report.job_id.as_deref().unwrap_or("-"),
                   table = report.table.as_deref().unwrap_or("-"),
                   disposition = ?report.disposition, keep_on_queue = report.keep_on_queue,
@@ -232,9 +265,34 @@ impl Worker {
         reports
     }
 
+    /// Sets when a kept message comes back (its visibility), so that a retry or a deferral
+    /// waits seconds, not the queue's visibility timeout. A failure is logged: the message then
+    /// comes back after that timeout, later but not lost.
+    async fn bring_back(&self, message: &QueueMessage, report: &MessageReport) {
+        let (true, Some(after), Some(receipt)) = (
+            report.keep_on_queue,
+            report.retry_after_secs,
+            message.receipt_handle.as_deref(),
+        ) else {
+            return;
+        };
+        let queue = if self.is_dead_letter(message) {
+            self.dead_letters.as_ref()
+        } else {
+            self.queue.as_ref()
+        };
+        let Some(queue) = queue else { return };
+        if let Err(err) = queue.delay(receipt, Duration::from_secs(after)).await {
+            warn!(message_id = %message.id, error = %err, "setting when the message comes back failed; it comes back after the queue's visibility timeout");
+        }
+    }
+
     /// Handles one message: parse it, check that it is worth starting, fan it out over several
     /// workers or run one leg of it (or of this worker's share), report.
     pub async fn handle_message(&self, message: &QueueMessage, deadline: Instant) -> MessageReport {
+        if sweep::is_sweep(&message.body) {
+            return self.sweep(message).await;
+        }
         let order = match WorkOrder::parse(message, &self.defaults) {
             Ok(order) => order,
             Err(err) => {
@@ -248,6 +306,11 @@ impl Worker {
             return self
                 .reject(message, Some(job), format!("job not allowed: {refused}"))
                 .await;
+        }
+        if message.reason.is_some() {
+            if let Err(report) = self.reopen(message, &order).await {
+                return report;
+            }
         }
         let mut start = match self.start(message, &order, deadline).await {
             Ok(start) => start,
@@ -368,15 +431,15 @@ impl Worker {
             _ => Some(status.clone()),
         })
         .await;
-        // A redelivered plan re-queues only the shares that have not recorded a result.
-        let layout = &start.layout;
-        let recorded = match start.store.list(&layout.results_prefix()).await {
-            Ok(keys) => keys,
-            Err(err) => return Some(self.retry(message, job, err.to_string())),
+        // A redelivered plan re-queues only the shares that have not started: no result, no
+        // checkpoint, no live lease. A started share's own message (or continuation) is on the
+        // queue, or in the dead-letter queue, whose consumer fails the job.
+        let pending = match self.unstarted_shares(start, plan.workers).await {
+            Ok(pending) => pending,
+            Err(err) => {
+                return Some(self.dispatch_failed(message, job, err.to_string()).await);
+            }
         };
-        let pending: Vec<u32> = (0..plan.workers)
-            .filter(|w| !recorded.contains(&layout.result_key(*w)))
-            .collect();
         let sent = futures::stream::iter(pending.iter().copied())
             .map(|worker| {
                 let body = serde_json::to_string(&Envelope {
@@ -395,8 +458,8 @@ impl Worker {
         if let Some(err) = sent.into_iter().find_map(Result::err) {
             // Kept on the queue: the redelivery sends the shares again, and a share delivered
             // twice is recorded once.
-            error!(job_id = %job.job_id, error = %err, "queueing the shards failed; the message stays on the queue");
-            return Some(self.retry(message, job, format!("queueing the shards failed: {err}")));
+            error!(job_id = %job.job_id, error = %err, "queueing the shards failed");
+            return Some(self.dispatch_failed(message, job, err).await);
         }
         info!(job_id = %job.job_id, table = %job.table, workers = plan.workers,
               segments = plan.segments, queued = pending.len(), "job fanned out");
@@ -445,8 +508,53 @@ impl Worker {
         }
     }
 
-    fn retry(&self, message: &QueueMessage, job: &BackupJob, detail: String) -> MessageReport {
-        MessageReport::new(message, Some(job), Disposition::Retry, detail)
+    /// The shares of a fanned-out job that no delivery has started: no result, no checkpoint
+    /// and no live lease.
+    async fn unstarted_shares(&self, start: &Start, workers: u32) -> Result<Vec<u32>, StoreError> {
+        let layout = &start.layout;
+        let store = start.store.as_ref();
+        let recorded = store.list(&layout.results_prefix()).await?;
+        let mut pending = Vec::new();
+        for worker in 0..workers {
+            if recorded.contains(&layout.result_key(worker))
+                || store
+                    .exists(&layout.checkpoint_key(Some(worker), 1))
+                    .await?
+                || lease::live(store, layout, Some(worker)).await?
+            {
+                continue;
+            }
+            pending.push(worker);
+        }
+        Ok(pending)
+    }
+
+    /// Sharing a job out failed: retried while deliveries remain (a shard queued twice is
+    /// read once); at the last delivery the job fails, for every shard already queued too,
+    /// and is reported once, instead of going silently to the dead-letter queue.
+    async fn dispatch_failed(
+        &self,
+        message: &QueueMessage,
+        job: &BackupJob,
+        detail: String,
+    ) -> MessageReport {
+        let status = JobStatus::new(job, JobState::Running);
+        if message.receive_count >= self.max_receives {
+            let store = (self.stores)(&job.destination);
+            if let Err(err) = crate::backup::fan_out::record_failure(
+                store.as_ref(),
+                job,
+                None,
+                crate::backup::error::Stage::Dispatch.name(),
+                &detail,
+            )
+            .await
+            {
+                error!(job_id = %job.job_id, error = %err, "recording the failure for the queued shards failed");
+            }
+        }
+        self.failed(message, job, None, status, BackupError::Dispatch(detail))
+            .await
     }
 
     /// Whether the job should run now, and from where: a report instead when there is too little
@@ -495,14 +603,19 @@ impl Worker {
             Ok(Claim::Held { message_id, until }) => {
                 info!(job_id = %job.job_id, worker, holder_message_id = %message_id,
                       until = %until, "another invocation is on this job; the message stays for later");
-                return Err(MessageReport::new(
+                let mut deferred = MessageReport::new(
                     message,
                     Some(job),
                     Disposition::Deferred,
                     format!(
                         "another invocation (message {message_id}) holds the job's lease until {until}; left on the queue"
                     ),
-                ));
+                );
+                // Back when the lease ends (it is released earlier when the holder finishes,
+                // and the holder's own continuation carries the job on meanwhile).
+                let left = (until - chrono::Utc::now()).num_seconds().max(0) as u64;
+                deferred.retry_after_secs = Some(left + lease::CLOCK_SKEW_SECS + 1);
+                return Err(deferred);
             }
             Err(err) => {
                 warn!(job_id = %job.job_id, error = %err, "taking the job's lease failed; will retry");
@@ -635,3 +748,6 @@ mod tests;
 
 #[cfg(test)]
 mod fan_out_tests;
+
+#[cfg(test)]
+mod ending_tests;

@@ -154,12 +154,12 @@ impl Worker {
         status.error = Some(err.to_string());
         status.will_retry = Some(will_retry);
         let mut reports_failure = !will_retry;
+        let store = (self.stores)(&job.destination);
         if let (Some(shard), false) = (shard, will_retry) {
-            let store = (self.stores)(&job.destination);
             reports_failure = match record_failure(
                 store.as_ref(),
                 job,
-                shard,
+                Some(shard.worker),
                 err.stage().name(),
                 &err.to_string(),
             )
@@ -173,6 +173,15 @@ impl Worker {
                 }
             };
             status.workers = Some(shard.workers);
+        }
+        // A manifest wins over any failure recorded after it: the backup is complete.
+        if !will_retry && self.manifest_written(store.as_ref(), job).await {
+            info!(job_id = %job.job_id, error = %err, "the job is complete; this later failure is not reported");
+            return if permanent {
+                self.reject(message, Some(job), err.to_string()).await
+            } else {
+                MessageReport::new(message, Some(job), Disposition::Retry, err.to_string())
+            };
         }
         if shard.is_some() && !reports_failure {
             info!(job_id = %job.job_id, "another worker already failed the job and reported it");
@@ -198,6 +207,14 @@ impl Worker {
         } else {
             MessageReport::new(message, Some(job), Disposition::Retry, err.to_string())
         }
+    }
+
+    /// Whether the job's manifest exists; a store that cannot say counts as no.
+    pub(super) async fn manifest_written(&self, store: &dyn ObjectStore, job: &BackupJob) -> bool {
+        store
+            .exists(&Layout::new(job).manifest_key())
+            .await
+            .unwrap_or(false)
     }
 
     pub(super) async fn continue_later(

@@ -1,6 +1,8 @@
 //! What became of each message: its disposition, the numbers the logs and metrics carry, and the
 //! advice the failure email gives.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::backup::pipeline::BackupError;
@@ -33,6 +35,11 @@ pub enum Disposition {
     /// Another invocation is working on the same job (a concurrent duplicate delivery): the
     /// message stays on the queue, and its next delivery finds the job further on or complete.
     Deferred,
+    /// A message from the dead-letter queue: its job's failure is recorded and reported (once),
+    /// and the message is kept on the failed-jobs queue for a redrive.
+    Recorded,
+    /// The stuck-job sweep ran; `stuck_jobs` says how many jobs it failed.
+    Swept,
 }
 
 /// The result of one message, for the batch response and the logs.
@@ -48,6 +55,9 @@ pub struct MessageReport {
     pub detail: String,
     /// Whether SQS must keep the message (it is reported as a batch item failure).
     pub keep_on_queue: bool,
+    /// For a kept message: when it should come back, in seconds (its visibility is set to this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
     /// The job's table, when the message could be parsed.
     pub table: Option<String>,
     /// Items backed up so far (complete or suspended jobs).
@@ -64,6 +74,13 @@ pub struct MessageReport {
     pub items_change_percent: Option<f64>,
     /// Whether the table shrank past the alert threshold (complete jobs).
     pub shrank: bool,
+    /// Jobs the stuck-job sweep failed (a sweep).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stuck_jobs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl MessageReport {
@@ -81,6 +98,8 @@ impl MessageReport {
             disposition,
             detail,
             keep_on_queue: matches!(disposition, Disposition::Retry | Disposition::Deferred),
+            retry_after_secs: (disposition == Disposition::Retry)
+                .then(|| retry_backoff(message.receive_count).as_secs()),
             table: job.map(|j| j.table.to_string()),
             items: None,
             bytes: None,
@@ -89,6 +108,7 @@ impl MessageReport {
             consumed_rcu: None,
             items_change_percent: None,
             shrank: false,
+            stuck_jobs: 0,
         }
     }
 
@@ -98,12 +118,13 @@ impl MessageReport {
     pub fn metrics(&self) -> Option<JobMetrics> {
         let outcome = match self.disposition {
             Disposition::Done => Outcome::Succeeded,
-            Disposition::Rejected | Disposition::Retry => Outcome::Failed,
+            Disposition::Rejected | Disposition::Retry | Disposition::Recorded => Outcome::Failed,
             Disposition::Skipped
             | Disposition::Continued
             | Disposition::FannedOut
             | Disposition::ShardDone
-            | Disposition::Deferred => return None,
+            | Disposition::Deferred
+            | Disposition::Swept => return None,
         };
         // A failed attempt's report carries no items or bytes.
         Some(JobMetrics {
@@ -116,8 +137,27 @@ impl MessageReport {
             consumed_rcu: self.consumed_rcu.unwrap_or(0.0),
             items_change_percent: self.items_change_percent,
             shrank: self.shrank,
+            stuck: false,
         })
     }
+}
+
+/// Shortest wait before a transient failure is tried again.
+pub const RETRY_BACKOFF_BASE: Duration = Duration::from_secs(30);
+/// Longest wait before a transient failure is tried again.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// How long a message that failed for a transient reason waits before its next delivery: 30 s
+/// after the first, doubling with each delivery up to 15 minutes, give or take a fifth so that
+/// the shards of one job failing together do not all come back together. (Without this, each
+/// retry would wait out the queue's visibility timeout, which must outlast a whole invocation.)
+pub fn retry_backoff(receive_count: u32) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(10);
+    let wait = RETRY_BACKOFF_BASE
+        .saturating_mul(1 << doublings)
+        .min(RETRY_BACKOFF_MAX);
+    let per_mille = 800 + (uuid::Uuid::new_v4().as_u128() % 401) as u32;
+    wait * per_mille / 1000
 }
 
 /// What an operator should check first, for the failure email.
@@ -135,5 +175,22 @@ pub fn advice(err: &BackupError, job: &BackupJob) -> String {
         BackupError::Store(StoreError::AccessDenied { .. }) => "Check the worker role's S3 permissions and the bucket policy, which lets only the worker's role write.".to_string(),
         BackupError::Store(_) => "S3 kept failing after retries: check the bucket's region, KMS key permissions and the AWS Health Dashboard.".to_string(),
         _ => format!("Search the worker's logs for job_id {}.", job.job_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_come_back_in_seconds_growing_per_delivery_never_past_fifteen_minutes() {
+        for _ in 0..200 {
+            let first = retry_backoff(1).as_secs_f64();
+            assert!((24.0..=36.0).contains(&first), "{first}");
+            let third = retry_backoff(3).as_secs_f64();
+            assert!((96.0..=144.0).contains(&third), "{third}");
+            assert!(retry_backoff(40) <= RETRY_BACKOFF_MAX * 6 / 5);
+            assert!(retry_backoff(40) >= RETRY_BACKOFF_MAX * 4 / 5);
+        }
     }
 }

@@ -20,6 +20,7 @@ pub(super) struct Harness {
     pub(super) store: MemoryStore,
     pub(super) queue: MemoryQueue,
     pub(super) dead_letters: MemoryQueue,
+    pub(super) failed_jobs: MemoryQueue,
     pub(super) outbox: MemoryNotifier,
     pub(super) metrics: Arc<RecordedMetrics>,
     pub(super) worker: Worker,
@@ -28,7 +29,8 @@ pub(super) struct Harness {
 pub(super) fn harness(source: MemorySource) -> Harness {
     let store = MemoryStore::new();
     let queue = MemoryQueue::new();
-    let dead_letters = MemoryQueue::new();
+    let dead_letters = MemoryQueue::named("dead-letters");
+    let failed_jobs = MemoryQueue::named("failed-jobs");
     let outbox = MemoryNotifier::new();
     let metrics = Arc::new(RecordedMetrics::default());
     let defaults = JobDefaults {
@@ -45,6 +47,7 @@ pub(super) fn harness(source: MemorySource) -> Harness {
     )
     .with_queue(Arc::new(queue.clone()))
     .with_dead_letters(Arc::new(dead_letters.clone()))
+    .with_failed_jobs(Arc::new(failed_jobs.clone()))
     .with_notifier(
         Arc::new(outbox.clone()),
         EmailAddress::new("backup@example.com").unwrap(),
@@ -59,6 +62,7 @@ pub(super) fn harness(source: MemorySource) -> Harness {
         store,
         queue,
         dead_letters,
+        failed_jobs,
         outbox,
         metrics,
         worker,
@@ -71,6 +75,9 @@ pub(super) fn message(id: &str, body: &str) -> QueueMessage {
         body: body.to_string(),
         sent_at: Some(Utc.with_ymd_and_hms(2026, 11, 28, 2, 0, 0).unwrap()),
         receive_count: 1,
+        receipt_handle: Some(format!("receipt-{id}")),
+        queue: Some("memory-queue".to_string()),
+        reason: None,
     }
 }
 
@@ -411,7 +418,7 @@ fn sqs_records_give_id_body_sent_time_and_receive_count() {
 }
 
 /// A table whose every Scan fails as if DynamoDB kept returning 500 past the SDK's retries.
-struct BrokenTable(MemorySource);
+pub(super) struct BrokenTable(pub(super) MemorySource);
 
 #[async_trait::async_trait]
 impl TableSource for BrokenTable {

@@ -177,7 +177,24 @@ pub fn sqs_event_json(
                 "receiptHandle": m.receipt_handle(),
                 "body": m.body(),
                 "attributes": attributes,
-                "messageAttributes": {},
+                "messageAttributes": m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    serde_json::json!({
+                                        "stringValue": v.string_value(),
+                                        "stringListValues": [],
+                                        "binaryListValues": [],
+                                        "dataType": v.data_type(),
+                                    }),
+                                )
+                            })
+                            .collect::<serde_json::Map<String, serde_json::Value>>()
+                    })
+                    .unwrap_or_default(),
                 "md5OfBody": m.md5_of_body(),
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,

@@ -1,0 +1,438 @@
+//! Every job ends once: retries that come back in seconds, dead letters recorded as failed jobs
+//! with one email, shares checked against their plan, redrives that resume, and the sweep that
+//! fails a job nobody finished.
+
+use super::fan_out_tests::shard_messages;
+use super::tests::{far_deadline, harness, manifests, message, status_of, BrokenTable};
+use super::*;
+use crate::source::MemorySource;
+use crate::test_support::numbered_items;
+use crate::triggers::metrics::Outcome;
+
+/// `message` as SQS delivers it from the dead-letter queue.
+fn dead_letter(message: &QueueMessage) -> QueueMessage {
+    QueueMessage {
+        queue: Some("dead-letters".to_string()),
+        ..message.clone()
+    }
+}
+
+/// A message the failed-jobs queue kept, redriven to the job queue by an operator.
+fn redriven(kept: &crate::triggers::queue::SentMessage) -> QueueMessage {
+    QueueMessage {
+        reason: kept.reason.clone(),
+        ..message(&format!("redriven-{}", kept.id), &kept.body)
+    }
+}
+
+#[tokio::test]
+async fn a_transient_failure_comes_back_in_seconds_growing_per_delivery() {
+    let mut h = harness(MemorySource::new("studentData", "id", vec![], 20));
+    h.worker.source = Arc::new(BrokenTable(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(5),
+        20,
+    )));
+    let mut msg = message("m", r#"{"table":"studentData","job_id":"flaky"}"#);
+    for delivery in 1..=3 {
+        msg.receive_count = delivery;
+        let report = h.worker.handle_batch(&[msg.clone()], far_deadline()).await;
+        assert_eq!(report[0].disposition, Disposition::Retry);
+    }
+    let delays: Vec<u64> = h.queue.delays().iter().map(|(_, d)| d.as_secs()).collect();
+    assert_eq!(delays.len(), 3, "every retry sets when it comes back");
+    assert!((24..=36).contains(&delays[0]), "{delays:?}");
+    assert!((48..=72).contains(&delays[1]), "{delays:?}");
+    assert!((96..=144).contains(&delays[2]), "{delays:?}");
+    assert!(h.queue.delays().iter().all(|(r, _)| r == "receipt-m"));
+}
+
+#[tokio::test]
+async fn a_duplicate_comes_back_when_the_lease_it_waits_for_ends() {
+    let h = harness(
+        MemorySource::new("studentData", "id", numbered_items(200), 20)
+            .with_page_delay(Duration::from_millis(20)),
+    );
+    let msg = message("m", r#"{"table":"studentData","job_id":"twice"}"#);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let batch = [msg.clone()];
+    let (first, second) = tokio::join!(h.worker.handle_batch(&batch, deadline), async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        h.worker.handle_batch(&batch, deadline).await
+    });
+    assert_eq!(first[0].disposition, Disposition::Done);
+    assert_eq!(second[0].disposition, Disposition::Deferred);
+    let delays = h.queue.delays();
+    assert_eq!(delays.len(), 1, "{delays:?}");
+    // The lease ran to the 120 s deadline; the duplicate waits that out, not 90 minutes.
+    assert!(
+        (100..=125).contains(&delays[0].1.as_secs()),
+        "{:?}",
+        delays[0]
+    );
+}
+
+#[tokio::test]
+async fn a_share_that_died_at_every_delivery_fails_the_job_once_from_the_dead_letter_queue() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(200),
+        20,
+    ));
+    let job = message(
+        "m",
+        r#"{"table":"studentData","job_id":"dies","workers":3,"segments":6}"#,
+    );
+    h.worker.handle_message(&job, far_deadline()).await;
+    let shards = shard_messages(&h);
+    // Worker 0 finishes its share; worker 1's share never reaches an outcome and SQS moves it
+    // to the dead-letter queue, where the worker is subscribed.
+    let done = h.worker.handle_message(&shards[0].1, far_deadline()).await;
+    assert_eq!(done.disposition, Disposition::ShardDone);
+    let report = h
+        .worker
+        .handle_batch(&[dead_letter(&shards[1].1)], far_deadline())
+        .await
+        .remove(0);
+    assert_eq!(
+        report.disposition,
+        Disposition::Recorded,
+        "{}",
+        report.detail
+    );
+    assert!(!report.keep_on_queue);
+    assert_eq!(report.metrics().unwrap().outcome, Outcome::Failed);
+    let status = status_of(&h.store, "dies").await;
+    assert_eq!(
+        (status.state, status.will_retry),
+        (JobState::Failed, Some(false))
+    );
+    assert_eq!(status.stage.as_deref(), Some("delivery"));
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].subject.contains("FAILED"), "{}", sent[0].subject);
+    let kept = h.failed_jobs.messages();
+    assert_eq!(kept.len(), 1, "kept for a redrive");
+    assert!(kept[0].reason.as_deref().unwrap().contains("no delivery"));
+    // The last share stops instead of reading; a second dead letter of the job is no second
+    // email, and a dead letter of a finished share is dropped.
+    let last = h.worker.handle_message(&shards[2].1, far_deadline()).await;
+    assert_eq!(last.disposition, Disposition::Skipped, "{}", last.detail);
+    let again = h
+        .worker
+        .handle_batch(&[dead_letter(&shards[2].1)], far_deadline())
+        .await
+        .remove(0);
+    assert_eq!(again.disposition, Disposition::Skipped, "{}", again.detail);
+    assert!(again.metrics().is_none(), "one failure in the metrics");
+    let moot = h
+        .worker
+        .handle_batch(&[dead_letter(&shards[0].1)], far_deadline())
+        .await
+        .remove(0);
+    assert_eq!(moot.disposition, Disposition::Skipped, "{}", moot.detail);
+    assert_eq!(h.outbox.sent().len(), 1, "one email for the job");
+    assert_eq!(
+        h.failed_jobs.messages().len(),
+        2,
+        "the finished share's is dropped"
+    );
+    assert!(manifests(&h.store).is_empty());
+
+    // An operator redrives the kept message: the job resumes and completes, with its email.
+    let resumed = h
+        .worker
+        .handle_message(&redriven(&kept[0]), far_deadline())
+        .await;
+    assert_eq!(
+        resumed.disposition,
+        Disposition::ShardDone,
+        "{}",
+        resumed.detail
+    );
+    let requeued = shard_messages(&h);
+    assert_eq!(
+        requeued.iter().map(|(w, _)| *w).collect::<Vec<_>>(),
+        [2],
+        "the share the failure stopped is queued again"
+    );
+    let finish = h
+        .worker
+        .handle_message(&requeued[0].1, far_deadline())
+        .await;
+    assert_eq!(finish.disposition, Disposition::Done, "{}", finish.detail);
+    assert_eq!(manifests(&h.store).len(), 1);
+    assert_eq!(status_of(&h.store, "dies").await.state, JobState::Complete);
+    let subjects: Vec<String> = h.outbox.sent().iter().map(|e| e.subject.clone()).collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(!subjects[1].contains("FAILED"), "{subjects:?}");
+}
+
+#[tokio::test]
+async fn a_dead_letter_of_a_complete_job_is_dropped_without_an_email() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(20),
+        20,
+    ));
+    let msg = message("m", r#"{"table":"studentData","job_id":"fine"}"#);
+    assert_eq!(
+        h.worker
+            .handle_message(&msg, far_deadline())
+            .await
+            .disposition,
+        Disposition::Done
+    );
+    let report = h
+        .worker
+        .handle_batch(&[dead_letter(&msg)], far_deadline())
+        .await
+        .remove(0);
+    assert_eq!(
+        report.disposition,
+        Disposition::Skipped,
+        "{}",
+        report.detail
+    );
+    assert_eq!(h.outbox.sent().len(), 1);
+    assert!(h.failed_jobs.messages().is_empty());
+    assert_eq!(status_of(&h.store, "fine").await.state, JobState::Complete);
+}
+
+#[tokio::test]
+async fn lowering_the_worker_ceiling_mid_job_does_not_strand_its_shares() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(300),
+        20,
+    ));
+    let job = message(
+        "m",
+        r#"{"table":"studentData","job_id":"ceiling","workers":4,"segments":8}"#,
+    );
+    h.worker.handle_message(&job, far_deadline()).await;
+    let shards = shard_messages(&h);
+    // The operator lowers DDB_BACKUP_MAX_WORKERS to 2 while the shares are queued.
+    let mut lowered = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(300),
+        20,
+    ));
+    lowered.worker.defaults.max_workers = 2;
+    lowered.worker.stores = h.worker.stores.clone();
+    lowered.worker.status = h.worker.status.clone();
+    lowered.worker.notifier = h.worker.notifier.clone();
+    let reports: Vec<_> = futures::future::join_all(
+        shards
+            .iter()
+            .map(|(_, m)| lowered.worker.handle_message(m, far_deadline())),
+    )
+    .await;
+    let dispositions: Vec<_> = reports.iter().map(|r| r.disposition).collect();
+    assert_eq!(
+        dispositions
+            .iter()
+            .filter(|d| **d == Disposition::Done)
+            .count(),
+        1,
+        "{dispositions:?} {:?}",
+        reports.iter().map(|r| &r.detail).collect::<Vec<_>>()
+    );
+    assert_eq!(manifests(&h.store).len(), 1);
+    assert_eq!(h.outbox.sent().len(), 1);
+    // A shard that does not fit the stored plan is refused, not read.
+    let mut forged: Envelope = serde_json::from_str(&shards[0].1.body).unwrap();
+    forged.job.job_id = Some("forged".to_string());
+    let forged = message("f", &serde_json::to_string(&forged).unwrap());
+    let report = h.worker.handle_message(&forged, far_deadline()).await;
+    assert_eq!(
+        report.disposition,
+        Disposition::Rejected,
+        "{}",
+        report.detail
+    );
+    assert!(report.detail.contains("no plan"), "{}", report.detail);
+}
+
+#[tokio::test]
+async fn a_changed_allow_list_fails_the_job_once() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(200),
+        20,
+    ));
+    let job = message(
+        "m",
+        r#"{"table":"studentData","job_id":"disallowed","workers":3,"segments":6}"#,
+    );
+    h.worker.handle_message(&job, far_deadline()).await;
+    let shards = shard_messages(&h);
+    let mut narrowed = harness(MemorySource::new("studentData", "id", vec![], 20));
+    narrowed.worker.policy = JobPolicy {
+        allowed_tables: Some(vec![
+            crate::model::job::TableName::new("otherTable").unwrap()
+        ]),
+        ..JobPolicy::default()
+    };
+    narrowed.worker.stores = h.worker.stores.clone();
+    narrowed.worker.status = h.worker.status.clone();
+    narrowed.worker.notifier = h.worker.notifier.clone();
+    for (_, shard) in &shards {
+        let report = narrowed.worker.handle_message(shard, far_deadline()).await;
+        assert_eq!(
+            report.disposition,
+            Disposition::Rejected,
+            "{}",
+            report.detail
+        );
+    }
+    // Each refused share reaches the dead-letter queue; its consumer fails the job once.
+    let dead: Vec<QueueMessage> = narrowed
+        .dead_letters
+        .drain()
+        .into_iter()
+        .map(|sent| QueueMessage {
+            reason: sent.reason.clone(),
+            ..dead_letter(&message(&sent.id, &sent.body))
+        })
+        .collect();
+    assert_eq!(dead.len(), 3);
+    let reports = narrowed.worker.handle_batch(&dead, far_deadline()).await;
+    let recorded = reports
+        .iter()
+        .filter(|r| r.disposition == Disposition::Recorded)
+        .count();
+    assert_eq!(recorded, 1, "{reports:?}");
+    let status = status_of(&h.store, "disallowed").await;
+    assert_eq!(status.state, JobState::Failed);
+    assert!(status.error.unwrap().contains("not allowed"));
+    assert_eq!(h.outbox.sent().len(), 1, "one email for the job");
+    assert!(manifests(&h.store).is_empty());
+}
+
+#[tokio::test]
+async fn the_coordinators_last_delivery_fails_the_job_instead_of_leaving_it_running() {
+    let h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(200),
+        20,
+    ));
+    // Listing the job's results keeps failing.
+    h.store.fail_lists_under("/results/");
+    let mut job = message(
+        "m",
+        r#"{"table":"studentData","job_id":"unshared","workers":2,"segments":4}"#,
+    );
+    for delivery in 1..=5 {
+        job.receive_count = delivery;
+        let report = h.worker.handle_message(&job, far_deadline()).await;
+        assert_eq!(report.disposition, Disposition::Retry, "{}", report.detail);
+        assert_eq!(h.outbox.sent().len(), usize::from(delivery == 5));
+    }
+    let status = status_of(&h.store, "unshared").await;
+    assert_eq!(
+        (status.state, status.will_retry),
+        (JobState::Failed, Some(false))
+    );
+    assert_eq!(status.stage.as_deref(), Some("dispatch"));
+    assert!(
+        h.store.keys().iter().any(|k| k.ends_with("/failed.json")),
+        "shares already queued stop"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_fails_a_job_nobody_finished_once_and_leaves_live_and_complete_ones() {
+    let mut h = harness(MemorySource::new(
+        "studentData",
+        "id",
+        numbered_items(20),
+        20,
+    ));
+    h.worker.stuck_after = Duration::from_secs(3600);
+    let board = h.worker.status.clone().unwrap();
+    let job_of = |id: &str, hours_ago: i64| {
+        let request = crate::model::job::JobRequest {
+            table: Some("studentData".to_string()),
+            job_id: Some(id.to_string()),
+            requested_at: Some(
+                (chrono::Utc::now() - chrono::Duration::hours(hours_ago))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
+            ..Default::default()
+        };
+        request.into_job(&h.worker.defaults, None).unwrap()
+    };
+    // Lost two hours ago; running for ten minutes; complete, with its status never written.
+    let lost = job_of("lost", 2);
+    let young = job_of("young", 0);
+    board
+        .put(&JobStatus::new(&lost, JobState::Running))
+        .await
+        .unwrap();
+    board
+        .put(&JobStatus::new(&young, JobState::Queued))
+        .await
+        .unwrap();
+    let finished = job_of("finished", 3);
+    let body = serde_json::to_string(&finished.to_request()).unwrap();
+    assert_eq!(
+        h.worker
+            .handle_message(&message("f", &body), far_deadline())
+            .await
+            .disposition,
+        Disposition::Done
+    );
+    board
+        .put(&JobStatus::new(&finished, JobState::Running))
+        .await
+        .unwrap();
+    let sweep = message("s", r#"{"kind": "sweep"}"#);
+    let report = h
+        .worker
+        .handle_batch(std::slice::from_ref(&sweep), far_deadline())
+        .await
+        .remove(0);
+    assert_eq!(report.disposition, Disposition::Swept, "{}", report.detail);
+    assert_eq!(report.stuck_jobs, 1, "{}", report.detail);
+    let status = status_of(&h.store, "lost").await;
+    assert_eq!(status.state, JobState::Failed);
+    assert!(status.error.unwrap().contains("has not ended"));
+    assert_eq!(status_of(&h.store, "young").await.state, JobState::Queued);
+    assert_eq!(
+        status_of(&h.store, "finished").await.state,
+        JobState::Complete
+    );
+    let failed: Vec<_> = h
+        .outbox
+        .sent()
+        .into_iter()
+        .filter(|e| e.subject.contains("FAILED"))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let stuck: Vec<_> = h.metrics.all().into_iter().filter(|m| m.stuck).collect();
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(stuck[0].job_id, "lost");
+    // The next sweep finds nothing more to do.
+    let again = h
+        .worker
+        .handle_batch(&[sweep], far_deadline())
+        .await
+        .remove(0);
+    assert_eq!(again.stuck_jobs, 0, "{}", again.detail);
+    assert_eq!(
+        h.outbox
+            .sent()
+            .iter()
+            .filter(|e| e.subject.contains("FAILED"))
+            .count(),
+        1
+    );
+}
