@@ -272,7 +272,30 @@ fn csv_value(column: &Column, cell: &str) -> Result<AttributeValue, String> {
     })
 }
 
+/// Reads a Parquet file. The parquet crate panics on some corrupt files (a column chunk whose
+/// offsets are negative) instead of answering an error: a panic is caught and reported as the
+/// file being unreadable, so `verify` names the file instead of dying.
 fn read_parquet<R: Read>(
+    raw: R,
+    each: &mut impl FnMut(Item) -> bool,
+) -> Result<FileRead, RecordError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_parquet_file(raw, each)
+    }))
+    .unwrap_or_else(|panic| {
+        let cause = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(RecordError {
+            read: FileRead::default(),
+            message: format!("not a readable Parquet file: {cause}"),
+        })
+    })
+}
+
+fn read_parquet_file<R: Read>(
     mut raw: R,
     each: &mut impl FnMut(Item) -> bool,
 ) -> Result<FileRead, RecordError> {

@@ -205,7 +205,7 @@ pub async fn poll_queue(sqs: aws_sdk_sqs::Client, queue_url: String, worker: Arc
             .receive_message()
             .queue_url(&queue_url)
             .max_number_of_messages(10)
-            .wait_time_seconds(20)
+            .wait_time_seconds(10) // shorter than the client's read timeout: a long poll is silent
             .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send()

@@ -423,6 +423,9 @@ impl ObjectStore for S3Store {
                     .build(),
             )
             .set_expected_bucket_owner(self.expected_owner.clone())
+            .customize()
+            // S3 may take minutes to assemble many parts; the reply comes at the end.
+            .config_override(sized_for(512 * 1024 * 1024))
             .send()
             .await;
         let err = match completed {

@@ -118,6 +118,22 @@ pub(super) async fn live(
         .is_ok_and(|held| held.expires_at + CLOCK_SKEW > Utc::now()))
 }
 
+/// Whether any invocation holds a lease of the job right now: the job's own, or any share's.
+pub(super) async fn any_live(store: &dyn ObjectStore, layout: &Layout) -> Result<bool, StoreError> {
+    let job_lease = layout.lease_key(None);
+    let prefix = job_lease.trim_end_matches("job.json");
+    for key in store.list(prefix).await? {
+        if let Some((current, _)) = store.get_tagged(&key).await? {
+            if serde_json::from_slice::<LeaseRecord>(&current)
+                .is_ok_and(|held| held.expires_at + CLOCK_SKEW > Utc::now())
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 impl Lease {
     /// Gives the lease back by marking it expired, so the job's next message (a continuation, a
     /// redelivery) starts at once instead of waiting for the deadline. Best effort: a lease not

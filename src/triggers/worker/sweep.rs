@@ -127,7 +127,7 @@ impl Worker {
                 .await;
             return Ok(false);
         }
-        if lease::live(store.as_ref(), &layout, None)
+        if lease::any_live(store.as_ref(), &layout)
             .await
             .map_err(|e| e.to_string())?
         {
