@@ -395,16 +395,12 @@ pub struct FailureWatch {
 impl FailureWatch {
     /// Polls for `job`'s failure record every `every`.
     pub fn start(store: Arc<dyn ObjectStore>, job: &BackupJob, every: Duration) -> FailureWatch {
-        let key = Layout::new(job).failure_key();
+        let layout = Layout::new(job);
         let (tx, halt) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match store
-                    .get_tagged(&key)
-                    .await
-                    .map(|found| found.is_some_and(|(body, _)| FailureRecord::stands(&body)))
-                {
+                match failure_stands(store.as_ref(), &layout).await {
                     Ok(true) => {
                         let _ = tx.send(true);
                         return;

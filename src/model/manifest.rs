@@ -108,9 +108,14 @@ impl Layout {
     /// a concurrent duplicate delivery finds it held and leaves its message for later.
     pub fn lease_key(&self, worker: Option<u32>) -> String {
         match worker {
-            None => format!("{}leases/job.json", self.base),
-            Some(w) => format!("{}leases/worker-{w:04}.json", self.base),
+            None => format!("{}job.json", self.leases_prefix()),
+            Some(w) => format!("{}worker-{w:04}.json", self.leases_prefix()),
         }
+    }
+
+    /// Where the job's leases are: the whole job's and each worker's.
+    pub fn leases_prefix(&self) -> String {
+        format!("{}leases/", self.base)
     }
 
     /// Key of the marker written, once, by whoever sends the job's summary email for `outcome`

@@ -42,22 +42,6 @@ async fn invoke(
     acknowledge(aws, queue, messages, &failures).await;
 }
 
-async fn receive_briefly(aws: &AwsContext, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
-    aws.sqs()
-        .receive_message()
-        .queue_url(queue)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .visibility_timeout(1)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .message_attribute_names("All")
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_killed_at_every_delivery_fails_its_job_once_through_the_dead_letter_queue() {
     let aws = aws().await;
@@ -112,13 +96,13 @@ async fn a_share_killed_at_every_delivery_fails_its_job_once_through_the_dead_le
     let mut killed = 0;
     let mut idle = 0;
     for _ in 0..60 {
-        let jobs = receive_briefly(&aws, &queue).await;
+        let jobs = receive_hidden_for(&aws, &queue, 1).await;
         let (doomed, served): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .partition(|m| m.body().unwrap().contains(r#""worker":1"#));
         killed += doomed.len();
         invoke(&aws, &worker, &queue, &served).await;
-        let dead = receive_briefly(&aws, &dlq).await;
+        let dead = receive_hidden_for(&aws, &dlq, 1).await;
         invoke(&aws, &worker, &dlq, &dead).await;
         idle = if doomed.is_empty() && served.is_empty() && dead.is_empty() {
             idle + 1

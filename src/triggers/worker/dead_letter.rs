@@ -219,36 +219,19 @@ impl Worker {
         let Ok(plan) = serde_json::from_slice::<crate::model::fan_out::Plan>(&plan) else {
             return Ok(());
         };
-        let mut shard_job = job.clone();
-        shard_job.workers = std::num::NonZeroU32::new(plan.workers);
-        shard_job.segments = std::num::NonZeroU32::new(plan.segments);
-        let request = shard_job.to_request();
-        let recorded = store
-            .list(&layout.results_prefix())
+        let own = order.shard.map(|s| s.worker);
+        let stopped = super::shares::pending(
+            store.as_ref(),
+            &layout,
+            (0..plan.workers).filter(|w| Some(*w) != own),
+            super::shares::Started::Requeue,
+        )
+        .await
+        .map_err(|e| retry(e.to_string()))?;
+        super::shares::send(queue.as_ref(), job, &plan, &stopped)
             .await
-            .map_err(|e| retry(e.to_string()))?;
-        let mut queued = 0;
-        for worker in 0..plan.workers {
-            if order.shard.is_some_and(|s| s.worker == worker)
-                || recorded.contains(&layout.result_key(worker))
-                || super::lease::live(store.as_ref(), &layout, Some(worker))
-                    .await
-                    .map_err(|e| retry(e.to_string()))?
-            {
-                continue;
-            }
-            let body = serde_json::to_string(&super::Envelope {
-                worker: Some(worker),
-                continuation: None,
-                job: request.clone(),
-            })
-            .map_err(|e| retry(e.to_string()))?;
-            queue
-                .send(&body, None)
-                .await
-                .map_err(|e| retry(e.to_string()))?;
-            queued += 1;
-        }
+            .map_err(retry)?;
+        let queued = stopped.len();
         let mut status = JobStatus::new(job, JobState::Running);
         status.workers = Some(plan.workers);
         self.put_status(&status).await;

@@ -2,11 +2,10 @@
 //! with one email, shares checked against their plan, redrives that resume, and the sweep that
 //! fails a job nobody finished.
 
-use super::fan_out_tests::shard_messages;
-use super::tests::{far_deadline, harness, manifests, message, status_of, BrokenTable};
+use super::fan_out_tests::{fanned_out, shard_messages};
+use super::tests::{far_deadline, harness, manifests, message, status_of, student_data, Harness};
 use super::*;
 use crate::source::MemorySource;
-use crate::test_support::numbered_items;
 use crate::triggers::metrics::Outcome;
 
 /// `message` as SQS delivers it from the dead-letter queue.
@@ -15,6 +14,17 @@ fn dead_letter(message: &QueueMessage) -> QueueMessage {
         queue: Some("dead-letters".to_string()),
         ..message.clone()
     }
+}
+
+/// A second worker (its own queues) on the store, status and email of `h`'s: the same
+/// deployment after a change of its settings.
+fn sharing_ports(h: &Harness) -> Harness {
+    let mut other = harness(MemorySource::new("studentData", "id", vec![], 20));
+    other.worker.source = h.worker.source.clone();
+    other.worker.stores = h.worker.stores.clone();
+    other.worker.status = h.worker.status.clone();
+    other.worker.notifier = h.worker.notifier.clone();
+    other
 }
 
 /// A message the failed-jobs queue kept, redriven to the job queue by an operator.
@@ -26,34 +36,8 @@ fn redriven(kept: &crate::triggers::queue::SentMessage) -> QueueMessage {
 }
 
 #[tokio::test]
-async fn a_transient_failure_comes_back_in_seconds_growing_per_delivery() {
-    let mut h = harness(MemorySource::new("studentData", "id", vec![], 20));
-    h.worker.source = Arc::new(BrokenTable(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(5),
-        20,
-    )));
-    let mut msg = message("m", r#"{"table":"studentData","job_id":"flaky"}"#);
-    for delivery in 1..=3 {
-        msg.receive_count = delivery;
-        let report = h.worker.handle_batch(&[msg.clone()], far_deadline()).await;
-        assert_eq!(report[0].disposition, Disposition::Retry);
-    }
-    let delays: Vec<u64> = h.queue.delays().iter().map(|(_, d)| d.as_secs()).collect();
-    assert_eq!(delays.len(), 3, "every retry sets when it comes back");
-    assert!((24..=36).contains(&delays[0]), "{delays:?}");
-    assert!((48..=72).contains(&delays[1]), "{delays:?}");
-    assert!((96..=144).contains(&delays[2]), "{delays:?}");
-    assert!(h.queue.delays().iter().all(|(r, _)| r == "receipt-m"));
-}
-
-#[tokio::test]
 async fn a_duplicate_comes_back_when_the_lease_it_waits_for_ends() {
-    let h = harness(
-        MemorySource::new("studentData", "id", numbered_items(200), 20)
-            .with_page_delay(Duration::from_millis(20)),
-    );
+    let h = harness(student_data(200).with_page_delay(Duration::from_millis(20)));
     let msg = message("m", r#"{"table":"studentData","job_id":"twice"}"#);
     let deadline = Instant::now() + Duration::from_secs(120);
     let batch = [msg.clone()];
@@ -75,18 +59,12 @@ async fn a_duplicate_comes_back_when_the_lease_it_waits_for_ends() {
 
 #[tokio::test]
 async fn a_share_that_died_at_every_delivery_fails_the_job_once_from_the_dead_letter_queue() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(200),
-        20,
-    ));
-    let job = message(
-        "m",
+    let h = harness(student_data(200));
+    let shards = fanned_out(
+        &h,
         r#"{"table":"studentData","job_id":"dies","workers":3,"segments":6}"#,
-    );
-    h.worker.handle_message(&job, far_deadline()).await;
-    let shards = shard_messages(&h);
+    )
+    .await;
     // Worker 0 finishes its share; worker 1's share never reaches an outcome and SQS moves it
     // to the dead-letter queue, where the worker is subscribed.
     let done = h.worker.handle_message(&shards[0].1, far_deadline()).await;
@@ -172,12 +150,7 @@ async fn a_share_that_died_at_every_delivery_fails_the_job_once_from_the_dead_le
 
 #[tokio::test]
 async fn a_dead_letter_of_a_complete_job_is_dropped_without_an_email() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(20),
-        20,
-    ));
+    let h = harness(student_data(20));
     let msg = message("m", r#"{"table":"studentData","job_id":"fine"}"#);
     assert_eq!(
         h.worker
@@ -204,29 +177,15 @@ async fn a_dead_letter_of_a_complete_job_is_dropped_without_an_email() {
 
 #[tokio::test]
 async fn lowering_the_worker_ceiling_mid_job_does_not_strand_its_shares() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(300),
-        20,
-    ));
-    let job = message(
-        "m",
+    let h = harness(student_data(300));
+    let shards = fanned_out(
+        &h,
         r#"{"table":"studentData","job_id":"ceiling","workers":4,"segments":8}"#,
-    );
-    h.worker.handle_message(&job, far_deadline()).await;
-    let shards = shard_messages(&h);
+    )
+    .await;
     // The operator lowers DDB_BACKUP_MAX_WORKERS to 2 while the shares are queued.
-    let mut lowered = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(300),
-        20,
-    ));
+    let mut lowered = sharing_ports(&h);
     lowered.worker.defaults.max_workers = 2;
-    lowered.worker.stores = h.worker.stores.clone();
-    lowered.worker.status = h.worker.status.clone();
-    lowered.worker.notifier = h.worker.notifier.clone();
     let reports: Vec<_> = futures::future::join_all(
         shards
             .iter()
@@ -261,28 +220,19 @@ async fn lowering_the_worker_ceiling_mid_job_does_not_strand_its_shares() {
 
 #[tokio::test]
 async fn a_changed_allow_list_fails_the_job_once() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(200),
-        20,
-    ));
-    let job = message(
-        "m",
+    let h = harness(student_data(200));
+    let shards = fanned_out(
+        &h,
         r#"{"table":"studentData","job_id":"disallowed","workers":3,"segments":6}"#,
-    );
-    h.worker.handle_message(&job, far_deadline()).await;
-    let shards = shard_messages(&h);
-    let mut narrowed = harness(MemorySource::new("studentData", "id", vec![], 20));
+    )
+    .await;
+    let mut narrowed = sharing_ports(&h);
     narrowed.worker.policy = JobPolicy {
         allowed_tables: Some(vec![
             crate::model::job::TableName::new("otherTable").unwrap()
         ]),
         ..JobPolicy::default()
     };
-    narrowed.worker.stores = h.worker.stores.clone();
-    narrowed.worker.status = h.worker.status.clone();
-    narrowed.worker.notifier = h.worker.notifier.clone();
     for (_, shard) in &shards {
         let report = narrowed.worker.handle_message(shard, far_deadline()).await;
         assert_eq!(
@@ -318,12 +268,7 @@ async fn a_changed_allow_list_fails_the_job_once() {
 
 #[tokio::test]
 async fn the_coordinators_last_delivery_fails_the_job_instead_of_leaving_it_running() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(200),
-        20,
-    ));
+    let h = harness(student_data(200));
     // Listing the job's results keeps failing.
     h.store.fail_lists_under("/results/");
     let mut job = message(
@@ -350,12 +295,7 @@ async fn the_coordinators_last_delivery_fails_the_job_instead_of_leaving_it_runn
 
 #[tokio::test]
 async fn the_sweep_fails_a_job_nobody_finished_once_and_leaves_live_and_complete_ones() {
-    let mut h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(20),
-        20,
-    ));
+    let mut h = harness(student_data(20));
     h.worker.stuck_after = Duration::from_secs(3600);
     let board = h.worker.status.clone().unwrap();
     let job_of = |id: &str, hours_ago: i64| {

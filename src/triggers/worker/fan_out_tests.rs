@@ -1,12 +1,27 @@
 //! A job fanned out over several workers, with in-memory ports: the shard messages, one manifest,
 //! one email, the status count, duplicates, and a worker failing the job for all.
 
-use super::tests::{far_deadline, harness, manifests, message, status_of};
+use super::tests::{far_deadline, harness, manifests, message, status_of, student_data};
 use super::*;
 use crate::model::fan_out::Shard;
 use crate::source::{MemorySource, Page, PageRequest, ScanError, TableInfo};
 use crate::test_support::numbered_items;
 use crate::triggers::metrics::Outcome;
+
+/// Hands `body` to the worker as a new job and returns the shard messages it queued.
+pub(super) async fn fanned_out(h: &super::tests::Harness, body: &str) -> Vec<(u32, QueueMessage)> {
+    let report = h
+        .worker
+        .handle_message(&message("m", body), far_deadline())
+        .await;
+    assert_eq!(
+        report.disposition,
+        Disposition::FannedOut,
+        "{}",
+        report.detail
+    );
+    shard_messages(h)
+}
 
 pub(super) fn shard_messages(h: &super::tests::Harness) -> Vec<(u32, QueueMessage)> {
     let mut shards: Vec<_> = h
@@ -27,12 +42,7 @@ pub(super) fn shard_messages(h: &super::tests::Harness) -> Vec<(u32, QueueMessag
 
 #[tokio::test]
 async fn a_job_for_four_workers_fans_out_and_the_last_share_completes_it_with_one_email() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(400),
-        20,
-    ));
+    let h = harness(student_data(400));
     let job = message(
         "m",
         r#"{"table":"studentData","job_id":"fan","workers":4,"segments":8}"#,
@@ -125,12 +135,7 @@ async fn a_job_for_four_workers_fans_out_and_the_last_share_completes_it_with_on
 #[tokio::test]
 async fn a_small_table_runs_as_one_worker_and_a_job_redelivered_after_planning_requeues_its_shares()
 {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(30),
-        20,
-    ));
+    let h = harness(student_data(30));
     let small = message("s", r#"{"table":"studentData","job_id":"small"}"#);
     let report = h.worker.handle_message(&small, far_deadline()).await;
     assert_eq!(report.disposition, Disposition::Done, "{}", report.detail);
@@ -234,12 +239,7 @@ async fn a_share_failing_for_good_fails_the_job_once_and_the_other_shares_stand_
 /// still complete, with one email.
 #[tokio::test]
 async fn a_lost_reply_to_the_manifest_still_completes_the_job_with_one_email() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(200),
-        20,
-    ));
+    let h = harness(student_data(200));
     h.store
         .lose_conditional_replies(|key| key.ends_with("/manifest.json"));
     let job = message(

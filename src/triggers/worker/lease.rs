@@ -111,27 +111,26 @@ pub(super) async fn live(
     layout: &Layout,
     worker: Option<u32>,
 ) -> Result<bool, StoreError> {
-    let Some((current, _)) = store.get_tagged(&layout.lease_key(worker)).await? else {
-        return Ok(false);
-    };
-    Ok(serde_json::from_slice::<LeaseRecord>(&current)
-        .is_ok_and(|held| held.expires_at + CLOCK_SKEW > Utc::now()))
+    held_now(store, &layout.lease_key(worker)).await
 }
 
 /// Whether any invocation holds a lease of the job right now: the job's own, or any share's.
 pub(super) async fn any_live(store: &dyn ObjectStore, layout: &Layout) -> Result<bool, StoreError> {
-    let job_lease = layout.lease_key(None);
-    let prefix = job_lease.trim_end_matches("job.json");
-    for key in store.list(prefix).await? {
-        if let Some((current, _)) = store.get_tagged(&key).await? {
-            if serde_json::from_slice::<LeaseRecord>(&current)
-                .is_ok_and(|held| held.expires_at + CLOCK_SKEW > Utc::now())
-            {
-                return Ok(true);
-            }
+    for key in store.list(&layout.leases_prefix()).await? {
+        if held_now(store, &key).await? {
+            return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Whether the lease at `key` exists and has not ended.
+async fn held_now(store: &dyn ObjectStore, key: &str) -> Result<bool, StoreError> {
+    let Some((current, _)) = store.get_tagged(key).await? else {
+        return Ok(false);
+    };
+    Ok(serde_json::from_slice::<LeaseRecord>(&current)
+        .is_ok_and(|held| held.expires_at + CLOCK_SKEW > Utc::now()))
 }
 
 impl Lease {

@@ -35,10 +35,6 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use std::num::NonZeroU32;
-
-use futures::StreamExt;
-
 use crate::backup::checkpoint::Checkpoint;
 use crate::backup::fan_out::FailureWatch;
 use crate::backup::pipeline::{Backup, BackupError, Leg, LegOutcome, Tuning};
@@ -56,6 +52,7 @@ mod lease;
 mod message;
 mod outcome;
 mod report;
+mod shares;
 mod sweep;
 
 use lease::{Claim, Lease};
@@ -81,8 +78,6 @@ pub const DEFAULT_FAILURE_POLL: Duration = Duration::from_secs(5);
 pub const DEFAULT_SHRINK_ALERT_PERCENT: f64 = 20.0;
 /// Default interval at which a running job's status document gets its progress.
 pub const DEFAULT_PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// Shard messages sent at once when a job fans out.
-const SHARD_SENDS_IN_FLIGHT: usize = 16;
 
 /// The worker and its ports.
 pub struct Worker {
@@ -420,10 +415,6 @@ impl Worker {
                 return Some(self.failed(message, job, None, status, err).await);
             }
         };
-        let mut shard_job = job.clone();
-        shard_job.workers = NonZeroU32::new(plan.workers);
-        shard_job.segments = NonZeroU32::new(plan.segments);
-        let request = shard_job.to_request();
         let mut status = JobStatus::new(job, JobState::Running);
         (status.workers, status.workers_done) = (Some(plan.workers), Some(0));
         self.update_status(&job.job_id, |current| match current {
@@ -434,28 +425,20 @@ impl Worker {
         // A redelivered plan re-queues only the shares that have not started: no result, no
         // checkpoint, no live lease. A started share's own message (or continuation) is on the
         // queue, or in the dead-letter queue, whose consumer fails the job.
-        let pending = match self.unstarted_shares(start, plan.workers).await {
+        let pending = match shares::pending(
+            start.store.as_ref(),
+            &start.layout,
+            0..plan.workers,
+            shares::Started::Skip,
+        )
+        .await
+        {
             Ok(pending) => pending,
             Err(err) => {
                 return Some(self.dispatch_failed(message, job, err.to_string()).await);
             }
         };
-        let sent = futures::stream::iter(pending.iter().copied())
-            .map(|worker| {
-                let body = serde_json::to_string(&Envelope {
-                    worker: Some(worker),
-                    continuation: None,
-                    job: request.clone(),
-                });
-                async move {
-                    let body = body.map_err(|e| e.to_string())?;
-                    queue.send(&body, None).await.map_err(|e| e.to_string())
-                }
-            })
-            .buffer_unordered(SHARD_SENDS_IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await;
-        if let Some(err) = sent.into_iter().find_map(Result::err) {
+        if let Err(err) = shares::send(queue.as_ref(), job, &plan, &pending).await {
             // Kept on the queue: the redelivery sends the shares again, and a share delivered
             // twice is recorded once.
             error!(job_id = %job.job_id, error = %err, "queueing the shards failed");
@@ -506,27 +489,6 @@ impl Worker {
             })
             .await;
         }
-    }
-
-    /// The shares of a fanned-out job that no delivery has started: no result, no checkpoint
-    /// and no live lease.
-    async fn unstarted_shares(&self, start: &Start, workers: u32) -> Result<Vec<u32>, StoreError> {
-        let layout = &start.layout;
-        let store = start.store.as_ref();
-        let recorded = store.list(&layout.results_prefix()).await?;
-        let mut pending = Vec::new();
-        for worker in 0..workers {
-            if recorded.contains(&layout.result_key(worker))
-                || store
-                    .exists(&layout.checkpoint_key(Some(worker), 1))
-                    .await?
-                || lease::live(store, layout, Some(worker)).await?
-            {
-                continue;
-            }
-            pending.push(worker);
-        }
-        Ok(pending)
     }
 
     /// Sharing a job out failed: retried while deliveries remain (a shard queued twice is

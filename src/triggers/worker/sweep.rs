@@ -168,31 +168,26 @@ mod tests {
     use crate::triggers::status::JobState;
 
     fn status(requested_at: &str, updated_at: &str, seconds_left: Option<u64>) -> JobStatus {
+        let defaults = crate::model::job::JobDefaults {
+            bucket: Some(crate::model::job::BucketName::new("student-backup-20250706").unwrap()),
+            ..Default::default()
+        };
+        let job = JobRequest {
+            table: Some("studentData".to_string()),
+            requested_at: Some(requested_at.to_string()),
+            ..JobRequest::default()
+        }
+        .into_job(&defaults, None)
+        .unwrap();
         JobStatus {
-            job_id: "j".to_string(),
-            state: JobState::Running,
-            table: "t".to_string(),
-            trigger: "api".to_string(),
-            requested_at: requested_at.to_string(),
             updated_at: updated_at.to_string(),
-            legs: 1,
-            items: None,
-            bytes: None,
-            files: None,
-            manifest: None,
-            stage: None,
-            error: None,
-            will_retry: None,
-            notified: false,
-            workers: None,
-            workers_done: None,
-            change: None,
             progress: seconds_left.map(|left| Estimate {
                 items: 10,
                 estimated_items: 100,
                 fraction: 0.1,
                 seconds_left: Some(left),
             }),
+            ..JobStatus::new(&job, JobState::Running)
         }
     }
 

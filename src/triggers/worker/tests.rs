@@ -69,6 +69,18 @@ pub(super) fn harness(source: MemorySource) -> Harness {
     }
 }
 
+/// `studentData` with `items` numbered items, 20 to a page.
+pub(super) fn student_data(items: usize) -> MemorySource {
+    MemorySource::new("studentData", "id", numbered_items(items), 20)
+}
+
+/// A harness whose table fails every Scan past the SDK's retries ([`BrokenTable`]).
+pub(super) fn broken_table_harness() -> Harness {
+    let mut h = harness(MemorySource::new("studentData", "id", vec![], 20));
+    h.worker.source = Arc::new(BrokenTable(student_data(5)));
+    h
+}
+
 pub(super) fn message(id: &str, body: &str) -> QueueMessage {
     QueueMessage {
         id: id.to_string(),
@@ -106,12 +118,7 @@ pub(super) fn manifests(store: &MemoryStore) -> Vec<String> {
 
 #[tokio::test]
 async fn a_batch_records_one_success_with_its_numbers_and_one_failure_and_nothing_else() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(30),
-        20,
-    ));
+    let h = harness(student_data(30));
     let good = message(
         "5f8e6c2a-0000-4000-8000-0000000000a1",
         r#"{"table":"studentData","job_id":"metrics-good"}"#,
@@ -157,12 +164,7 @@ async fn a_batch_records_one_success_with_its_numbers_and_one_failure_and_nothin
 
 #[tokio::test]
 async fn the_same_message_delivered_three_times_gives_one_backup_and_one_email() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(50),
-        20,
-    ));
+    let h = harness(student_data(50));
     let msg = message(
         "5f8e6c2a-0000-4000-8000-000000000001",
         r#"{"table":"studentData"}"#,
@@ -272,12 +274,7 @@ async fn a_job_longer_than_one_invocation_continues_through_the_queue_until_comp
 
 #[tokio::test]
 async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_of_the_batch_succeeds() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(10),
-        20,
-    ));
+    let h = harness(student_data(10));
     let batch = [
         message("bad-json", r#"{"table": "studentData""#),
         message(
@@ -349,12 +346,7 @@ async fn without_a_dead_letter_queue_a_poison_message_stays_for_the_redrive_poli
 
 #[tokio::test]
 async fn the_schedulers_payload_is_accepted_as_is() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(5),
-        20,
-    ));
+    let h = harness(student_data(5));
     // What EventBridge Scheduler delivers after substituting <aws.scheduler.execution-id>
     // and <aws.scheduler.scheduled-time> in the input of infra/template.yaml.
     let body = r#"{"table":"studentData","trigger":"schedule","job_id":"d6f1c3a0-5b8e-4c1f-9a2b-7e4d3c2b1a09","requested_at":"2026-11-28T02:00:00Z"}"#;
@@ -374,12 +366,7 @@ async fn the_schedulers_payload_is_accepted_as_is() {
 
 #[tokio::test]
 async fn an_invocation_too_close_to_its_deadline_leaves_the_message_for_later() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(5),
-        20,
-    ));
+    let h = harness(student_data(5));
     let report = h
         .worker
         .handle_message(&message("m", r#"{"table":"studentData"}"#), Instant::now())
@@ -439,18 +426,16 @@ impl TableSource for BrokenTable {
 }
 
 #[tokio::test]
-async fn a_transient_failure_is_retried_and_only_the_last_delivery_emails() {
-    let mut h = harness(MemorySource::new("studentData", "id", vec![], 20));
-    h.worker.source = Arc::new(BrokenTable(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(5),
-        20,
-    )));
+async fn a_transient_failure_is_retried_in_seconds_and_only_the_last_delivery_emails() {
+    let h = broken_table_harness();
     let mut msg = message("m", r#"{"table":"studentData","job_id":"flaky"}"#);
     for delivery in 1..=5 {
         msg.receive_count = delivery;
-        let report = h.worker.handle_message(&msg, far_deadline()).await;
+        let report = h
+            .worker
+            .handle_batch(std::slice::from_ref(&msg), far_deadline())
+            .await
+            .remove(0);
         assert_eq!(report.disposition, Disposition::Retry, "{}", report.detail);
         assert!(report.keep_on_queue);
         assert_eq!(
@@ -472,6 +457,13 @@ async fn a_transient_failure_is_retried_and_only_the_last_delivery_emails() {
     assert_eq!(status.state, JobState::Failed);
     assert_eq!(status.stage.as_deref(), Some("scan"));
     assert_eq!(status.will_retry, Some(false));
+    // Each retry comes back in seconds, growing per delivery, not after the visibility timeout.
+    let delays: Vec<u64> = h.queue.delays().iter().map(|(_, d)| d.as_secs()).collect();
+    assert_eq!(delays.len(), 5, "every retry sets when it comes back");
+    assert!((24..=36).contains(&delays[0]), "{delays:?}");
+    assert!((48..=72).contains(&delays[1]), "{delays:?}");
+    assert!((96..=144).contains(&delays[2]), "{delays:?}");
+    assert!(h.queue.delays().iter().all(|(r, _)| r == "receipt-m"));
 }
 
 struct BrokenMail;
@@ -574,12 +566,7 @@ async fn two_deliveries_of_one_job_at_once_read_the_table_once_and_email_once() 
 
 #[tokio::test]
 async fn a_lease_held_until_a_later_deadline_defers_the_job_and_an_expired_one_is_taken_over() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(30),
-        20,
-    ));
+    let h = harness(student_data(30));
     let msg = message("m", r#"{"table":"studentData","job_id":"leased"}"#);
     let job = WorkOrder::parse(&msg, &h.worker.defaults).unwrap().job;
     let layout = Layout::new(&job);
@@ -747,12 +734,7 @@ async fn a_running_jobs_status_shows_its_progress_as_an_estimate_and_drops_it_wh
 /// because of the object the write itself made. The worker must know the write for its own.
 #[tokio::test]
 async fn a_lost_reply_to_the_email_marker_still_sends_the_one_email() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(50),
-        20,
-    ));
+    let h = harness(student_data(50));
     h.store
         .lose_conditional_replies(|key| key.contains("/notified/"));
     let job = message("m", r#"{"table":"studentData","job_id":"lost-marker"}"#);
@@ -766,12 +748,7 @@ async fn a_lost_reply_to_the_email_marker_still_sends_the_one_email() {
 
 #[tokio::test]
 async fn a_lost_reply_to_the_lease_is_still_this_invocations_lease() {
-    let h = harness(MemorySource::new(
-        "studentData",
-        "id",
-        numbered_items(50),
-        20,
-    ));
+    let h = harness(student_data(50));
     h.store
         .lose_conditional_replies(|key| key.contains("/leases/"));
     let job = message("m", r#"{"table":"studentData","job_id":"lost-lease"}"#);

@@ -141,12 +141,22 @@ pub async fn verify_sender(aws: &AwsContext, sender: &str) {
 
 /// Receives what is on `queue` (up to 10), with the attributes Lambda's event carries.
 pub async fn receive(aws: &AwsContext, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    receive_hidden_for(aws, queue, 60).await
+}
+
+/// Receives up to 10 messages of `queue`, hidden from other receivers for `seconds`: what an
+/// event source mapping hands to one invocation.
+pub async fn receive_hidden_for(
+    aws: &AwsContext,
+    queue: &str,
+    seconds: i32,
+) -> Vec<aws_sdk_sqs::types::Message> {
     aws.sqs()
         .receive_message()
         .queue_url(queue)
         .max_number_of_messages(10)
         .wait_time_seconds(1)
-        .visibility_timeout(60)
+        .visibility_timeout(seconds)
         .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
         .message_attribute_names("All")
         .send()
