@@ -11,9 +11,9 @@ rate:
              tests the emulator, not the client
   upload_reset  on S3 PUTs (part uploads, small objects): half the request body is read, then
              a TCP reset; the emulator never sees the request
-  lost_reply on conditional S3 PUTs (If-None-Match, If-Match): forwarded, so the emulator
-             applies the write, then a TCP reset instead of its reply; the client's retry meets
-             the object its own write made
+  lost_reply on conditional S3 PUTs (If-None-Match, If-Match) and CompleteMultipartUpload:
+             forwarded, so the emulator applies the write, then a TCP reset instead of its reply;
+             the client's retry meets the object its own write made (or NoSuchUpload)
   latency    forwarded after a delay (default 200 ms)
 
 Usage: fault_proxy.py --upstream http://127.0.0.1:PORT --port-file F --rates throttle=0.02,...
@@ -128,7 +128,7 @@ class Proxy:
                     return None
                 if kind == "upload_reset" and not (service == "s3" and method == "PUT"):
                     return None
-                if kind == "lost_reply" and not (service == "s3" and method == "PUT" and conditional):
+                if kind == "lost_reply" and not (service == "s3" and conditional):
                     return None
                 return kind
             draw -= rate
@@ -148,7 +148,9 @@ class Proxy:
                 length = header(headers, "content-length")
                 chunked = (header(headers, "transfer-encoding") or "").lower() == "chunked"
                 service = self.service(headers, target)
-                conditional = bool(header(headers, "if-none-match") or header(headers, "if-match"))
+                # A write whose retry meets its own result: a conditional PUT, or a Complete.
+                conditional = bool(header(headers, "if-none-match") or header(headers, "if-match")) \
+                    or (method == "POST" and "uploadId=" in target)
                 fault = self.choose(method, service, conditional)
                 self.stats["requests"] += 1
                 if fault:

@@ -75,9 +75,10 @@ pub enum BackupError {
     /// This segment stopped because another one failed (never the job's reported cause).
     #[error("stopped because another segment failed")]
     Cancelled,
-    /// Another worker of a fanned-out job failed for good: this one stopped and aborted its
-    /// uploads, and the job reports that worker's error, not this.
-    #[error("stopped: the job failed in another worker ({failure})")]
+    /// The job was failed for good elsewhere (another worker of a fanned-out job, its dead
+    /// letter, the stuck-job sweep): this leg stopped and aborted its uploads, and the job
+    /// reports that failure, not this.
+    #[error("stopped: the job was failed elsewhere ({failure})")]
     Halted {
         /// Where the failure record is.
         failure: String,

@@ -367,22 +367,40 @@ pub async fn failure_stands(store: &dyn ObjectStore, layout: &Layout) -> Result<
         .is_some_and(|(body, _)| FailureRecord::stands(&body)))
 }
 
-/// Resolves `job`'s standing failure, when an operator redrives one of its messages: its
-/// workers read on, and the next failure is recorded anew. Returns whether there was one.
-pub async fn resolve_failure(store: &dyn ObjectStore, job: &BackupJob) -> Result<bool, StoreError> {
+/// Resolves `job`'s failure, when an operator redrives one of its messages: its workers read
+/// on, and the next failure is recorded anew. Returns when the failure was resolved (now or
+/// before), or `None` when there is no failure record to resolve.
+pub async fn resolve_failure(
+    store: &dyn ObjectStore,
+    job: &BackupJob,
+) -> Result<Option<String>, StoreError> {
     let key = Layout::new(job).failure_key();
-    let Some((current, tag)) = store.get_tagged(&key).await? else {
-        return Ok(false);
-    };
-    let Ok(mut record) = serde_json::from_slice::<FailureRecord>(&current) else {
-        return Ok(false);
-    };
-    if record.resolved_at.is_some() {
-        return Ok(false);
+    for _ in 0..3 {
+        let Some((current, tag)) = store.get_tagged(&key).await? else {
+            return Ok(None);
+        };
+        let Ok(mut record) = serde_json::from_slice::<FailureRecord>(&current) else {
+            return Ok(None);
+        };
+        if record.resolved_at.is_some() {
+            return Ok(record.resolved_at);
+        }
+        let at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        record.resolved_at = Some(at.clone());
+        let body = Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default());
+        if crate::store::put_if(store, &key, body, &JSON_META, Precondition::Unchanged(&tag))
+            .await?
+        {
+            return Ok(Some(at));
+        }
+        // Changed in between (another redriven message resolved it): read it again.
     }
-    record.resolved_at = Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true));
-    let body = Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default());
-    crate::store::put_if(store, &key, body, &JSON_META, Precondition::Unchanged(&tag)).await
+    Err(StoreError::request(
+        "PutObject",
+        store.uri(&key),
+        crate::aws::FailureKind::Throttled,
+        "the failure record changed under 3 attempts in a row",
+    ))
 }
 
 /// Watches a fanned-out job for another worker's failure record while this worker reads.

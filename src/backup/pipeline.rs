@@ -240,12 +240,14 @@ impl Backup {
                 manifest: self.store.uri(&manifest_key),
             });
         }
+        // A job failed for good (by a sibling, its dead letter or the stuck-job sweep) is not
+        // read further by any leg or share still queued.
+        if super::fan_out::failure_stands(self.store.as_ref(), &layout).await? {
+            return Err(BackupError::Halted {
+                failure: self.store.uri(&layout.failure_key()),
+            });
+        }
         if let Some(shard) = shard {
-            if super::fan_out::failure_stands(self.store.as_ref(), &layout).await? {
-                return Err(BackupError::Halted {
-                    failure: self.store.uri(&layout.failure_key()),
-                });
-            }
             // A worker that recorded its result but stopped before the merge only merges.
             if self.store.exists(&layout.result_key(shard.worker)).await? {
                 let result = self.read_result(&layout, shard.worker).await?;

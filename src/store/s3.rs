@@ -438,28 +438,16 @@ impl ObjectStore for S3Store {
             return Err(failure);
         }
         // The upload is gone: completed by a first request whose reply was lost (the SDK
-        // then sent it again), or aborted. The object at the key tells which: it is ours if it
-        // was assembled from exactly these parts.
-        let head = self
-            .client
-            .head_object()
-            .bucket(self.bucket.as_str())
-            .key(key)
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-            .set_expected_bucket_owner(self.expected_owner.clone())
-            .send()
-            .await;
-        match head {
-            Ok(head) if expected.matches(head.checksum_crc32(), head.e_tag()) => {
-                tracing::info!(
-                    key,
-                    upload_id,
-                    "a completed upload's reply was lost; the object holds exactly its parts"
-                );
-                Ok(())
-            }
-            _ => Err(failure),
+        // then sent it again), or aborted. The object at the key tells which.
+        if self.assembled_from(key, &expected).await {
+            tracing::info!(
+                key,
+                upload_id,
+                "a completed upload's reply was lost; the object holds exactly its parts"
+            );
+            return Ok(());
         }
+        Err(failure)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
@@ -607,6 +595,26 @@ fn crc32_base64(body: &[u8]) -> String {
 }
 
 impl S3Store {
+    /// Whether the object at `key` was assembled from exactly `parts` (its composite checksum,
+    /// or its multipart ETag, is theirs): how a Complete answered `NoSuchUpload` knows whether
+    /// the first, unanswered Complete made it. A HEAD that fails counts as no.
+    pub async fn holds_parts(&self, key: &str, parts: &[CompletedPart]) -> bool {
+        self.assembled_from(key, &CompositeDigest::of(parts)).await
+    }
+
+    async fn assembled_from(&self, key: &str, expected: &CompositeDigest) -> bool {
+        let head = self
+            .client
+            .head_object()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await;
+        head.is_ok_and(|head| expected.matches(head.checksum_crc32(), head.e_tag()))
+    }
+
     /// A `PutObject` of `body` with the store's encryption, owner guard and checksum.
     fn put_request(
         &self,

@@ -88,6 +88,17 @@ pub struct JobStatus {
     /// item count (an estimate: DynamoDB refreshes it about every six hours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<crate::backup::pipeline::Estimate>,
+    /// The bucket the job writes to (none for a directory): with `prefix`, where the stuck-job
+    /// sweep finds the job's manifest, leases and failure record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The job's key prefix in its bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// When an operator's redrive last resumed the job (RFC 3339): the sweep counts the job's
+    /// time from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
 }
 
 /// How a complete backup compares with the table's previous one.
@@ -130,6 +141,12 @@ impl JobStatus {
             workers_done: None,
             change: None,
             progress: None,
+            bucket: match &job.destination {
+                crate::model::job::Destination::S3 { bucket, .. } => Some(bucket.to_string()),
+                crate::model::job::Destination::Directory { .. } => None,
+            },
+            prefix: Some(job.destination.prefix().to_string()),
+            resumed_at: None,
         }
     }
 

@@ -438,6 +438,10 @@ class TemplateInvariants(unittest.TestCase):
         self.assertEqual(grants["KeepFailedJobs"]["Resource"], {"Fn::GetAtt": ["FailedJobsQueue", "Arn"]})
         alarm = self.alarms()["DeadLetterAlarm"]
         self.assertEqual(alarm["Dimensions"][0]["Value"], {"Fn::GetAtt": ["FailedJobsQueue", "QueueName"]})
+        # A dead letter the worker cannot record is not left waiting in silence.
+        backlog = self.alarms()["DeadLetterBacklogAlarm"]
+        self.assertEqual(backlog["Dimensions"][0]["Value"], {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]})
+        self.assertEqual(backlog["MetricName"], "ApproximateAgeOfOldestMessage")
 
     def test_the_hourly_sweep_sends_what_the_worker_sweeps_on_and_its_alarm_reads_its_metric(self):
         target = self.resource("StuckJobSweepSchedule")["Properties"]["Target"]

@@ -158,3 +158,49 @@ async fn a_kept_message_comes_back_when_the_worker_says_not_after_the_visibility
     assert_eq!(again.len(), 1, "the message came back early");
     assert_eq!(again[0].message_id(), first[0].message_id());
 }
+
+/// CompleteMultipartUpload applied, its reply lost: S3 answers the SDK's retry NoSuchUpload,
+/// and the store then asks whether the object at the key is the one its parts make. Against the
+/// emulator's objects: its own parts say yes, another upload's parts say no.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_is_recognised_by_the_parts_it_was_assembled_from_and_only_those() {
+    use ddb_backup::store::{ObjectMeta, ObjectStore};
+    let aws = aws().await;
+    let bucket = unique("endings-complete");
+    create_bucket(&aws, &bucket).await;
+    let store = s3_store(&aws, &bucket);
+    let meta = ObjectMeta {
+        content_type: "application/octet-stream",
+        content_encoding: None,
+        records: None,
+        retained: false,
+    };
+    let key = "backups/t/data/part-0.bin";
+    let upload = |body: Vec<u8>, last: &'static [u8]| {
+        let (store, meta) = (store.clone(), meta.clone());
+        async move {
+            let id = store.create_multipart(key, &meta).await.unwrap();
+            let first = store
+                .upload_part(key, &id, 1, bytes::Bytes::from(body))
+                .await
+                .unwrap();
+            let last = store
+                .upload_part(key, &id, 2, bytes::Bytes::from_static(last))
+                .await
+                .unwrap();
+            (id, vec![first, last])
+        }
+    };
+    let (id, parts) = upload(vec![7u8; 5 * 1024 * 1024], b"the last part").await;
+    let (other_id, other_parts) = upload(vec![8u8; 5 * 1024 * 1024], b"the last part").await;
+    store.abort_multipart(key, &other_id).await.unwrap();
+    assert!(!store.holds_parts(key, &parts).await, "no object yet");
+    store
+        .complete_multipart(key, &id, parts.clone())
+        .await
+        .unwrap();
+    assert!(store.holds_parts(key, &parts).await);
+    assert!(!store.holds_parts(key, &other_parts).await);
+    let reversed: Vec<_> = parts.iter().rev().cloned().collect();
+    assert!(!store.holds_parts(key, &reversed).await);
+}

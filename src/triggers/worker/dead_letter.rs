@@ -63,6 +63,12 @@ impl Worker {
                     .await;
             }
         };
+        // A job the deployment no longer allows is still failed, but its email goes to the
+        // deployment's own recipients, whom the worker may write to.
+        let mut order = order;
+        if self.policy.check(&order.job).is_err() {
+            order.job.notify = self.defaults.notify.clone();
+        }
         let job = &order.job;
         let store = (self.stores)(&job.destination);
         let layout = Layout::new(job);
@@ -90,6 +96,23 @@ impl Worker {
                 return MessageReport::new(message, Some(job), Disposition::Retry, err.to_string());
             }
         }
+        // A duplicate that kept finding the job's lease held is no sign of a failure: the
+        // holder carries the job on.
+        match super::lease::live(store.as_ref(), &layout, order.shard.map(|s| s.worker)).await {
+            Ok(true) => {
+                info!(job_id = %job.job_id, "a dead letter of a job that is running; dropped");
+                return MessageReport::new(
+                    message,
+                    Some(job),
+                    Disposition::Skipped,
+                    "dead letter of a job that another invocation is running; dropped".to_string(),
+                );
+            }
+            Ok(false) => {}
+            Err(err) => {
+                return MessageReport::new(message, Some(job), Disposition::Retry, err.to_string())
+            }
+        }
         let first = match self
             .fail_for_good(job, order.shard, &reason, DELIVERY_ADVICE)
             .await
@@ -109,8 +132,7 @@ impl Worker {
         report
     }
 
-    /// Fails `job` for good: the failure record (for a shared job), the status and the one
-    /// FAILED email. Returns whether this call is the first to report the job's failure.
+    /// Fails `job` for good: the failure record, the status and the one FAILED email. Returns whether this call is the first to report the job's failure.
     pub(super) async fn fail_for_good(
         &self,
         job: &BackupJob,
@@ -119,26 +141,17 @@ impl Worker {
         advice: &str,
     ) -> Result<bool, String> {
         let store = (self.stores)(&job.destination);
-        let layout = Layout::new(job);
-        let shared = match shard {
-            Some(_) => true,
-            None => store
-                .exists(&layout.plan_key())
-                .await
-                .map_err(|e| e.to_string())?,
-        };
-        let mut first = true;
-        if shared {
-            first = record_failure(
-                store.as_ref(),
-                job,
-                shard.map(|s| s.worker),
-                DELIVERY_STAGE,
-                reason,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        }
+        // Recorded for every job, shared or not: any of its legs or shares still queued stops
+        // at its next start instead of completing a job already reported failed.
+        let mut first = record_failure(
+            store.as_ref(),
+            job,
+            shard.map(|s| s.worker),
+            DELIVERY_STAGE,
+            reason,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         if let Some(board) = &self.status {
             if let Ok(Some(status)) = board.get(&job.job_id).await {
                 if status.state == JobState::Failed && status.is_final() {
@@ -193,6 +206,9 @@ impl Worker {
     /// A message back on the job queue with a dead letter's reason was redriven by an operator:
     /// the job's failure is resolved, so its workers read on, and the shares a failure stopped
     /// (no result, no live lease) are queued again; each resumes from its newest checkpoint.
+    /// The status, stamped last with the resolution's time, says the shares were queued: a
+    /// delivery that stopped before that queues them again (a share queued twice is read
+    /// once), and later ones queue nothing.
     pub(super) async fn reopen(
         &self,
         message: &QueueMessage,
@@ -205,18 +221,35 @@ impl Worker {
             warn!(job_id = %job.job_id, error = %detail, "resuming a redriven job failed; will retry");
             MessageReport::new(message, Some(job), Disposition::Retry, detail)
         };
-        let resolved = resolve_failure(store.as_ref(), job)
+        let Some(resolved_at) = resolve_failure(store.as_ref(), job)
             .await
-            .map_err(|e| retry(e.to_string()))?;
+            .map_err(|e| retry(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        let status = match &self.status {
+            Some(board) => board
+                .get(&job.job_id)
+                .await
+                .map_err(|e| retry(e.to_string()))?,
+            None => None,
+        };
+        if status.is_some_and(|s| s.resumed_at.as_deref() == Some(resolved_at.as_str())) {
+            // Resumed already (by another redriven message of the job): one more delivery.
+            return Ok(());
+        }
+        let mut status = JobStatus::new(job, JobState::Running);
+        status.resumed_at = Some(resolved_at);
         let plan = store
             .get_tagged(&layout.plan_key())
             .await
-            .map_err(|e| retry(e.to_string()))?;
-        let (Some((plan, _)), Some(queue)) = (plan, &self.queue) else {
-            info!(job_id = %job.job_id, resolved, "a redriven job resumes");
-            return Ok(());
-        };
-        let Ok(plan) = serde_json::from_slice::<crate::model::fan_out::Plan>(&plan) else {
+            .map_err(|e| retry(e.to_string()))?
+            .and_then(|(plan, _)| {
+                serde_json::from_slice::<crate::model::fan_out::Plan>(&plan).ok()
+            });
+        let (Some(plan), Some(queue)) = (plan, &self.queue) else {
+            self.put_status(&status).await;
+            info!(job_id = %job.job_id, "a redriven job resumes");
             return Ok(());
         };
         let own = order.shard.map(|s| s.worker);
@@ -231,11 +264,9 @@ impl Worker {
         super::shares::send(queue.as_ref(), job, &plan, &stopped)
             .await
             .map_err(retry)?;
-        let queued = stopped.len();
-        let mut status = JobStatus::new(job, JobState::Running);
         status.workers = Some(plan.workers);
         self.put_status(&status).await;
-        info!(job_id = %job.job_id, resolved, queued, "a redriven job resumes; its unfinished shares are queued again");
+        info!(job_id = %job.job_id, queued = stopped.len(), "a redriven job resumes; its unfinished shares are queued again");
         Ok(())
     }
 }

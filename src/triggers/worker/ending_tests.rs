@@ -5,6 +5,7 @@
 use super::fan_out_tests::{fanned_out, shard_messages};
 use super::tests::{far_deadline, harness, manifests, message, status_of, student_data, Harness};
 use super::*;
+use crate::model::manifest::Layout;
 use crate::source::MemorySource;
 use crate::triggers::metrics::Outcome;
 
@@ -118,6 +119,7 @@ async fn a_share_that_died_at_every_delivery_fails_the_job_once_from_the_dead_le
         "the finished share's is dropped"
     );
     assert!(manifests(&h.store).is_empty());
+    let kept_later: Vec<_> = h.failed_jobs.messages()[1..].to_vec();
 
     // An operator redrives the kept message: the job resumes and completes, with its email.
     let resumed = h
@@ -136,11 +138,26 @@ async fn a_share_that_died_at_every_delivery_fails_the_job_once_from_the_dead_le
         [2],
         "the share the failure stopped is queued again"
     );
+    assert!(status_of(&h.store, "dies").await.resumed_at.is_some());
+    // The operator redrives the other kept message too (share 2's): the job is resumed
+    // already, so nothing is queued again; the message itself reads its share and completes
+    // the job, and the copy queued by the first redrive finds it complete.
+    let twice = h
+        .worker
+        .handle_message(&redriven(&kept_later[0]), far_deadline())
+        .await;
+    assert!(h.queue.drain().is_empty(), "nothing queued again");
+    assert_eq!(twice.disposition, Disposition::Done, "{}", twice.detail);
     let finish = h
         .worker
         .handle_message(&requeued[0].1, far_deadline())
         .await;
-    assert_eq!(finish.disposition, Disposition::Done, "{}", finish.detail);
+    assert_eq!(
+        finish.disposition,
+        Disposition::Skipped,
+        "{}",
+        finish.detail
+    );
     assert_eq!(manifests(&h.store).len(), 1);
     assert_eq!(status_of(&h.store, "dies").await.state, JobState::Complete);
     let subjects: Vec<String> = h.outbox.sent().iter().map(|e| e.subject.clone()).collect();
@@ -321,7 +338,33 @@ async fn the_sweep_fails_a_job_nobody_finished_once_and_leaves_live_and_complete
         .put(&JobStatus::new(&young, JobState::Queued))
         .await
         .unwrap();
-    let finished = job_of("finished", 3);
+    // Complete in a prefix of its own, which only its status knows.
+    let mut finished = job_of("finished", 3);
+    finished.destination = Destination::S3 {
+        bucket: crate::model::job::BucketName::new("student-backup-20250706").unwrap(),
+        prefix: crate::model::job::Prefix::new("elsewhere/").unwrap(),
+    };
+    // Shared over workers three hours ago, one of them reading now.
+    let busy = job_of("busy", 3);
+    board
+        .put(&JobStatus::new(&busy, JobState::Running))
+        .await
+        .unwrap();
+    let busy_lease = Layout::new(&busy).lease_key(Some(1));
+    h.store
+        .put_object(
+            &busy_lease,
+            bytes::Bytes::from(
+                serde_json::json!({
+                    "holder": "h", "message_id": "m", "taken_at": "t",
+                    "expires_at": chrono::Utc::now() + chrono::Duration::minutes(10),
+                })
+                .to_string(),
+            ),
+            &crate::backup::pipeline::JSON_META,
+        )
+        .await
+        .unwrap();
     let body = serde_json::to_string(&finished.to_request()).unwrap();
     assert_eq!(
         h.worker
@@ -346,6 +389,7 @@ async fn the_sweep_fails_a_job_nobody_finished_once_and_leaves_live_and_complete
     assert_eq!(status.state, JobState::Failed);
     assert!(status.error.unwrap().contains("has not ended"));
     assert_eq!(status_of(&h.store, "young").await.state, JobState::Queued);
+    assert_eq!(status_of(&h.store, "busy").await.state, JobState::Running);
     assert_eq!(
         status_of(&h.store, "finished").await.state,
         JobState::Complete
@@ -374,5 +418,113 @@ async fn the_sweep_fails_a_job_nobody_finished_once_and_leaves_live_and_complete
             .filter(|e| e.subject.contains("FAILED"))
             .count(),
         1
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_at_its_last_delivery_is_acknowledged_not_dead_lettered() {
+    let h = harness(student_data(200).with_page_delay(Duration::from_millis(20)));
+    let original = message("m", r#"{"table":"studentData","job_id":"dup"}"#);
+    let mut duplicate = message("other", r#"{"table":"studentData","job_id":"dup"}"#);
+    duplicate.receive_count = 5;
+    let (first, second) = tokio::join!(h.worker.handle_message(&original, far_deadline()), async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        h.worker.handle_message(&duplicate, far_deadline()).await
+    });
+    assert_eq!(first.disposition, Disposition::Done, "{}", first.detail);
+    assert_eq!(
+        second.disposition,
+        Disposition::Skipped,
+        "{}",
+        second.detail
+    );
+    assert!(!second.keep_on_queue);
+    assert_eq!(h.outbox.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_letter_of_a_running_job_is_dropped() {
+    let h = harness(student_data(200).with_page_delay(Duration::from_millis(20)));
+    let msg = message("m", r#"{"table":"studentData","job_id":"alive"}"#);
+    let (done, dead) = tokio::join!(h.worker.handle_message(&msg, far_deadline()), async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        h.worker
+            .handle_batch(&[dead_letter(&message("twin", &msg.body))], far_deadline())
+            .await
+            .remove(0)
+    });
+    assert_eq!(dead.disposition, Disposition::Skipped, "{}", dead.detail);
+    assert_eq!(done.disposition, Disposition::Done, "{}", done.detail);
+    assert!(h.failed_jobs.messages().is_empty());
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(!sent[0].subject.contains("FAILED"), "{}", sent[0].subject);
+}
+
+#[tokio::test]
+async fn a_single_worker_job_failed_by_its_dead_letter_is_not_completed_by_a_queued_leg() {
+    let h = harness(student_data(600).with_page_delay(Duration::from_millis(15)));
+    let first = message(
+        "m",
+        r#"{"table":"studentData","segments":2,"job_id":"legs"}"#,
+    );
+    let report = h
+        .worker
+        .handle_message(&first, Instant::now() + Duration::from_millis(150))
+        .await;
+    assert_eq!(
+        report.disposition,
+        Disposition::Continued,
+        "{}",
+        report.detail
+    );
+    let continuation = h.queue.drain().remove(0);
+    // A duplicate of the first message dies at every delivery and is dead-lettered.
+    let dead = h
+        .worker
+        .handle_batch(&[dead_letter(&first)], far_deadline())
+        .await
+        .remove(0);
+    assert_eq!(dead.disposition, Disposition::Recorded, "{}", dead.detail);
+    let later = h
+        .worker
+        .handle_message(&message("c", &continuation.body), far_deadline())
+        .await;
+    assert_eq!(later.disposition, Disposition::Skipped, "{}", later.detail);
+    assert!(manifests(&h.store).is_empty());
+    let subjects: Vec<String> = h.outbox.sent().iter().map(|e| e.subject.clone()).collect();
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert!(subjects[0].contains("FAILED"), "{subjects:?}");
+}
+
+#[tokio::test]
+async fn a_dead_letter_naming_recipients_no_longer_allowed_reports_to_the_deployments() {
+    let mut h = harness(student_data(20));
+    h.worker.policy = JobPolicy {
+        notify_allowed: Some(vec![crate::model::job::Recipients::Address(
+            EmailAddress::new("ops@example.com").unwrap(),
+        )]),
+        ..JobPolicy::default()
+    };
+    let msg = message(
+        "m",
+        r#"{"table":"studentData","job_id":"stranger","notify":["someone@elsewhere.example"]}"#,
+    );
+    let report = h
+        .worker
+        .handle_batch(&[dead_letter(&msg)], far_deadline())
+        .await
+        .remove(0);
+    assert_eq!(
+        report.disposition,
+        Disposition::Recorded,
+        "{}",
+        report.detail
+    );
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].to.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        ["ops@example.com"]
     );
 }

@@ -562,6 +562,20 @@ impl Worker {
         let lease = match lease::take(store.as_ref(), &layout, worker, &message.id, deadline).await
         {
             Ok(Claim::Taken(lease)) => lease,
+            Ok(Claim::Held { message_id, .. })
+                if message.receive_count >= self.max_receives && message_id != message.id =>
+            {
+                // Deferred once more, SQS would dead-letter it, and the dead letter would fail
+                // a job that is running. The holder's own message carries the job on.
+                info!(job_id = %job.job_id, worker, holder_message_id = %message_id,
+                      "another message's invocation is on this job; this duplicate is acknowledged");
+                return Err(MessageReport::new(
+                    message,
+                    Some(job),
+                    Disposition::Skipped,
+                    format!("a duplicate of the job that message {message_id} is running"),
+                ));
+            }
             Ok(Claim::Held { message_id, until }) => {
                 info!(job_id = %job.job_id, worker, holder_message_id = %message_id,
                       until = %until, "another invocation is on this job; the message stays for later");

@@ -391,6 +391,7 @@ impl Worker {
             Some(current) => Some(JobStatus {
                 workers: status.workers.or(current.workers),
                 workers_done: status.workers_done.or(current.workers_done),
+                resumed_at: status.resumed_at.clone().or(current.resumed_at),
                 ..status.clone()
             }),
             None => Some(status.clone()),

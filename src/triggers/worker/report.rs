@@ -145,16 +145,18 @@ impl MessageReport {
 /// Shortest wait before a transient failure is tried again.
 pub const RETRY_BACKOFF_BASE: Duration = Duration::from_secs(30);
 /// Longest wait before a transient failure is tried again.
-pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60 * 60);
 
 /// How long a message that failed for a transient reason waits before its next delivery: 30 s
-/// after the first, doubling with each delivery up to 15 minutes, give or take a fifth so that
-/// the shards of one job failing together do not all come back together. (Without this, each
-/// retry would wait out the queue's visibility timeout, which must outlast a whole invocation.)
+/// after the first, four times longer with each delivery (2, 8, 32 minutes) up to an hour, give
+/// or take a fifth so that the shards of one job failing together do not all come back
+/// together. The queue's 5 deliveries so span about 42 minutes: a blip costs a job seconds, an
+/// outage of half an hour does not fail it. (Without this, each retry would wait out the
+/// queue's visibility timeout, which must outlast a whole invocation.)
 pub fn retry_backoff(receive_count: u32) -> Duration {
-    let doublings = receive_count.saturating_sub(1).min(10);
+    let steps = receive_count.saturating_sub(1).min(10);
     let wait = RETRY_BACKOFF_BASE
-        .saturating_mul(1 << doublings)
+        .saturating_mul(4u32.saturating_pow(steps))
         .min(RETRY_BACKOFF_MAX);
     let per_mille = 800 + (uuid::Uuid::new_v4().as_u128() % 401) as u32;
     wait * per_mille / 1000
@@ -183,12 +185,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_come_back_in_seconds_growing_per_delivery_never_past_fifteen_minutes() {
+    fn retries_come_back_in_seconds_growing_per_delivery_never_past_an_hour() {
         for _ in 0..200 {
             let first = retry_backoff(1).as_secs_f64();
             assert!((24.0..=36.0).contains(&first), "{first}");
             let third = retry_backoff(3).as_secs_f64();
-            assert!((96.0..=144.0).contains(&third), "{third}");
+            assert!((384.0..=576.0).contains(&third), "{third}");
             assert!(retry_backoff(40) <= RETRY_BACKOFF_MAX * 6 / 5);
             assert!(retry_backoff(40) >= RETRY_BACKOFF_MAX * 4 / 5);
         }

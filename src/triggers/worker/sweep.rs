@@ -53,9 +53,10 @@ fn parse(at: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// How long before `now` the job was requested.
+/// How long before `now` the job was requested, or last resumed by a redrive.
 fn age(status: &JobStatus, now: DateTime<Utc>) -> Option<Duration> {
-    (now - parse(&status.requested_at)?).to_std().ok()
+    let since = status.resumed_at.as_deref().unwrap_or(&status.requested_at);
+    (now - parse(since)?).to_std().ok()
 }
 
 impl Worker {
@@ -108,11 +109,15 @@ impl Worker {
     /// Fails one stuck job, unless it turns out to be complete or alive. Returns whether it was
     /// failed.
     async fn fail_stuck(&self, status: &JobStatus, age: Duration) -> Result<bool, String> {
-        // The job as the worker's defaults place it: the status records its table, id and time.
+        // The job where its status places it: its table, id, time, bucket and prefix. Its
+        // recipients are not in the status (the API shows it to callers): the failure goes to
+        // the deployment's.
         let request = JobRequest {
             table: Some(status.table.clone()),
             job_id: Some(status.job_id.clone()),
             requested_at: Some(status.requested_at.clone()),
+            bucket: status.bucket.clone(),
+            prefix: status.prefix.clone(),
             ..JobRequest::default()
         };
         let job = request
@@ -134,9 +139,9 @@ impl Worker {
             return Ok(false);
         }
         let reason = format!(
-            "the job has not ended {} minutes after it was requested ({}), past its limit of {} minutes: its last message was lost or dead-lettered without a record",
+            "the job has not ended {} minutes after it was requested or resumed ({}), past its limit of {} minutes: its last message was lost or dead-lettered without a record",
             age.as_secs() / 60,
-            status.requested_at,
+            status.resumed_at.as_deref().unwrap_or(&status.requested_at),
             stuck_limit(status, self.stuck_after).as_secs() / 60,
         );
         warn!(job_id = %job.job_id, table = %job.table, state = ?status.state, reason = %reason, "failing a stuck job");

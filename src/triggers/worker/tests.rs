@@ -461,8 +461,8 @@ async fn a_transient_failure_is_retried_in_seconds_and_only_the_last_delivery_em
     let delays: Vec<u64> = h.queue.delays().iter().map(|(_, d)| d.as_secs()).collect();
     assert_eq!(delays.len(), 5, "every retry sets when it comes back");
     assert!((24..=36).contains(&delays[0]), "{delays:?}");
-    assert!((48..=72).contains(&delays[1]), "{delays:?}");
-    assert!((96..=144).contains(&delays[2]), "{delays:?}");
+    assert!((96..=144).contains(&delays[1]), "{delays:?}");
+    assert!((384..=576).contains(&delays[2]), "{delays:?}");
     assert!(h.queue.delays().iter().all(|(r, _)| r == "receipt-m"));
 }
 
