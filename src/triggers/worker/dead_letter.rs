@@ -132,7 +132,8 @@ impl Worker {
         report
     }
 
-    /// Fails `job` for good: the failure record, the status and the one FAILED email. Returns whether this call is the first to report the job's failure.
+    /// Fails `job` for good: the failure record, the status and the one FAILED email. Returns
+    /// whether this call is the first to report the job's failure.
     pub(super) async fn fail_for_good(
         &self,
         job: &BackupJob,
