@@ -1,4 +1,4 @@
-//! Cold init of the two Lambda binaries: the time from starting `bootstrap` to its first
+//! Cold init of the Lambda binaries: the time from starting `bootstrap` to its first
 //! `GET /2018-06-01/runtime/invocation/next`, which is what Lambda reports as Init Duration (less
 //! the sandbox's own start). Each run starts a fresh process against a minimal runtime API on
 //! loopback, with the environment Lambda gives a function (credentials and region in variables,
@@ -34,6 +34,10 @@ fn main() {
                 env!("CARGO_BIN_EXE_backup-worker").into(),
             ),
             ("backup-api".into(), env!("CARGO_BIN_EXE_backup-api").into()),
+            (
+                "backup-changes".into(),
+                env!("CARGO_BIN_EXE_backup-changes").into(),
+            ),
         ],
     };
     println!("cold init: start of the process to its first runtime API request, {runs} runs each");

@@ -110,6 +110,11 @@ impl AwsContext {
         aws_sdk_dynamodb::Client::new(&self.sdk)
     }
 
+    /// DynamoDB Streams client.
+    pub fn dynamodb_streams(&self) -> aws_sdk_dynamodbstreams::Client {
+        aws_sdk_dynamodbstreams::Client::new(&self.sdk)
+    }
+
     /// SQS client.
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(&self.sdk)

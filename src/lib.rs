@@ -15,6 +15,7 @@
 
 pub mod aws;
 pub mod backup;
+pub mod changes;
 pub mod codec;
 pub mod error;
 pub mod human;

@@ -107,6 +107,11 @@ async function refresh() {
     cell(row, bytes(b.bytes), "num");
     cell(row, duration(b.duration_ms), "num");
     cell(row, b.format || "–");
+    cell(
+      row,
+      b.state !== "complete" ? "–" : b.consistent_as_of ? `as of ${b.consistent_as_of}` : "fuzzy",
+      b.consistent_as_of ? "consistent" : "fuzzy",
+    );
     const files = row.insertCell();
     if (b.state === "complete") {
       const button = document.createElement("button");

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{SecondsFormat, Utc};
+use chrono::{DurationRound, SecondsFormat, Utc};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -18,11 +18,13 @@ use super::checkpoint::{
 pub use super::error::{BackupError, BudgetError, Internal, Stage};
 use super::segment::{key_attributes, run_segments, SegmentContext, SegmentStart};
 use crate::codec::encode::EncodeOptions;
+use crate::model::changes::{ChangeLayout, ShardCoverage};
 use crate::model::fan_out::{Shard, WorkerResult, FAN_OUT_VERSION};
 use crate::model::format::{stored_content_type, Format};
 use crate::model::job::BackupJob;
 use crate::model::manifest::{
-    FileEntry, LatestBackup, Layout, Manifest, Retention, ToolInfo, MANIFEST_VERSION,
+    Consistency, ConsistencyKind, FileEntry, LatestBackup, Layout, Manifest, Retention, ToolInfo,
+    MANIFEST_VERSION,
 };
 use crate::model::table::TableInfo;
 use crate::source::budget::ReadBudget;
@@ -548,6 +550,7 @@ impl Backup {
             files,
         } = done;
         let finished_at = Utc::now();
+        let consistency = self.consistency(job, &info, &started_at, finished_at).await;
         Manifest {
             version: MANIFEST_VERSION,
             job_id: job.job_id.to_string(),
@@ -580,9 +583,70 @@ impl Backup {
             local_secondary_indexes: info.local_secondary_indexes,
             previous,
             retention,
+            consistency: Some(consistency),
             files,
             tool: ToolInfo::default(),
         }
+    }
+
+    /// Whether the backup will be the table as of one moment: it is when the table's stream
+    /// carries new images and this destination holds that stream's captured changes (which a
+    /// restore then checks are complete).
+    async fn consistency(
+        &self,
+        job: &BackupJob,
+        info: &TableInfo,
+        scan_from: &str,
+        scan_to: chrono::DateTime<Utc>,
+    ) -> Consistency {
+        let stream = match &info.stream {
+            Some(stream) if stream.has_new_images() => {
+                let layout =
+                    ChangeLayout::new(job.destination.prefix().as_str(), job.table.as_str());
+                self.captures(&layout, &stream.arn).await.then_some(stream)
+            }
+            _ => None,
+        };
+        let whole_second = scan_to
+            .duration_trunc(chrono::TimeDelta::seconds(1))
+            .unwrap_or(scan_to);
+        let as_of = if whole_second < scan_to {
+            whole_second + chrono::TimeDelta::seconds(1)
+        } else {
+            whole_second
+        };
+        Consistency {
+            kind: if stream.is_some() {
+                ConsistencyKind::PointInTime
+            } else {
+                ConsistencyKind::Fuzzy
+            },
+            scan_from: scan_from.to_string(),
+            scan_to: scan_to.to_rfc3339_opts(SecondsFormat::Millis, true),
+            consistent_as_of: stream.map(|_| as_of.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            stream_arn: stream.map(|s| s.arn.clone()),
+        }
+    }
+
+    /// Whether `layout` holds a coverage record of `stream_arn`: its changes are captured here.
+    async fn captures(&self, layout: &ChangeLayout, stream_arn: &str) -> bool {
+        let keys = match self.store.list(&layout.shards_prefix()).await {
+            Ok(keys) => keys,
+            Err(err) => {
+                warn!(error = %err, "the change capture's records could not be listed; the backup is recorded as fuzzy");
+                return false;
+            }
+        };
+        for key in keys {
+            if let Ok(body) = self.store.get(&key).await {
+                if serde_json::from_slice::<ShardCoverage>(&body)
+                    .is_ok_and(|record| record.stream_arn == stream_arn)
+                {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 

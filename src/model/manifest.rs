@@ -288,10 +288,59 @@ pub struct Manifest {
     /// The Object Lock retention the bucket gives every object of the backup, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// Whether the backup is the table as of one moment, and which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
     /// Data files, sorted by key.
     pub files: Vec<FileEntry>,
     /// Writer of the manifest.
     pub tool: ToolInfo,
+}
+
+/// Whether a backup is a snapshot. A Scan reads items over minutes or hours, so each item is as
+/// it was at some moment of the scan's window, and two items may be from different moments: a
+/// *fuzzy* backup. With the table's changes captured, restore applies the changes written
+/// during the window up to `consistent_as_of`, which makes it the table as of that moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consistency {
+    /// `point_in_time` or `fuzzy`.
+    pub kind: ConsistencyKind,
+    /// The scan's first read (RFC 3339).
+    pub scan_from: String,
+    /// The scan's last read (RFC 3339).
+    pub scan_to: String,
+    /// With capture: the moment a restore brings the table to, the scan's end rounded up to
+    /// the whole second (DynamoDB stamps changes to the second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_as_of: Option<String>,
+    /// With capture: the stream whose changes make it consistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
+}
+
+/// What a backup's consistency is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyKind {
+    /// The table as of `consistent_as_of`, once the captured changes are applied.
+    PointInTime,
+    /// Each item as it was at some moment between `scan_from` and `scan_to`.
+    Fuzzy,
+}
+
+impl Consistency {
+    /// One line for emails and listings.
+    pub fn describe(&self) -> String {
+        match (self.kind, &self.consistent_as_of) {
+            (ConsistencyKind::PointInTime, Some(at)) => {
+                format!("point in time, as of {at} (with the captured changes)")
+            }
+            _ => format!(
+                "fuzzy: items read between {} and {} (no change capture)",
+                self.scan_from, self.scan_to
+            ),
+        }
+    }
 }
 
 fn one() -> u32 {

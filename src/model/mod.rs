@@ -1,8 +1,9 @@
 //! What the product talks about, free of any I/O: the validated [`job::BackupJob`], the output
 //! [`format`]s, the [`table`] description and tabular [`column`] schema a backup records, the
 //! [`manifest`] that makes a backup complete, and the documents the workers of a [`fan_out`] job
-//! exchange. Every other module depends on these; they depend on nothing else in the crate.
+//! exchange, and where a table's captured [`changes`] are kept. Every other module depends on these; they depend on nothing else in the crate.
 
+pub mod changes;
 pub mod column;
 pub mod fan_out;
 pub mod format;

@@ -62,4 +62,23 @@ pub struct TableInfo {
     pub item_count: Option<i64>,
     /// Approximate size in bytes (same refresh).
     pub size_bytes: Option<i64>,
+    /// The table's stream, when one is enabled: what change capture reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<TableStream>,
+}
+
+/// A table's DynamoDB stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableStream {
+    /// Its ARN (a new one each time the stream is enabled).
+    pub arn: String,
+    /// `NEW_AND_OLD_IMAGES`, `NEW_IMAGE`, `OLD_IMAGE` or `KEYS_ONLY`.
+    pub view_type: String,
+}
+
+impl TableStream {
+    /// Whether its records carry the item after each change, which restoring to a time needs.
+    pub fn has_new_images(&self) -> bool {
+        matches!(self.view_type.as_str(), "NEW_AND_OLD_IMAGES" | "NEW_IMAGE")
+    }
 }

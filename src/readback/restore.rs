@@ -17,6 +17,7 @@ use crate::model::format::Format;
 use crate::model::job::TableName;
 use crate::model::manifest::Manifest;
 use crate::model::Item;
+use crate::readback::point_in_time::Overlay;
 use crate::readback::records::read_items;
 use crate::readback::table_writer::{TableSpec, TableWriter, WriteError};
 use crate::store::{ObjectStore, StoreError};
@@ -42,6 +43,8 @@ pub struct RestoreOptions {
     pub concurrency: usize,
     /// Accept a lossy source (plain JSON) with the documented conversion rules.
     pub allow_lossy: bool,
+    /// Captured changes to apply over the backup: the table as of a later moment.
+    pub overlay: Option<Arc<Overlay>>,
 }
 
 /// Live counters.
@@ -66,6 +69,21 @@ pub struct RestoreReport {
     pub retries: u64,
     /// Wall time.
     pub duration_ms: u64,
+    /// Captured changes applied over the backup (keys whose last change was taken instead of
+    /// the backup's item), and the moment the table was restored to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<OverlayReport>,
+}
+
+/// What the captured changes did to a restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverlayReport {
+    /// The moment the table was restored to (RFC 3339).
+    pub as_of: String,
+    /// Keys written from their last change instead of the backup.
+    pub changed_keys: u64,
+    /// Keys deleted because they did not exist at the moment (only into an existing table).
+    pub deleted: u64,
 }
 
 /// Why a restore stopped.
@@ -148,14 +166,28 @@ pub async fn restore(
     let table = options.table.to_string();
     prepare_table(writer.as_ref(), manifest, &table, options.create_table).await?;
     progress.total.store(manifest.item_count, Ordering::Relaxed);
-
-    let (batches_tx, batches_rx) = mpsc::channel::<Vec<Item>>(options.concurrency.max(1) * 2);
-    let batches_rx = Arc::new(Mutex::new(batches_rx));
     let budget = options
         .write_budget
         .map(|rate| Arc::new(WriteBudget::new(rate)));
     let consumed = Arc::new(Mutex::new(0.0f64));
     let retries = Arc::new(AtomicU64::new(0));
+
+    // Into an existing table, first delete every key the changes say did not exist at the
+    // moment (deleted by then, or created after it): the backup's items and the changes' last
+    // images then put back exactly what existed. A new table holds none of them.
+    let mut deleted = 0;
+    if let Some(overlay) = options.overlay.as_ref().filter(|_| !options.create_table) {
+        for keys in overlay.deletes.chunks(BATCH_ITEMS) {
+            let (used, resent) =
+                delete_batch(writer.as_ref(), &table, keys.to_vec(), budget.as_deref()).await?;
+            *consumed.lock().await += used;
+            retries.fetch_add(resent, Ordering::Relaxed);
+            deleted += keys.len() as u64;
+        }
+    }
+
+    let (batches_tx, batches_rx) = mpsc::channel::<Vec<Item>>(options.concurrency.max(1) * 2);
+    let batches_rx = Arc::new(Mutex::new(batches_rx));
     let mut writers = JoinSet::new();
     for _ in 0..options.concurrency.max(1) {
         let rx = batches_rx.clone();
@@ -182,7 +214,23 @@ pub async fn restore(
     // the reader's next send fails and it stops, instead of waiting on a full channel forever.
     drop(batches_rx);
 
-    let read = read_files(store, manifest, &locate, batches_tx).await;
+    let overlay = options.overlay.clone();
+    let read = match read_files(
+        store,
+        manifest,
+        &locate,
+        batches_tx.clone(),
+        overlay.clone(),
+    )
+    .await
+    {
+        Ok(()) => match &overlay {
+            Some(overlay) => send_puts(overlay, &batches_tx).await,
+            None => Ok(()),
+        },
+        failed => failed,
+    };
+    drop(batches_tx);
     let mut write: Result<(), RestoreError> = Ok(());
     while let Some(joined) = writers.join_next().await {
         let failed = match joined {
@@ -203,12 +251,18 @@ pub async fn restore(
     // A writer failing closes the channel and stops the reader: report the writer's cause.
     write?;
     read?;
+    let changes = overlay.as_ref().map(|overlay| OverlayReport {
+        as_of: overlay.as_of.clone(),
+        changed_keys: overlay.changed.len() as u64,
+        deleted,
+    });
     let report = RestoreReport {
         table,
         items: progress.items.load(Ordering::Relaxed),
         consumed_write_capacity: *consumed.lock().await,
         retries: retries.load(Ordering::Relaxed),
         duration_ms: clock.elapsed().as_millis() as u64,
+        changes,
     };
     info!(job_id = %manifest.job_id, table = %report.table, items = report.items,
           retries = report.retries, duration_ms = report.duration_ms, "restore complete");
@@ -271,6 +325,7 @@ async fn read_files(
     manifest: &Manifest,
     locate: &impl Fn(&str) -> String,
     batches: mpsc::Sender<Vec<Item>>,
+    overlay: Option<Arc<Overlay>>,
 ) -> Result<(), RestoreError> {
     for file in &manifest.files {
         let reader = store.open(&locate(&file.key)).await?;
@@ -278,10 +333,15 @@ async fn read_files(
         let (format, compression, key) = (manifest.format, manifest.compression, file.key.clone());
         let columns = file.columns.clone();
         let tx = batches.clone();
+        let overlay = overlay.clone();
         let finished = tokio::task::spawn_blocking(move || -> Result<bool, RestoreError> {
             let mut batch = Vec::with_capacity(BATCH_ITEMS);
             let mut open = true;
             read_items(bridge, format, compression, columns.as_deref(), |item| {
+                // A key the captured changes touched is written from its last change instead.
+                if overlay.as_ref().is_some_and(|o| o.replaces(&item)) {
+                    return open;
+                }
                 batch.push(item);
                 if batch.len() == BATCH_ITEMS {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ITEMS));
@@ -306,6 +366,42 @@ async fn read_files(
         }
     }
     Ok(())
+}
+
+/// Sends the overlay's items to the writers.
+async fn send_puts(
+    overlay: &Overlay,
+    batches: &mpsc::Sender<Vec<Item>>,
+) -> Result<(), RestoreError> {
+    for chunk in overlay.puts.chunks(BATCH_ITEMS) {
+        if batches.send(chunk.to_vec()).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes one batch of keys, resubmitting unprocessed ones as [`write_batch`] does.
+async fn delete_batch(
+    writer: &dyn TableWriter,
+    table: &str,
+    mut keys: Vec<Item>,
+    budget: Option<&WriteBudget>,
+) -> Result<(f64, u64), RestoreError> {
+    let mut consumed = 0.0;
+    for attempt in 0..MAX_ATTEMPTS {
+        if let Some(budget) = budget {
+            budget.acquire(keys.len() as f64).await;
+        }
+        let (unprocessed, used) = writer.batch_delete(table, keys).await?;
+        consumed += used;
+        if unprocessed.is_empty() {
+            return Ok((consumed, u64::from(attempt)));
+        }
+        keys = unprocessed;
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Err(RestoreError::Unprocessed { count: keys.len() })
 }
 
 /// Writes one batch, resubmitting unprocessed items with exponential backoff and full jitter.

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition as SdkAttributeDefinition, BillingMode, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, LocalSecondaryIndex, Projection, ProjectionType, PutRequest,
-    ReturnConsumedCapacity, ScalarAttributeType, WriteRequest,
+    AttributeDefinition as SdkAttributeDefinition, AttributeValue, BillingMode, DeleteRequest,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
+    ProjectionType, PutRequest, ReturnConsumedCapacity, ScalarAttributeType, WriteRequest,
 };
 
 use crate::aws::{error_facts, BoxError, FailureKind};
@@ -115,6 +116,100 @@ pub trait TableWriter: Send + Sync {
         table: &str,
         items: Vec<Item>,
     ) -> Result<(Vec<Item>, f64), WriteError>;
+
+    /// Deletes up to 25 items by their keys; returns the keys DynamoDB did not process and the
+    /// capacity consumed.
+    async fn batch_delete(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+    ) -> Result<(Vec<Item>, f64), WriteError>;
+
+    /// The live item with `key`, read strongly consistent.
+    async fn get_item(&self, table: &str, key: &Item) -> Result<Option<Item>, WriteError>;
+
+    /// Puts `new` (or deletes `key` when `None`) only if the live item is still `expected`
+    /// (`None`: absent), attribute for attribute; `Ok(false)` when it is not.
+    async fn write_if(
+        &self,
+        table: &str,
+        key: &Item,
+        new: Option<&Item>,
+        expected: Option<&Item>,
+    ) -> Result<bool, WriteError>;
+}
+
+/// Whether two items are the same: equal attributes, sets compared as sets (DynamoDB does not
+/// keep a set's order, so two reads of one item may list it differently).
+pub fn same_item(a: &Item, b: &Item) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(name, value)| b.get(name).is_some_and(|other| same_value(value, other)))
+}
+
+fn same_value(a: &AttributeValue, b: &AttributeValue) -> bool {
+    fn sorted<T: Ord + Clone>(v: &[T]) -> Vec<T> {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    }
+    match (a, b) {
+        (AttributeValue::Ss(x), AttributeValue::Ss(y)) => sorted(x) == sorted(y),
+        (AttributeValue::Ns(x), AttributeValue::Ns(y)) => sorted(x) == sorted(y),
+        (AttributeValue::Bs(x), AttributeValue::Bs(y)) => {
+            let bytes = |v: &[aws_sdk_dynamodb::primitives::Blob]| {
+                sorted(&v.iter().map(|b| b.as_ref().to_vec()).collect::<Vec<_>>())
+            };
+            bytes(x) == bytes(y)
+        }
+        (AttributeValue::M(x), AttributeValue::M(y)) => same_item(x, y),
+        (AttributeValue::L(x), AttributeValue::L(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_value(p, q))
+        }
+        _ => a == b,
+    }
+}
+
+/// The condition that the live item is `expected`: absent, or every attribute equal, and none
+/// of the attributes `new` brings that `expected` lacks (an attribute a concurrent writer added).
+fn condition_for(
+    key: &Item,
+    expected: Option<&Item>,
+    new: Option<&Item>,
+) -> (
+    String,
+    HashMap<String, String>,
+    HashMap<String, AttributeValue>,
+) {
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    match expected {
+        None => {
+            let mut parts = Vec::new();
+            for (i, name) in key.keys().enumerate() {
+                names.insert(format!("#k{i}"), name.clone());
+                parts.push(format!("attribute_not_exists(#k{i})"));
+            }
+            (parts.join(" AND "), names, values)
+        }
+        Some(item) => {
+            let mut parts = Vec::new();
+            for (i, (name, value)) in item.iter().enumerate() {
+                names.insert(format!("#a{i}"), name.clone());
+                values.insert(format!(":v{i}"), value.clone());
+                parts.push(format!("#a{i} = :v{i}"));
+            }
+            let added = new
+                .into_iter()
+                .flat_map(|n| n.keys())
+                .filter(|name| !item.contains_key(*name));
+            for (i, name) in added.enumerate() {
+                names.insert(format!("#n{i}"), name.clone());
+                parts.push(format!("attribute_not_exists(#n{i})"));
+            }
+            (parts.join(" AND "), names, values)
+        }
+    }
 }
 
 /// DynamoDB adapter.
@@ -264,6 +359,109 @@ impl TableWriter for DynamoDbWriter {
             .collect();
         Ok((unprocessed, consumed))
     }
+
+    async fn batch_delete(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+    ) -> Result<(Vec<Item>, f64), WriteError> {
+        let requests = keys
+            .into_iter()
+            .map(|key| {
+                DeleteRequest::builder()
+                    .set_key(Some(key))
+                    .build()
+                    .map(|delete| WriteRequest::builder().delete_request(delete).build())
+                    .map_err(|e| WriteError::refused("BatchWriteItem", table, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .batch_write_item()
+            .request_items(table, requests)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| WriteError::sdk("BatchWriteItem", table, e))?;
+        let consumed = out
+            .consumed_capacity()
+            .iter()
+            .filter_map(|c| c.capacity_units())
+            .sum();
+        let unprocessed = out
+            .unprocessed_items
+            .and_then(|mut m| m.remove(table))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|w| w.delete_request.map(|d| d.key))
+            .collect();
+        Ok((unprocessed, consumed))
+    }
+
+    async fn get_item(&self, table: &str, key: &Item) -> Result<Option<Item>, WriteError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| WriteError::sdk("GetItem", table, e))?;
+        Ok(out.item)
+    }
+
+    async fn write_if(
+        &self,
+        table: &str,
+        key: &Item,
+        new: Option<&Item>,
+        expected: Option<&Item>,
+    ) -> Result<bool, WriteError> {
+        let (condition, names, values) = condition_for(key, expected, new);
+        let values = (!values.is_empty()).then_some(values);
+        let result = match new {
+            Some(item) => self
+                .client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(item.clone()))
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(values)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.code() == Some("ConditionalCheckFailedException"),
+                        WriteError::sdk("PutItem", table, e),
+                    )
+                }),
+            None => self
+                .client
+                .delete_item()
+                .table_name(table)
+                .set_key(Some(key.clone()))
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(values)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.code() == Some("ConditionalCheckFailedException"),
+                        WriteError::sdk("DeleteItem", table, e),
+                    )
+                }),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err((true, _)) => Ok(false),
+            Err((false, e)) => Err(e),
+        }
+    }
 }
 
 /// Each table's spec and items.
@@ -324,6 +522,7 @@ impl TableWriter for MemoryWriter {
             local_secondary_indexes: spec.local_secondary_indexes.clone(),
             item_count: Some(items.len() as i64),
             size_bytes: None,
+            stream: None,
         }))
     }
 
@@ -379,5 +578,89 @@ impl TableWriter for MemoryWriter {
             stored.push(item);
         }
         Ok((unprocessed, 0.0))
+    }
+
+    async fn batch_delete(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+    ) -> Result<(Vec<Item>, f64), WriteError> {
+        self.with_table(table, |key_names, stored| {
+            for key in &keys {
+                stored.retain(|old| !matches_key(old, key, key_names));
+            }
+        })?;
+        Ok((Vec::new(), 0.0))
+    }
+
+    async fn get_item(&self, table: &str, key: &Item) -> Result<Option<Item>, WriteError> {
+        self.with_table(table, |key_names, stored| {
+            stored
+                .iter()
+                .find(|item| matches_key(item, key, key_names))
+                .cloned()
+        })
+    }
+
+    async fn write_if(
+        &self,
+        table: &str,
+        key: &Item,
+        new: Option<&Item>,
+        expected: Option<&Item>,
+    ) -> Result<bool, WriteError> {
+        self.with_table(table, |key_names, stored| {
+            let live = stored
+                .iter()
+                .position(|item| matches_key(item, key, key_names));
+            let holds = match (live, expected) {
+                (None, None) => true,
+                (Some(at), Some(expected)) => same_item(&stored[at], expected),
+                _ => false,
+            };
+            if holds {
+                if let Some(at) = live {
+                    stored.remove(at);
+                }
+                if let Some(item) = new {
+                    stored.push(item.clone());
+                }
+            }
+            holds
+        })
+    }
+}
+
+fn matches_key(item: &Item, key: &Item, key_names: &[String]) -> bool {
+    key_names.iter().all(|k| item.get(k) == key.get(k))
+}
+
+impl MemoryWriter {
+    fn with_table<T>(
+        &self,
+        table: &str,
+        f: impl FnOnce(&[String], &mut Vec<Item>) -> T,
+    ) -> Result<T, WriteError> {
+        let mut tables = self
+            .tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (spec, stored) = tables
+            .get_mut(table)
+            .ok_or_else(|| WriteError::refused("WriteItem", table, "ResourceNotFoundException"))?;
+        let key_names: Vec<String> = spec
+            .key_schema
+            .iter()
+            .map(|k| k.attribute_name.clone())
+            .collect();
+        Ok(f(&key_names, stored))
+    }
+
+    /// Puts `item` as a live table would, for tests that change a table under a restore.
+    pub fn put(&self, table: &str, item: Item) {
+        let _ = self.with_table(table, |key_names, stored| {
+            stored.retain(|old| !matches_key(old, &item, key_names));
+            stored.push(item);
+        });
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::aws::AwsContext;
 use crate::backup::pipeline::Backup;
+use crate::changes::{Capture, ChangeStream, DynamoDbStreams};
 use crate::model::job::{BackupJob, Destination};
 use crate::model::manifest::{Manifest, MANIFEST_FILE};
 use crate::runtime::config::{ConfigError, Settings};
@@ -43,6 +44,34 @@ pub fn store_for(
     }
 }
 
+/// The change capture of the deployment: into its bucket, under its prefix, compressed as its
+/// backups are.
+pub fn capture(aws: &AwsContext, settings: &Settings) -> Result<Capture, ConfigError> {
+    let bucket = settings
+        .defaults
+        .bucket
+        .clone()
+        .ok_or_else(|| ConfigError {
+            var: "DDB_BACKUP_BUCKET",
+            message: "change capture needs the bucket its table's backups go to".into(),
+        })?;
+    let destination = Destination::S3 {
+        bucket,
+        prefix: settings.defaults.prefix.clone(),
+    };
+    Ok(Capture::new(
+        store_for(&destination, aws, settings),
+        change_stream(aws),
+        settings.defaults.prefix.as_str(),
+        settings.defaults.compression,
+    ))
+}
+
+/// The DynamoDB Streams adapter.
+pub fn change_stream(aws: &AwsContext) -> Arc<dyn ChangeStream> {
+    Arc::new(DynamoDbStreams::new(aws.dynamodb_streams()))
+}
+
 /// The DynamoDB table source.
 pub fn dynamodb_source(aws: &AwsContext) -> Arc<dyn TableSource> {
     Arc::new(DynamoDbSource::new(aws.dynamodb()))
@@ -63,7 +92,16 @@ pub struct OpenedBackup {
     pub store: Arc<dyn ObjectStore>,
     /// The manifest.
     pub manifest: Manifest,
+    /// The manifest's key in the store.
+    pub key: String,
     local: bool,
+}
+
+impl OpenedBackup {
+    /// Whether it is a local directory (whose changes, if any, are not beside it).
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
 }
 
 impl OpenedBackup {
@@ -162,6 +200,7 @@ pub async fn open_backup(
     Ok(OpenedBackup {
         store,
         manifest,
+        key,
         local,
     })
 }

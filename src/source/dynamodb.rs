@@ -241,5 +241,16 @@ fn table_info(table: &str, d: TableDescription) -> TableInfo {
             .collect(),
         item_count: d.item_count(),
         size_bytes: d.table_size_bytes(),
+        stream: d
+            .latest_stream_arn()
+            .zip(d.stream_specification())
+            .filter(|(_, spec)| spec.stream_enabled())
+            .map(|(arn, spec)| crate::model::table::TableStream {
+                arn: arn.to_string(),
+                view_type: spec
+                    .stream_view_type()
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default(),
+            }),
     }
 }

@@ -57,6 +57,7 @@ impl MemorySource {
                 local_secondary_indexes: Vec::new(),
                 item_count: Some(items.len() as i64),
                 size_bytes: None,
+                stream: None,
             },
             items,
             page_size: page_size.max(1),

@@ -59,6 +59,9 @@ pub struct BackupEntry {
     pub manifest: Option<String>,
     /// Items against the table's previous backup, in percent (complete backups).
     pub items_change_percent: Option<f64>,
+    /// Complete backups: the moment a restore brings the table to, when the table's changes
+    /// are captured; `None` for a fuzzy backup (items read over the scan's duration).
+    pub consistent_as_of: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -198,6 +201,10 @@ async fn complete_entry(
         )),
         manifest: Some(store.uri(&key)),
         items_change_percent: manifest.items_change_percent(),
+        consistent_as_of: manifest
+            .consistency
+            .as_ref()
+            .and_then(|c| c.consistent_as_of.clone()),
         error: None,
     })
 }
@@ -223,6 +230,7 @@ async fn unfinished_entry(
         format: None,
         manifest: None,
         items_change_percent: None,
+        consistent_as_of: None,
         error: None,
     };
     let known = match (status, JobId::new(job_id)) {

@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod notify;
 pub mod queue;
 pub mod status;
+pub mod stream;
 pub mod worker;

@@ -133,6 +133,13 @@ impl Email {
                         ),
                         ("Files", manifest.files.len().to_string()),
                         (
+                            "Consistency",
+                            manifest.consistency.as_ref().map_or_else(
+                                || "fuzzy (read over the scan's duration)".to_string(),
+                                |c| c.describe(),
+                            ),
+                        ),
+                        (
                             "Format",
                             format!("{} / {}", manifest.format, manifest.compression),
                         ),
@@ -475,6 +482,8 @@ mod tests {
             "[ddb-backup] studentData backup complete: 500 items"
         );
         assert!(!first.text.contains("since"), "{}", first.text);
+        assert!(first.text.contains("Consistency"), "{}", first.text);
+        assert!(first.text.contains("fuzzy"), "{}", first.text);
 
         let grown = complete(560, Some(500));
         assert_eq!(

@@ -47,6 +47,9 @@ def main():
         seen["status"] = status.inner_text()
         seen["job_id"] = re.search(r"Backup (\S+)", seen["status"]).group(1)
         expect(page.get_by_role("button", name=f"Files of {seen['job_id']}")).to_be_visible()
+        # Without change capture, the backup is the scan as read: marked fuzzy.
+        newest = page.locator("#backups tbody tr").first
+        expect(newest.locator("td").nth(8)).to_have_text("fuzzy")
         page.screenshot(path=shots / "2-complete.png", full_page=True)
 
         # The manifest's files, and one downloaded through its link.

@@ -20,6 +20,7 @@ mod job_endings;
 mod lambda_runtime;
 mod malformed_inputs;
 mod object_lock;
+mod point_in_time;
 mod restore;
 mod shrink;
 mod triggers;

@@ -58,6 +58,7 @@ async fn backup_verify_restore_gives_back_the_same_items_and_indexes() {
             write_budget: None,
             concurrency: 4,
             allow_lossy: false,
+            overlay: None,
         };
         let writer = Arc::new(DynamoDbWriter::new(aws.dynamodb()));
         let restored = restore(
@@ -182,6 +183,7 @@ async fn create_table_rebuilds_a_composite_key_and_local_index() {
         write_budget: Some(100.0),
         concurrency: 2,
         allow_lossy: false,
+        overlay: None,
     };
     restore(
         store,
@@ -257,6 +259,7 @@ async fn a_binding_write_budget_holds_the_restores_rate_within_fifteen_percent()
         write_budget: Some(budget),
         concurrency: 8,
         allow_lossy: false,
+        overlay: None,
     };
     let started = std::time::Instant::now();
     restore(

@@ -44,8 +44,12 @@ pub(crate) enum Command {
     /// Check a backup against its manifest: every file's size, SHA-256 and item count, and that
     /// every record decodes.
     Verify(VerifyArgs),
-    /// Write a backup's items into a table (idempotent: running it twice gives the same table).
+    /// Write a backup's items into a table (idempotent: running it twice gives the same table),
+    /// as the backup read them or, with captured changes, as the table was at a moment.
     Restore(RestoreArgs),
+    /// What changed in a table, key by key, from its captured changes: to decide what to
+    /// restore, and to which moment.
+    Changes(ChangesArgs),
     /// Put a backup job on the SQS queue, as an operator would by hand; the worker Lambda runs it.
     Enqueue(EnqueueArgs),
     /// A table's backups in the bucket, newest first: complete, running, failed.
@@ -60,8 +64,10 @@ pub(crate) enum Command {
 #[derive(Args)]
 pub(crate) struct RestoreArgs {
     /// The manifest: `s3://bucket/…/manifest.json` (or its folder), or a local manifest.json or
-    /// backup folder.
-    pub(crate) manifest: String,
+    /// backup folder. With --to-time it may be left out: the newest backup before that time is
+    /// used.
+    #[arg(required_unless_present = "to_time")]
+    pub(crate) manifest: Option<String>,
     /// Table to write into.
     #[arg(long)]
     pub(crate) table: String,
@@ -77,7 +83,54 @@ pub(crate) struct RestoreArgs {
     /// Restore from a plain `json` backup (sets come back as lists, binary as base64 strings).
     #[arg(long)]
     pub(crate) allow_lossy: bool,
+    /// Restore the table as it was at this moment: RFC 3339 (2026-12-07T10:42:00Z) or a time
+    /// ago (-15m, -2h, -1d). Needs the table's changes captured (docs/changes.md).
+    #[arg(long)]
+    pub(crate) to_time: Option<String>,
+    /// With --to-time and no manifest: the table whose backups and changes to use (default:
+    /// DDB_BACKUP_TABLE, else --table).
+    #[arg(long)]
+    pub(crate) source_table: Option<String>,
+    /// With --to-time and no manifest: the bucket of the backups (default: DDB_BACKUP_BUCKET).
+    #[arg(long)]
+    pub(crate) bucket: Option<String>,
+    /// Restore only these items, into the live table: a file with one key per line, as
+    /// DynamoDB JSON (`{"id":{"S":"a"}}`) or a bare partition-key value.
+    #[arg(long, requires = "to_time")]
+    pub(crate) keys: Option<PathBuf>,
+    /// Restore only the items with this partition-key value, into the live table (repeatable).
+    #[arg(long = "key", requires = "to_time")]
+    pub(crate) key_values: Vec<String>,
+    /// With --keys or --key: also overwrite items that changed after the capture's newest
+    /// record of them (otherwise they are reported and left alone).
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+    /// Restore a point-in-time backup as the scan read it, without its captured changes.
+    #[arg(long, conflicts_with = "to_time")]
+    pub(crate) fuzzy: bool,
     /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ChangesArgs {
+    /// Table whose captured changes to list (default: DDB_BACKUP_TABLE).
+    #[arg(long)]
+    pub(crate) table: Option<String>,
+    /// Bucket (default: DDB_BACKUP_BUCKET).
+    #[arg(long)]
+    pub(crate) bucket: Option<String>,
+    /// From this moment: RFC 3339, or a time ago (-15m, -2h, -1d).
+    #[arg(long)]
+    pub(crate) since: String,
+    /// Until this moment (default: now).
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// At most this many keys, most recently changed first.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+    /// Print the changes as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -298,6 +298,9 @@ pub(crate) async fn verify(
     options: &AwsOptions,
 ) -> anyhow::Result<()> {
     let aws = AwsContext::load(options).await;
+    if let Some(day) = compacted_day(&args.manifest) {
+        return verify_compacted_day(&args, day, &aws, settings).await;
+    }
     let backup = ddb_backup::runtime::service::open_backup(&args.manifest, &aws, settings).await?;
     let manifest = &backup.manifest;
     let report = ddb_backup::readback::verify::verify_backup(backup.store.clone(), manifest, |k| {
@@ -330,10 +333,96 @@ pub(crate) async fn verify(
     Ok(())
 }
 
-pub(crate) async fn restore(
+/// A compacted day of changes: `s3://bucket/{prefix}{table}/changes/daily/dt={date}/` (or its
+/// manifest), as `(bucket, changes base, date)`.
+fn compacted_day(location: &str) -> Option<(&str, &str, &str)> {
+    let rest = location.strip_prefix("s3://")?;
+    let (bucket, key) = rest.split_once('/')?;
+    let at = key.find("daily/dt=")?;
+    let base = &key[..at];
+    let date = key[at + "daily/dt=".len()..].split('/').next()?;
+    base.ends_with("changes/").then_some((bucket, base, date))
+}
+
+async fn verify_compacted_day(
+    args: &VerifyArgs,
+    (bucket, base, date): (&str, &str, &str),
+    aws: &AwsContext,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let bucket = ddb_backup::model::job::BucketName::new(bucket).map_err(|message| {
+        ddb_backup::JobError::Field {
+            field: "manifest".into(),
+            message: message.into(),
+        }
+    })?;
+    let store = ddb_backup::store::S3Store::new(
+        aws.s3(),
+        bucket,
+        settings.sse.clone(),
+        settings.expected_bucket_owner.clone(),
+    );
+    let table_base = base.trim_end_matches("changes/");
+    let (prefix, table) = table_base
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .map(|(p, t)| (format!("{p}/"), t))
+        .unwrap_or((String::new(), table_base.trim_end_matches('/')));
+    let layout = ddb_backup::model::changes::ChangeLayout::new(&prefix, table);
+    let check = ddb_backup::changes::compact::verify_day(&store, &layout, date)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{} has no compacted-day manifest", args.manifest))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&check)?);
+    }
+    if !check.problems.is_empty() {
+        for problem in &check.problems {
+            eprintln!("{problem}");
+        }
+        anyhow::bail!(
+            "the compacted changes of {date} do not match their manifest: {} problem(s)",
+            check.problems.len()
+        );
+    }
+    if !args.json {
+        println!(
+            "OK: compacted changes of {table} on {date}: {} keys, {} verified against the manifest",
+            check.changes,
+            human_bytes(check.bytes)
+        );
+    }
+    Ok(())
+}
+
+/// Restores a backup as its scan read it.
+pub(crate) async fn restore_as_read(
     args: RestoreArgs,
     settings: &Settings,
     options: &AwsOptions,
+) -> anyhow::Result<()> {
+    let aws = AwsContext::load(options).await;
+    let location = args.manifest.clone().unwrap_or_default();
+    let backup = ddb_backup::runtime::service::open_backup(&location, &aws, settings).await?;
+    write_restore(
+        &args,
+        &aws,
+        backup.store.clone(),
+        &backup.manifest,
+        |k| backup.locate(k),
+        None,
+    )
+    .await
+}
+
+/// Writes a backup (with captured changes over it, when `overlay` is given) into the target
+/// table, with a progress bar, and prints the report.
+pub(crate) async fn write_restore(
+    args: &RestoreArgs,
+    aws: &AwsContext,
+    store: Arc<dyn ddb_backup::store::ObjectStore>,
+    manifest: &Manifest,
+    locate: impl Fn(&str) -> String,
+    overlay: Option<Arc<ddb_backup::readback::point_in_time::Overlay>>,
 ) -> anyhow::Result<()> {
     let table = ddb_backup::model::job::TableName::new(&args.table).map_err(|message| {
         ddb_backup::JobError::Field {
@@ -348,18 +437,17 @@ pub(crate) async fn restore(
         }
         .into());
     }
-    let aws = AwsContext::load(options).await;
-    let backup = ddb_backup::runtime::service::open_backup(&args.manifest, &aws, settings).await?;
     let restore_options = ddb_backup::readback::restore::RestoreOptions {
         table,
         create_table: args.create_table,
         write_budget: args.write_budget,
         concurrency: args.concurrency,
         allow_lossy: args.allow_lossy,
+        overlay,
     };
     let progress = Arc::new(ddb_backup::readback::restore::RestoreProgress::default());
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(backup.manifest.item_count);
+        let bar = ProgressBar::new(manifest.item_count);
         let shown = bar.clone();
         let counters = progress.clone();
         let ticker = tokio::spawn(async move {
@@ -374,9 +462,9 @@ pub(crate) async fn restore(
         aws.dynamodb(),
     ));
     let result = ddb_backup::readback::restore::restore(
-        backup.store.clone(),
-        &backup.manifest,
-        |k| backup.locate(k),
+        store,
+        manifest,
+        locate,
         writer,
         &restore_options,
         progress,
@@ -403,11 +491,17 @@ pub(crate) async fn restore(
         println!(
             "Restored {} items of backup {} into table {} in {secs:.1} s ({:.0} items/s, {} resubmissions)",
             report.items,
-            backup.manifest.job_id,
+            manifest.job_id,
             report.table,
             report.items as f64 / secs,
             report.retries
         );
+        if let Some(changes) = &report.changes {
+            println!(
+                "The table is as it was at {}: {} keys taken from the captured changes, {} deleted",
+                changes.as_of, changes.changed_keys, changes.deleted
+            );
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod recovery;
 
 use std::process::ExitCode;
 
@@ -88,6 +89,7 @@ fn says_what_to_do(err: &(dyn std::error::Error + 'static)) -> bool {
         || err.is::<WriteError>()
         || err.is::<RestoreError>()
         || err.is::<OpenError>()
+        || err.is::<ddb_backup::readback::point_in_time::PointInTimeError>()
 }
 
 fn init_logging(verbose: u8) {
@@ -117,7 +119,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Backup(args) => backup(args, &settings, &options).await,
         Command::Verify(args) => verify(args, &settings, &options).await,
-        Command::Restore(args) => restore(args, &settings, &options).await,
+        Command::Restore(args) => recovery::restore(args, &settings, &options).await,
+        Command::Changes(args) => recovery::changes(args, &settings, &options).await,
         Command::Seed(args) => seed(args, &options).await,
         Command::Enqueue(args) => enqueue(args, &settings, &options).await,
         Command::List(args) => list(args, &settings, &options).await,

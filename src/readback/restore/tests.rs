@@ -20,6 +20,7 @@ fn options(table: &str, create: bool) -> RestoreOptions {
         write_budget: None,
         concurrency: 4,
         allow_lossy: false,
+        overlay: None,
     }
 }
 
@@ -183,6 +184,28 @@ impl TableWriter for RefusingWriter {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         self.inner.batch_write(table, items).await
+    }
+
+    async fn batch_delete(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+    ) -> Result<(Vec<Item>, f64), WriteError> {
+        self.inner.batch_delete(table, keys).await
+    }
+
+    async fn get_item(&self, table: &str, key: &Item) -> Result<Option<Item>, WriteError> {
+        self.inner.get_item(table, key).await
+    }
+
+    async fn write_if(
+        &self,
+        table: &str,
+        key: &Item,
+        new: Option<&Item>,
+        expected: Option<&Item>,
+    ) -> Result<bool, WriteError> {
+        self.inner.write_if(table, key, new, expected).await
     }
 }
 

@@ -97,6 +97,7 @@ impl TableSource for SyntheticSource {
             local_secondary_indexes: Vec::new(),
             item_count: Some(self.count as i64),
             size_bytes: None,
+            stream: None,
         })
     }
 

@@ -12,7 +12,7 @@ use crate::backup::fan_out::record_failure;
 use crate::backup::pipeline::{BackupError, JSON_META};
 use crate::error::Retryable;
 use crate::model::fan_out::{Shard, WorkerResult};
-use crate::model::job::BackupJob;
+use crate::model::job::{BackupJob, Trigger};
 use crate::model::manifest::{Layout, Manifest};
 use crate::store::{ObjectStore, Precondition};
 use crate::triggers::notify::{Email, JobSummary};
@@ -47,6 +47,9 @@ impl Worker {
             manifest.items_change_percent(),
             manifest.shrank(self.shrink_alert_percent),
         );
+        if job.trigger == Trigger::Schedule {
+            compact_previous_day(start.store.clone(), job, &manifest).await;
+        }
         status.notified = self
             .notify(
                 job,
@@ -425,4 +428,33 @@ pub(super) enum ContinueError {
     Serialize(#[source] serde_json::Error),
     #[error("sending the continuation failed: {0}")]
     Queue(#[from] QueueError),
+}
+
+/// The nightly backup also folds the previous day's captured changes (if the table's are
+/// captured into this bucket) into one file set, so a restore reads one set per day. A failure
+/// is logged and changes nothing else: the day's batches stay readable one by one.
+async fn compact_previous_day(
+    store: std::sync::Arc<dyn ObjectStore>,
+    job: &BackupJob,
+    manifest: &Manifest,
+) {
+    use crate::changes::compact::compact_day;
+    use crate::changes::coverage::lineage;
+    use crate::model::changes::ChangeLayout;
+    let layout = ChangeLayout::new(job.destination.prefix().as_str(), job.table.as_str());
+    let lineage = match lineage(store.as_ref(), &layout).await {
+        Ok(lineage) if lineage.is_empty() => return,
+        Ok(lineage) => lineage,
+        Err(err) => {
+            return warn!(job_id = %job.job_id, error = %err, "captured changes not compacted: their records could not be read")
+        }
+    };
+    let day = (chrono::Utc::now() - chrono::TimeDelta::days(1)).date_naive();
+    let names = crate::readback::point_in_time::key_names(manifest);
+    match compact_day(store, &layout, &names, day, &lineage, job.compression).await {
+        Ok(Some(set)) => info!(job_id = %job.job_id, date = %set.date, keys = set.keys,
+                               changes = set.changes_read, "captured changes compacted"),
+        Ok(None) => {}
+        Err(err) => warn!(job_id = %job.job_id, error = %err, "captured changes not compacted"),
+    }
 }

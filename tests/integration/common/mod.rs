@@ -11,6 +11,7 @@ mod items;
 mod lambda;
 mod messaging;
 mod s3;
+mod streams;
 
 pub use dynamodb::*;
 pub use faults::*;
@@ -18,6 +19,7 @@ pub use items::*;
 pub use lambda::*;
 pub use messaging::*;
 pub use s3::*;
+pub use streams::*;
 
 /// The emulator's endpoint, or a panic that says how to start it: a test never skips silently.
 pub fn endpoint() -> String {
