@@ -14,7 +14,8 @@ import json
 import sys
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 
 def say(message):
@@ -82,6 +83,50 @@ def kept_policy_worker(s3, bucket):
     return None
 
 
+def table_stream(session, table, given, current, decided):
+    """TableStreamArn: the table's stream when it carries new and old images (change capture on),
+    else empty, with the one command that enables it."""
+    if "TableStreamArn" in given:
+        return
+    enable = (f"aws dynamodb update-table --table-name {table} --stream-specification "
+              f"StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES")
+    dynamodb = session.client("dynamodb", config=Config(retries={"max_attempts": 2}))
+    try:
+        described = dynamodb.describe_table(TableName=table)["Table"]
+    except (ClientError, BotoCoreError) as err:
+        if isinstance(err, ClientError) and code(err) == "ResourceNotFoundException":
+            say(f"note: the table {table} does not exist here yet, so its changes are not captured; once "
+                f"it exists, run: {enable}  and deploy again (docs/changes.md)")
+        else:
+            # Not allowed to read it, say: keep what the stack has, and say how to choose.
+            if current.get("TableStreamArn"):
+                decided["TableStreamArn"] = current["TableStreamArn"]
+            reason = code(err) if isinstance(err, ClientError) else type(err).__name__
+            say(f"note: could not read the table {table} ({reason}), so change capture stays "
+                f"{'on' if current.get('TableStreamArn') else 'off'}. To capture its changes, give it a "
+                f"stream ({enable}) and pass TableStreamArn=<its LatestStreamArn>")
+        return
+    spec = described.get("StreamSpecification") or {}
+    arn = described.get("LatestStreamArn", "")
+    if spec.get("StreamEnabled") and spec.get("StreamViewType") == "NEW_AND_OLD_IMAGES":
+        decided["TableStreamArn"] = arn
+        if current.get("TableStreamArn") != arn:
+            say(f"note: the changes of {table} are captured from its stream {arn}: backups are "
+                f"consistent to the second, and restore reaches any moment since (docs/changes.md)")
+        return
+    if current.get("TableStreamArn"):
+        decided["TableStreamArn"] = ""
+    if spec.get("StreamEnabled"):
+        say(f"note: the stream of {table} carries {spec.get('StreamViewType')}, not NEW_AND_OLD_IMAGES, so "
+            f"its changes are not captured. A stream's view type cannot change in place: disable it "
+            f"(aws dynamodb update-table --table-name {table} --stream-specification StreamEnabled=false), "
+            f"then run: {enable}")
+    else:
+        say(f"note: {table} has no stream, so its changes are not captured: backups are fuzzy (each item as "
+            f"the scan read it) and restore reaches a backup's time only. To restore to any moment and "
+            f"item by item, run: {enable}  and deploy again")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--stack", required=True)
@@ -109,8 +154,10 @@ def main():
         stack = None
 
     me = deployer_arn(session)
+    table = given.get("TableName", "studentData")
     if stack is not None:
         current = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
+        table_stream(session, table, given, current, decided)
         for key in ("DeployerArn", "SetApiGatewayLoggingRole", "CreateSenderIdentity", "BucketExists"):
             if key not in given and current.get(key):
                 decided[key] = current[key]
@@ -133,6 +180,7 @@ def main():
     # A first deploy: everything the stack names must be free.
     if "DeployerArn" not in given:
         decided["DeployerArn"] = me
+    table_stream(session, table, given, {}, decided)
     s3 = session.client("s3")
     bucket = given.get("BucketName", "student-backup-20250706")
     reuse = given.get("BucketExists", "false") == "true"
@@ -183,6 +231,14 @@ def main():
     if log_group_exists(f"/aws/lambda/{function}"):
         problems.append(f"WorkerFunctionName: the log group /aws/lambda/{function} already exists (left by "
                         f"an earlier function of that name): delete it, or pass WorkerFunctionName=<another name>")
+    if decided.get("TableStreamArn") or given.get("TableStreamArn"):
+        changes = given.get("ChangesFunctionName", "BackupDynamoDBChanges")
+        if exists(lam.get_function, ("ResourceNotFoundException",), FunctionName=changes):
+            problems.append(f"ChangesFunctionName: a Lambda function {changes} already exists in {args.region}: "
+                            f"pass ChangesFunctionName=<another name>")
+        if log_group_exists(f"/aws/lambda/{changes}"):
+            problems.append(f"ChangesFunctionName: the log group /aws/lambda/{changes} already exists: "
+                            f"delete it, or pass ChangesFunctionName=<another name>")
     for name in (f"/aws/lambda/{args.stack}-api", f"/aws/apigateway/{args.stack}-access"):
         if log_group_exists(name):
             problems.append(f"--stack-name: the log group {name} already exists: delete it, or deploy with "

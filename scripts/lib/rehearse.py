@@ -310,6 +310,27 @@ def assert_created(r, stack, params):
     check(jobs["EventSourceArn"] == attrs["QueueArn"] and jobs["FunctionName"] == worker["FunctionName"],
           f"{stack}: the worker's event source is {jobs}")
     boto3.client("iam").get_role(RoleName=out["WorkerRoleArn"].split("/")[-1])
+
+    # Change capture: on when deploy.sh found the table's stream, absent otherwise.
+    stream_arn = params.get("TableStreamArn", "")
+    if stream_arn:
+        changes = json.loads(ssm.get_parameter(Name=physical["ChangesFunction"])["Parameter"]["Value"])
+        check(changes["Role"] == out["WorkerRoleArn"] and changes["Environment"]["Variables"]["DDB_BACKUP_BUCKET"] == bucket,
+              f"{stack}: the capture would run as {changes['Role']} with {changes['Environment']}")
+        mapping = json.loads(ssm.get_parameter(Name=physical["ChangesFunctionChanges"])["Parameter"]["Value"])
+        failures_arn = [x["PhysicalResourceId"] for x in resources if x["LogicalResourceId"] == "ChangeFailuresQueue"][0]
+        failures_arn = sqs.get_queue_attributes(QueueUrl=failures_arn, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        check(mapping["EventSourceArn"] == stream_arn and mapping["StartingPosition"] == "TRIM_HORIZON"
+              and str(mapping["ParallelizationFactor"]) == "1" and str(mapping["BisectBatchOnFunctionError"]).lower() == "true"
+              and mapping["DestinationConfig"]["OnFailure"]["Destination"] == failures_arn
+              and str(mapping["MaximumBatchingWindowInSeconds"]) == params.get("ChangeBatchingWindowSeconds", "60"),
+              f"{stack}: the capture's event source is {mapping}")
+        lost = json.loads(ssm.get_parameter(Name=physical["ChangesFunctionLostBatches"])["Parameter"]["Value"])
+        check(lost["EventSourceArn"] == failures_arn, f"{stack}: lost batches are read from {lost}")
+        check("ChangesFunction" in out, f"{stack}: no ChangesFunction output")
+    else:
+        check(not {"ChangesFunction", "ChangeFailuresQueue", "ChangesPolicy"} & set(physical),
+              f"{stack}: capture resources without a stream: {sorted(physical)}")
     log(f"{stack}: {len(resources)} resources, {len(out)} outputs, bucket, queue, schedule and "
         f"{len(found)} alarms as the template says")
     return out
@@ -324,7 +345,10 @@ def run(r):
         "BucketName": "rehearsal-backups",
     }
 
-    # 1. A first deploy with the tutorial's names.
+    # 1. A first deploy with the tutorial's names; the table has no stream yet, so no capture,
+    #    and the preflight says the one command that enables it.
+    code, _, err = preflight("ddb-backup", first)
+    check(code == 0 and "StreamViewType=NEW_AND_OLD_IMAGES" in err, f"deploy.sh --preflight said:\n{err}")
     decided = deploy(r, "ddb-backup", first)
     check(decided.get("DeployerArn", "").startswith("arn:aws:iam::"), f"deploy.sh set DeployerArn to {decided}")
     assert_created(r, "ddb-backup", decided)
@@ -357,7 +381,13 @@ def run(r):
         "ScheduleExpression": "rate(12 hours)",
         "ScheduleTimezone": "Europe/Berlin",
     }
+    # Change capture on: its table's stream, given as deploy.sh's note says to (LocalStack's
+    # DynamoDB needs DynamoDB Local, which is not used here, so deploy.sh cannot look it up).
+    stream_arn = "arn:aws:dynamodb:us-east-1:000000000000:table/orders/stream/2026-12-07T10:00:00.000"
+    second["TableStreamArn"] = stream_arn
+    second["ChangeBatchingWindowSeconds"] = "120"
     decided = deploy(r, "orders-backup", second)
+    check(decided.get("TableStreamArn") == stream_arn, f"deploy.sh dropped the orders stream: {decided}")
     check(decided.get("SetApiGatewayLoggingRole") == "false",
           f"deploy.sh kept the first stack's API Gateway logging role: {decided}")
     out = assert_created(r, "orders-backup", decided)

@@ -461,11 +461,44 @@ class TemplateInvariants(unittest.TestCase):
         globals_ = self.t["Globals"]["Function"]
         self.assertEqual(globals_["Architectures"], ["arm64"])
         self.assertEqual(globals_["Runtime"], "provided.al2023")
-        for name, binary in (("WorkerFunction", "backup-worker"), ("ApiFunction", "backup-api")):
+        for name, binary in (("WorkerFunction", "backup-worker"), ("ApiFunction", "backup-api"),
+                             ("ChangesFunction", "backup-changes")):
             meta = self.resource(name)["Metadata"]
             self.assertEqual(meta["BuildMethod"], "rust-cargolambda")
             self.assertEqual(meta["BuildProperties"]["Binary"], binary)
 
+
+    def test_change_capture_reads_the_tables_stream_in_order_and_records_every_lost_batch(self):
+        capture = ("ChangesLogGroup", "ChangeFailuresQueue", "ChangeFailuresQueuePolicy", "ChangesPolicy",
+                   "ChangesFunction", "ChangesLostAlarm", "ChangeCaptureLagAlarm")
+        for name in capture:
+            self.assertEqual(self.resource(name).get("Condition"), "CaptureChanges", name)
+        self.assertEqual(self.t["Conditions"]["CaptureChanges"], {"Fn::Not": [{"Fn::Equals": [{"Ref": "TableStreamArn"}, ""]}]})
+        self.assertEqual(self.t["Parameters"]["TableStreamArn"]["Default"], "")
+        function = self.resource("ChangesFunction")["Properties"]
+        # The bucket policy lets only the worker's role write under the backups' prefix.
+        self.assertEqual(function["Role"], {"Fn::GetAtt": ["WorkerRole", "Arn"]})
+        stream = function["Events"]["Changes"]["Properties"]
+        self.assertEqual(function["Events"]["Changes"]["Type"], "DynamoDB")
+        self.assertEqual(stream["Stream"], {"Ref": "TableStreamArn"})
+        self.assertEqual(stream["StartingPosition"], "TRIM_HORIZON")
+        self.assertEqual(stream["ParallelizationFactor"], 1)
+        self.assertTrue(stream["BisectBatchOnFunctionError"])
+        self.assertEqual(stream["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+        self.assertEqual(stream["DestinationConfig"]["OnFailure"]["Destination"],
+                         {"Fn::GetAtt": ["ChangeFailuresQueue", "Arn"]})
+        self.assertEqual(stream["MaximumBatchingWindowInSeconds"], {"Ref": "ChangeBatchingWindowSeconds"})
+        window = self.t["Parameters"]["ChangeBatchingWindowSeconds"]
+        self.assertEqual((window["Default"], window["MinValue"], window["MaxValue"]), (60, 0, 300))
+        lost = function["Events"]["LostBatches"]
+        self.assertEqual(lost["Properties"]["Queue"], {"Fn::GetAtt": ["ChangeFailuresQueue", "Arn"]})
+        read = self.statement("ChangesPolicy", "ReadTheTableStream")
+        self.assertEqual(sorted(as_list(read["Action"])), ["dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                                           "dynamodb:GetShardIterator", "dynamodb:ListStreams"])
+        self.assertIn({"Ref": "TableStreamArn"}, read["Resource"])
+        self.assertTrue(all("table/${TableName}/stream" in str(r) or r == {"Ref": "TableStreamArn"}
+                            for r in read["Resource"]), read["Resource"])
+        self.assertEqual(self.resource("ChangesPolicy")["Properties"]["Roles"], [{"Ref": "WorkerRole"}])
 
     # ------------------------------------------------------------ deploys on a new account
 
