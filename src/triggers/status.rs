@@ -48,6 +48,11 @@ pub struct JobStatus {
     pub requested_at: String,
     /// When this status was written.
     pub updated_at: String,
+    /// A random id of the write that stored this version. Two writers may write equal statuses
+    /// in the same millisecond (two workers counting themselves from the same count); a writer
+    /// whose conditional write was refused recognises its own version by it, never another's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
     /// Invocations that worked on it so far (more than one for long jobs and retries).
     #[serde(default)]
     pub legs: u32,
@@ -128,6 +133,7 @@ impl JobStatus {
                 .requested_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             updated_at: now(),
+            revision: String::new(),
             legs: 0,
             items: None,
             bytes: None,
@@ -188,6 +194,7 @@ impl StatusBoard {
     pub async fn put(&self, status: &JobStatus) -> Result<(), StoreError> {
         let mut status = status.clone();
         status.updated_at = now();
+        status.revision = uuid::Uuid::new_v4().to_string();
         let body = serde_json::to_vec(&status).map_err(|e| {
             StoreError::request(
                 "PutObject",
@@ -221,6 +228,7 @@ impl StatusBoard {
                 return Ok(());
             };
             status.updated_at = now();
+            status.revision = uuid::Uuid::new_v4().to_string();
             let body = serde_json::to_vec(&status).map_err(|e| {
                 StoreError::request(
                     "PutObject",
