@@ -201,6 +201,8 @@ const THROTTLING_CODES: &[&str] = &[
     "TooManyRequestsException",
     "RequestThrottled",
     "RequestThrottledException",
+    // DynamoDB Streams: too many GetRecords or GetShardIterator calls on a shard.
+    "LimitExceededException",
 ];
 
 /// Service error codes that mean "not allowed".

@@ -603,7 +603,12 @@ impl Backup {
             Some(stream) if stream.has_new_images() => {
                 let layout =
                     ChangeLayout::new(job.destination.prefix().as_str(), job.table.as_str());
-                self.captures(&layout, &stream.arn).await.then_some(stream)
+                let since = chrono::DateTime::parse_from_rfc3339(scan_from)
+                    .map(|t| t.timestamp_micros())
+                    .unwrap_or(i64::MIN);
+                self.captures(&layout, &stream.arn, since)
+                    .await
+                    .then_some(stream)
             }
             _ => None,
         };
@@ -628,8 +633,9 @@ impl Backup {
         }
     }
 
-    /// Whether `layout` holds a coverage record of `stream_arn`: its changes are captured here.
-    async fn captures(&self, layout: &ChangeLayout, stream_arn: &str) -> bool {
+    /// Whether `layout` holds a coverage record of `stream_arn` whose first change is before
+    /// the scan began: its changes were captured here all through the scan.
+    async fn captures(&self, layout: &ChangeLayout, stream_arn: &str, since: i64) -> bool {
         let keys = match self.store.list(&layout.shards_prefix()).await {
             Ok(keys) => keys,
             Err(err) => {
@@ -639,9 +645,9 @@ impl Backup {
         };
         for key in keys {
             if let Ok(body) = self.store.get(&key).await {
-                if serde_json::from_slice::<ShardCoverage>(&body)
-                    .is_ok_and(|record| record.stream_arn == stream_arn)
-                {
+                if serde_json::from_slice::<ShardCoverage>(&body).is_ok_and(|record| {
+                    record.stream_arn == stream_arn && record.first_change_micros <= since
+                }) {
                     return true;
                 }
             }

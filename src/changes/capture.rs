@@ -101,6 +101,9 @@ pub struct Capture {
     prefix: String,
     compression: Compression,
     shards: Mutex<HashMap<String, Vec<ShardInfo>>>,
+    /// Shards this process stored batches of, most recent first: asked first when several
+    /// could hold a batch, as Lambda tends to hand a shard's batches to the same process.
+    recent: Mutex<Vec<String>>,
 }
 
 impl Capture {
@@ -117,6 +120,7 @@ impl Capture {
             prefix: prefix.to_string(),
             compression,
             shards: Mutex::new(HashMap::new()),
+            recent: Mutex::new(Vec::new()),
         }
     }
 
@@ -141,6 +145,12 @@ impl Capture {
             .max()
             .unwrap_or(first_micros);
         let shard = self.shard_of(&stream_arn, &first_sequence).await?;
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.retain(|s| *s != shard.shard_id);
+            recent.insert(0, shard.shard_id.clone());
+            recent.truncate(64);
+        }
         let changes = batch.records.len();
         let layout = ChangeLayout::new(&self.prefix, &table);
         self.check_continuity(
@@ -235,28 +245,36 @@ impl Capture {
         first_sequence: &str,
         first_micros: i64,
     ) -> Result<(), CaptureError> {
-        let Some((bytes, _)) = self.store.get_tagged(&layout.shard_key(shard)).await? else {
-            return Ok(());
+        let stored = match self.store.get_tagged(&layout.shard_key(shard)).await? {
+            Some((bytes, _)) => serde_json::from_slice::<ShardCoverage>(&bytes).ok(),
+            None => None,
         };
-        let Ok(stored) = serde_json::from_slice::<ShardCoverage>(&bytes) else {
-            return Ok(());
+        let after = match &stored {
+            // A batch delivered again.
+            Some(stored) if compare_sequence(first_sequence, &stored.last_sequence).is_le() => {
+                return Ok(())
+            }
+            Some(stored) => Some(stored.last_sequence.as_str()),
+            // The shard's first batch: it should begin with the oldest record the stream holds.
+            None => None,
         };
-        if compare_sequence(first_sequence, &stored.last_sequence).is_le() {
-            return Ok(()); // a batch delivered again
-        }
-        let missing_from = match self
-            .stream
-            .first_after(stream_arn, shard, Some(&stored.last_sequence))
-            .await
-        {
-            Ok(Some(next)) if next.sequence == first_sequence => return Ok(()),
-            Ok(Some(next)) => (next.sequence, next.write_micros),
-            // The stream does not show the records yet: nothing says one is missing.
-            Ok(None) => return Ok(()),
+        let next = match self.stream.first_after(stream_arn, shard, after).await {
+            Ok(next) => next,
+            // The newest stored change is older than the stream keeps: every record after it
+            // was stored or recorded as lost, so what follows is the oldest one still held.
             Err(StreamError::Trimmed { .. }) => {
-                (stored.last_sequence.clone(), stored.last_change_micros)
+                self.stream.first_after(stream_arn, shard, None).await?
             }
             Err(e) => return Err(e.into()),
+        };
+        let missing_from = match next {
+            Some(next) if next.sequence == first_sequence => return Ok(()),
+            Some(next) if compare_sequence(&next.sequence, first_sequence).is_lt() => {
+                (next.sequence, next.write_micros)
+            }
+            // The stream does not show the records yet, or shows only later ones (this batch's
+            // first already trimmed): nothing says one is missing.
+            _ => return Ok(()),
         };
         let gap = FailedBatch {
             stream_arn: stream_arn.to_string(),
@@ -318,8 +336,19 @@ impl Capture {
                     (shards, false)
                 }
             };
-            let candidates: Vec<&ShardInfo> =
+            let mut candidates: Vec<&ShardInfo> =
                 shards.iter().filter(|s| s.may_hold(sequence)).collect();
+            let recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            candidates.sort_by_key(|s| {
+                recent
+                    .iter()
+                    .position(|r| *r == s.shard_id)
+                    .unwrap_or(usize::MAX)
+            });
             // A fresh listing's only candidate holds it. A remembered one may be a shard that
             // has since split (it still looks open here): asked, like overlapping ones.
             if let [only] = candidates[..] {

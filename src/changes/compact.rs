@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::backup::compress::Compressor;
 use crate::changes::capture::change_meta;
 use crate::changes::record::{ChangeLine, LineMetadata, TypedNumber};
-use crate::changes::replay::{depths, fold, ChangeSet, ReplayError, Window};
+use crate::changes::replay::{fold, ChangeSet, Lineage, ReplayError, Window};
 use crate::model::changes::ChangeLayout;
 use crate::model::format::Compression;
 use crate::store::{put_if, ObjectStore, Precondition, StoreError};
@@ -100,14 +100,14 @@ pub async fn compact_day(
         from: start.timestamp_micros(),
         to: (start + TimeDelta::days(1)).timestamp_micros() - 1,
     };
-    let depths = Arc::new(depths(lineage));
+    let lineage = Arc::new(Lineage::new(lineage));
     let key_names = Arc::new(key_names.to_vec());
     let mut set = ChangeSet::default();
     let mut sources = Vec::new();
     for hour in 0..24 {
         let at = start + TimeDelta::hours(hour);
         for key in store.list(&layout.batches_hour_prefix(at)).await? {
-            let (next, newest) = fold(&store, &key, set, &key_names, &depths, &window).await?;
+            let (next, newest) = fold(&store, &key, set, &key_names, &lineage, &window).await?;
             set = next;
             if newest <= window.to {
                 sources.push(key);

@@ -15,6 +15,14 @@ use crate::changes::stream::{ChangeStream, StreamError};
 use crate::model::changes::{compare_sequence, ChangeLayout, FailedBatch, ShardCoverage};
 use crate::store::{ObjectStore, StoreError};
 
+/// When a stream was enabled, from its ARN's label (`…/stream/2026-12-07T10:04:11.799`).
+pub fn stream_created_micros(stream_arn: &str) -> Option<i64> {
+    let label = stream_arn.rsplit_once("/stream/")?.1;
+    chrono::NaiveDateTime::parse_from_str(label, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
 /// One second, in microseconds.
 const SECOND: i64 = 1_000_000;
 /// How long a DynamoDB stream keeps a record: 24 hours, in microseconds.
@@ -151,6 +159,10 @@ pub async fn reach(
     }
 
     let shards = stream.shards(stream_arn).await?;
+    let children: std::collections::HashSet<String> = known
+        .values()
+        .filter_map(|s| s.parent_shard_id.clone())
+        .collect();
     if !shards.is_empty() && shards.iter().all(|s| s.ending_sequence.is_some()) {
         // Every shard is closed: the stream was disabled, and nothing after its end is captured.
         let newest = known.values().map(|s| s.last_change_micros).max();
@@ -199,20 +211,35 @@ pub async fn reach(
                         }
                     }
                 }
-                match stream
+                // A closed shard stored to its end, or one whose child the capture has reached
+                // (Lambda starts a child once its parent is done), holds nothing unstored.
+                let finished = shard
+                    .ending_sequence
+                    .as_deref()
+                    .is_some_and(|end| compare_sequence(&stored.last_sequence, end).is_ge())
+                    || children.contains(id);
+                if finished {
+                    continue;
+                }
+                let next = match stream
                     .first_after(stream_arn, id, Some(&stored.last_sequence))
                     .await
                 {
-                    Ok(Some(next)) => limit(
+                    Ok(next) => next,
+                    // The newest stored change is older than the stream keeps: the oldest record
+                    // it still holds is what follows, since every record after the stored one
+                    // was either stored or recorded as lost.
+                    Err(StreamError::Trimmed { .. }) => stream
+                        .first_after(stream_arn, id, None)
+                        .await?
+                        .filter(|m| compare_sequence(&m.sequence, &stored.last_sequence).is_gt()),
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(next) = next {
+                    limit(
                         next.write_micros - 1,
                         format!("shard {id} holds changes the capture has not stored yet"),
-                    ),
-                    Ok(None) => {}
-                    Err(StreamError::Trimmed { .. }) => limit(
-                        stored.last_change_micros - 1,
-                        format!("shard {id} no longer holds the changes after the capture's newest (older than 24 hours)"),
-                    ),
-                    Err(e) => return Err(e.into()),
+                    );
                 }
             }
             None => {
@@ -225,6 +252,11 @@ pub async fn reach(
             }
         }
     }
+    // What was written in the last second may not be in the stream yet.
+    limit(
+        chrono::Utc::now().timestamp_micros() - SECOND,
+        "changes written in the last second may not have reached the stream yet".to_string(),
+    );
     let (complete_until, limited_by) = until.map_or((None, None), |(u, why)| (Some(u), Some(why)));
     Ok(Coverage {
         complete_until,

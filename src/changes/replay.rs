@@ -37,7 +37,7 @@ impl KeyId {
                 .ok_or_else(|| format!("the item has no key attribute `{name}`"))?;
             let text = match value {
                 AttributeValue::S(s) => format!("S{}", serde_json::Value::String(s.clone())),
-                AttributeValue::N(n) => format!("N{n}"),
+                AttributeValue::N(n) => format!("N{}", canonical_number(n)),
                 AttributeValue::B(b) => format!(
                     "B{}",
                     base64::engine::general_purpose::STANDARD.encode(b.as_ref())
@@ -62,6 +62,36 @@ impl KeyId {
     }
 }
 
+/// One spelling per number value (`1`, `1.0`, `+1`, `10E-1` are one key to DynamoDB):
+/// significant digits and a power of ten, or the text itself if it is not a number.
+fn canonical_number(text: &str) -> String {
+    let (negative, rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()),
+        None => (rest, Some(0)),
+    };
+    let Some(exponent) = exponent else {
+        return text.to_string();
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !(int_part.bytes().chain(frac_part.bytes())).all(|b| b.is_ascii_digit()) {
+        return text.to_string();
+    }
+    let digits = format!("{int_part}{frac_part}");
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    let significant = digits.trim_matches('0');
+    if significant.is_empty() {
+        return "0".to_string();
+    }
+    // The value is 0.<significant> x 10^power.
+    let power = int_part.len() as i64 - leading as i64 + exponent;
+    format!("{}0.{significant}e{power}", if negative { "-" } else { "" })
+}
+
 /// The last change of a key in a window.
 #[derive(Debug)]
 pub struct LastChange {
@@ -73,7 +103,6 @@ pub struct LastChange {
     pub keys: Box<RawValue>,
     /// The item after it; `None` when it deleted the item.
     pub new_image: Option<Box<RawValue>>,
-    pub(crate) depth: usize,
     pub(crate) shard: String,
     pub(crate) sequence: String,
 }
@@ -93,18 +122,21 @@ impl LastChange {
     }
 
     /// Whether `other` comes after this change in the key's history: by sequence number in one
-    /// shard; across shards by time, and within one second (DynamoDB's stamps are whole
-    /// seconds) a descendant shard after its ancestors. A key's changes in a parent shard all
-    /// precede its changes in the child, so times never contradict the lineage.
-    fn precedes(&self, other: &LastChange) -> bool {
+    /// shard; across a split, a descendant shard after its ancestors (a key's changes in a
+    /// parent all precede its changes in the child, whatever the clocks say); between shards of
+    /// no known relation, by time, then sequence number.
+    fn precedes(&self, other: &LastChange, lineage: &Lineage) -> bool {
         let sequence = compare_sequence(&self.sequence, &other.sequence);
         if self.shard == other.shard {
             return sequence.is_lt();
         }
-        (self.micros, self.depth)
-            .cmp(&(other.micros, other.depth))
-            .then(sequence)
-            .is_lt()
+        if lineage.descends(&other.shard, &self.shard) {
+            return true;
+        }
+        if lineage.descends(&self.shard, &other.shard) {
+            return false;
+        }
+        self.micros.cmp(&other.micros).then(sequence).is_lt()
     }
 }
 
@@ -173,7 +205,7 @@ impl ChangeSet {
         window: &Window,
         lineage: &HashMap<String, Option<String>>,
     ) -> Result<ChangeSet, ReplayError> {
-        let depths = Arc::new(depths(lineage));
+        let lineage = Arc::new(Lineage::new(lineage));
         let key_names = Arc::new(key_names.to_vec());
         let mut set = ChangeSet::default();
         let hour = TimeDelta::hours(1);
@@ -199,7 +231,7 @@ impl ChangeSet {
                 let sources = match daily {
                     Some(daily) => {
                         for file in &daily.files {
-                            set = fold(&store, &file.key, set, &key_names, &depths, window)
+                            set = fold(&store, &file.key, set, &key_names, &lineage, window)
                                 .await?
                                 .0;
                         }
@@ -214,7 +246,7 @@ impl ChangeSet {
                 // A compacted day's batches are read from its set, except those that arrived
                 // after the compaction.
                 if compacted.is_none_or(|sources| !sources.contains(&key)) {
-                    set = fold(&store, &key, set, &key_names, &depths, window)
+                    set = fold(&store, &key, set, &key_names, &lineage, window)
                         .await?
                         .0;
                 }
@@ -232,23 +264,28 @@ impl ChangeSet {
     }
 }
 
-/// Each shard's depth in its lineage: how many known ancestors it has.
-pub(crate) fn depths(lineage: &HashMap<String, Option<String>>) -> HashMap<String, usize> {
-    lineage
-        .keys()
-        .map(|shard| {
-            let mut depth = 0;
-            let mut at = shard;
-            while let Some(Some(parent)) = lineage.get(at) {
-                depth += 1;
-                at = parent;
-                if depth > lineage.len() {
-                    break;
-                }
+/// Which shard split from which, as the coverage records keep it.
+#[derive(Debug, Default, Clone)]
+pub struct Lineage(HashMap<String, Option<String>>);
+
+impl Lineage {
+    /// The lineage of shards given as shard → its parent.
+    pub fn new(parents: &HashMap<String, Option<String>>) -> Self {
+        Lineage(parents.clone())
+    }
+
+    /// Whether `shard` descends from `ancestor` (through known parents).
+    pub fn descends(&self, shard: &str, ancestor: &str) -> bool {
+        let mut at = shard;
+        for _ in 0..=self.0.len() {
+            match self.0.get(at) {
+                Some(Some(parent)) if parent == ancestor => return true,
+                Some(Some(parent)) => at = parent,
+                _ => return false,
             }
-            (shard.clone(), depth)
-        })
-        .collect()
+        }
+        false
+    }
 }
 
 /// Reads one object's lines into `set`.
@@ -257,14 +294,14 @@ pub(crate) async fn fold(
     key: &str,
     mut set: ChangeSet,
     key_names: &Arc<Vec<String>>,
-    depths: &Arc<HashMap<String, usize>>,
+    lineage: &Arc<Lineage>,
     window: &Window,
 ) -> Result<(ChangeSet, i64), ReplayError> {
     let reader = store.open(key).await?;
-    let (key, key_names, depths, window) = (
+    let (key, key_names, lineage, window) = (
         key.to_string(),
         key_names.clone(),
-        depths.clone(),
+        lineage.clone(),
         window.clone(),
     );
     set.objects += 1;
@@ -299,7 +336,6 @@ pub(crate) async fn fold(
             let item = decode_item_map(line.keys.get().as_bytes())
                 .map_err(|e| fail(n, format!("Keys: {e}")))?;
             let id = KeyId::of(&item, &key_names).map_err(|e| fail(n, e))?;
-            let depth = depths.get(&line.shard).copied().unwrap_or(0);
             let last = LastChange {
                 micros,
                 event: line.event_name,
@@ -309,7 +345,6 @@ pub(crate) async fn fold(
                 } else {
                     line.new_image
                 },
-                depth,
                 shard: line.shard,
                 sequence: line.sequence,
             };
@@ -317,7 +352,7 @@ pub(crate) async fn fold(
                 Some(history) => {
                     history.count += 1;
                     history.first_micros = history.first_micros.min(micros);
-                    if history.last.precedes(&last) {
+                    if history.last.precedes(&last, &lineage) {
                         history.last = last;
                     }
                 }

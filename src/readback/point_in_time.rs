@@ -264,6 +264,7 @@ pub async fn changes_since_backup(
         });
     }
     let stream_arn = stream_of(store.as_ref(), &layout, manifest).await?;
+    stream_began_before(&stream_arn, scan_from)?;
     let from = (scan_from - SCAN_START_SLACK).timestamp_micros();
     let coverage = reach(store.as_ref(), stream, &layout, &stream_arn, from).await?;
     let to_micros = to.timestamp_micros();
@@ -309,6 +310,7 @@ pub async fn changes_until_now(
         PointInTimeError::Decode(format!("{manifest_key} is not a backup's manifest key"))
     })?;
     let stream_arn = stream_of(store.as_ref(), &layout, manifest).await?;
+    stream_began_before(&stream_arn, after)?;
     let from = after.timestamp_micros() + 1;
     let coverage = reach(store.as_ref(), stream, &layout, &stream_arn, from).await?;
     let now = Utc::now();
@@ -329,13 +331,29 @@ pub async fn changes_until_now(
         store,
         &layout,
         &key_names(manifest),
+        // Past now by a margin: a key created moments ago on a clock ahead of this one's.
         &Window {
             from,
-            to: now.timestamp_micros(),
+            to: (now + TimeDelta::minutes(5)).timestamp_micros(),
         },
         &lineage,
     )
     .await?)
+}
+
+/// A stream enabled after `moment` holds none of the changes before it.
+fn stream_began_before(stream_arn: &str, moment: DateTime<Utc>) -> Result<(), PointInTimeError> {
+    match crate::changes::coverage::stream_created_micros(stream_arn) {
+        Some(created) if created > moment.timestamp_micros() => Err(CoverageGap::StartedLate {
+            shard: format!("(the stream {stream_arn} itself)"),
+            first: DateTime::from_timestamp_micros(created)
+                .unwrap_or_default()
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            start: moment.to_rfc3339_opts(SecondsFormat::Secs, true),
+        }
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Which items an item-level restore brings back.

@@ -208,7 +208,7 @@ async fn coverage_knows_a_lost_batch_a_lagging_capture_and_a_quiet_table() {
     let coverage = reach(&store, stream.as_ref(), &layout(), ARN, at(0))
         .await
         .unwrap();
-    assert!(coverage.covers(at(3600)));
+    assert!(coverage.covers(chrono::Utc::now().timestamp_micros() - 2_000_000));
 
     // A batch Lambda gave up on: a window across it is refused, one before it is limited.
     let failed = FailedBatch {
@@ -397,4 +397,20 @@ async fn a_gap_before_a_batch_is_recorded_before_coverage_moves_past_it() {
     assert!(coverage.covers(at(8)), "{coverage:?}");
     assert!(!coverage.covers(at(10)), "{coverage:?}");
     assert!(coverage.limited_by.unwrap().contains("were not stored"));
+}
+
+#[test]
+fn a_number_key_is_one_key_however_it_is_spelled() {
+    let id = |n: &str| {
+        let item = HashMap::from([("id".to_string(), AttributeValue::N(n.to_string()))]);
+        KeyId::of(&item, &["id".to_string()]).unwrap()
+    };
+    assert_eq!(id("1"), id("1.0"));
+    assert_eq!(id("1"), id("+1"));
+    assert_eq!(id("1"), id("10E-1"));
+    assert_eq!(id("0.5"), id(".50"));
+    assert_eq!(id("0"), id("-0.00"));
+    assert_ne!(id("1"), id("-1"));
+    assert_ne!(id("1"), id("10"));
+    assert_ne!(id("1.5"), id("15"));
 }
