@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
 
-use crate::changes::coverage::{reach, CoverageGap};
+use crate::changes::coverage::{reach, Coverage, CoverageGap};
 use crate::changes::replay::{ReplayError, Window};
 use crate::changes::{ChangeSet, ChangeStream, KeyId};
 use crate::model::changes::ChangeLayout;
@@ -27,6 +27,9 @@ use crate::store::{ObjectStore, StoreError};
 /// How long before the scan's first read changes are taken from: DynamoDB stamps changes to
 /// the second, rounded down, and taking a change that is older than needed is harmless.
 const SCAN_START_SLACK: TimeDelta = TimeDelta::seconds(2);
+/// How recent a change a restore into the table itself may miss: the stream shows a change a
+/// moment after it is written.
+const RECENT: TimeDelta = TimeDelta::seconds(2);
 /// How many days back the newest backup before a moment is looked for.
 const SEARCH_DAYS: i64 = 60;
 
@@ -278,22 +281,25 @@ pub async fn changes_since_backup(
             reason: coverage.limited_by.unwrap_or_default(),
         });
     }
+    read_window(store, &layout, manifest, &coverage, from, to_micros).await
+}
+
+/// The stored changes of a window, keys and lineage as `manifest` and `coverage` give them.
+async fn read_window(
+    store: Arc<dyn ObjectStore>,
+    layout: &ChangeLayout,
+    manifest: &Manifest,
+    coverage: &Coverage,
+    from: i64,
+    to: i64,
+) -> Result<ChangeSet, PointInTimeError> {
     let lineage: HashMap<String, Option<String>> = coverage
         .shards
         .values()
         .map(|s| (s.shard_id.clone(), s.parent_shard_id.clone()))
         .collect();
-    Ok(ChangeSet::read(
-        store,
-        &layout,
-        &key_names(manifest),
-        &Window {
-            from,
-            to: to_micros,
-        },
-        &lineage,
-    )
-    .await?)
+    let window = Window { from, to };
+    Ok(ChangeSet::read(store, layout, &key_names(manifest), &window, &lineage).await?)
 }
 
 /// The captured changes after `after` up to now, proven complete: what a restore into the
@@ -312,33 +318,20 @@ pub async fn changes_until_now(
     let stream_arn = stream_of(store.as_ref(), &layout, manifest).await?;
     stream_began_before(&stream_arn, after)?;
     let from = after.timestamp_micros() + 1;
-    let coverage = reach(store.as_ref(), stream, &layout, &stream_arn, from).await?;
     let now = Utc::now();
-    if let Some(until) = coverage.complete_until {
+    let coverage = reach(store.as_ref(), stream, &layout, &stream_arn, from).await?;
+    // Complete to a moment ago: what reaches the stream in its last second is not yet known.
+    if !coverage.covers((now - RECENT).timestamp_micros()) {
         return Err(PointInTimeError::NotCaughtUp {
-            latest: DateTime::from_timestamp_micros(until)
+            latest: DateTime::from_timestamp_micros(coverage.complete_until.unwrap_or_default())
                 .unwrap_or_default()
                 .to_rfc3339_opts(SecondsFormat::Secs, true),
-            reason: coverage.limited_by.unwrap_or_default(),
+            reason: coverage.limited_by.clone().unwrap_or_default(),
         });
     }
-    let lineage: HashMap<String, Option<String>> = coverage
-        .shards
-        .values()
-        .map(|s| (s.shard_id.clone(), s.parent_shard_id.clone()))
-        .collect();
-    Ok(ChangeSet::read(
-        store,
-        &layout,
-        &key_names(manifest),
-        // Past now by a margin: a key created moments ago on a clock ahead of this one's.
-        &Window {
-            from,
-            to: (now + TimeDelta::minutes(5)).timestamp_micros(),
-        },
-        &lineage,
-    )
-    .await?)
+    // Past now by a margin: a key created moments ago on a clock ahead of this one's.
+    let to = (now + TimeDelta::minutes(5)).timestamp_micros();
+    read_window(store, &layout, manifest, &coverage, from, to).await
 }
 
 /// A stream enabled after `moment` holds none of the changes before it.

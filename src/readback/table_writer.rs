@@ -223,6 +223,32 @@ impl DynamoDbWriter {
     pub fn new(client: aws_sdk_dynamodb::Client) -> Self {
         DynamoDbWriter { client }
     }
+
+    /// One `BatchWriteItem`: the requests DynamoDB did not process, and the capacity consumed.
+    async fn batch(
+        &self,
+        table: &str,
+        requests: Vec<WriteRequest>,
+    ) -> Result<(Vec<WriteRequest>, f64), WriteError> {
+        let out = self
+            .client
+            .batch_write_item()
+            .request_items(table, requests)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| WriteError::sdk("BatchWriteItem", table, e))?;
+        let consumed = out
+            .consumed_capacity()
+            .iter()
+            .filter_map(|c| c.capacity_units())
+            .sum();
+        let unprocessed = out
+            .unprocessed_items
+            .and_then(|mut m| m.remove(table))
+            .unwrap_or_default();
+        Ok((unprocessed, consumed))
+    }
 }
 
 fn sdk_keys(table: &str, keys: &[KeyElement]) -> Result<Vec<KeySchemaElement>, WriteError> {
@@ -337,27 +363,12 @@ impl TableWriter for DynamoDbWriter {
                     .map_err(|e| WriteError::refused("BatchWriteItem", table, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .client
-            .batch_write_item()
-            .request_items(table, requests)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| WriteError::sdk("BatchWriteItem", table, e))?;
-        let consumed = out
-            .consumed_capacity()
-            .iter()
-            .filter_map(|c| c.capacity_units())
-            .sum();
-        let unprocessed = out
-            .unprocessed_items
-            .and_then(|mut m| m.remove(table))
-            .unwrap_or_default()
+        let (unprocessed, consumed) = self.batch(table, requests).await?;
+        let items = unprocessed
             .into_iter()
             .filter_map(|w| w.put_request.map(|p| p.item))
             .collect();
-        Ok((unprocessed, consumed))
+        Ok((items, consumed))
     }
 
     async fn batch_delete(
@@ -375,27 +386,12 @@ impl TableWriter for DynamoDbWriter {
                     .map_err(|e| WriteError::refused("BatchWriteItem", table, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .client
-            .batch_write_item()
-            .request_items(table, requests)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| WriteError::sdk("BatchWriteItem", table, e))?;
-        let consumed = out
-            .consumed_capacity()
-            .iter()
-            .filter_map(|c| c.capacity_units())
-            .sum();
-        let unprocessed = out
-            .unprocessed_items
-            .and_then(|mut m| m.remove(table))
-            .unwrap_or_default()
+        let (unprocessed, consumed) = self.batch(table, requests).await?;
+        let keys = unprocessed
             .into_iter()
             .filter_map(|w| w.delete_request.map(|d| d.key))
             .collect();
-        Ok((unprocessed, consumed))
+        Ok((keys, consumed))
     }
 
     async fn get_item(&self, table: &str, key: &Item) -> Result<Option<Item>, WriteError> {

@@ -11,16 +11,7 @@ use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 
 fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ddb-backup"))
-        .args(args)
-        .env("AWS_ENDPOINT_URL", endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("DDB_BACKUP_BUCKET")
-        .env_remove("DDB_BACKUP_TABLE")
-        .output()
-        .expect("run ddb-backup")
+    ddb_backup(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! Lambda's event source mapping, and the `ddb-backup` CLI restores as a user would.
 
 use std::collections::HashMap;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,16 +27,7 @@ fn capture_env(bucket: &str) -> Vec<(&'static str, String)> {
 }
 
 fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddb-backup"))
-        .args(args)
-        .env("AWS_ENDPOINT_URL", endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("DDB_BACKUP_BUCKET")
-        .env_remove("DDB_BACKUP_TABLE")
-        .output()
-        .expect("run ddb-backup")
+    ddb_backup(args)
 }
 
 fn ok(out: &Output) -> serde_json::Value {
@@ -200,6 +191,28 @@ async fn restore_to_a_moment_during_or_between_backups_gives_the_table_as_it_was
     }
     // A T between the backups starts from the first: the second's scan ended after it.
     assert!(second.consistency.as_ref().unwrap().scan_to > rfc3339(t2));
+
+    // Into the table itself, to T2: the keys created since are deleted, the rest put back.
+    driver.deliver(&capture, 25);
+    let report = ok(&cli(&[
+        "restore",
+        "--to-time",
+        &rfc3339(t2),
+        "--bucket",
+        &bucket,
+        "--table",
+        &table,
+        "--json",
+    ]));
+    assert!(
+        report["changes"]["deleted"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert_eq!(
+        sorted(scan_all(&aws, &table).await),
+        sorted(at_t2.clone()),
+        "in place"
+    );
 
     // The second backup restored by its manifest alone: consistent as of its end.
     let target = unique("pitr-manifest");

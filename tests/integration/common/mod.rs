@@ -68,6 +68,21 @@ pub fn unique(base: &str) -> String {
     )
 }
 
+/// The `ddb-backup` binary against the emulator, as a user runs it, with no default table or
+/// bucket from the environment.
+pub fn ddb_backup(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ddb-backup"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("DDB_BACKUP_BUCKET")
+        .env_remove("DDB_BACKUP_TABLE")
+        .output()
+        .expect("run ddb-backup")
+}
+
 /// Playwright's Python and Debian's chromium, or a panic saying how to get them.
 pub fn browser_python() -> std::path::PathBuf {
     match std::env::var_os("DDB_BACKUP_BROWSER_PYTHON").map(std::path::PathBuf::from) {
