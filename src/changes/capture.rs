@@ -153,8 +153,16 @@ impl Capture {
         }
         let changes = batch.records.len();
         let layout = ChangeLayout::new(&self.prefix, &table);
+        // Read once: to check the batch follows it, then to move it forward.
+        let coverage = self
+            .store
+            .get_tagged(&layout.shard_key(&shard.shard_id))
+            .await?;
+        let stored = coverage
+            .as_ref()
+            .and_then(|(bytes, _)| serde_json::from_slice::<ShardCoverage>(bytes).ok());
         self.check_continuity(
-            &layout,
+            stored.as_ref(),
             &stream_arn,
             &shard.shard_id,
             &first_sequence,
@@ -171,6 +179,7 @@ impl Capture {
         }
         self.advance(
             &layout,
+            coverage,
             ShardCoverage {
                 stream_arn,
                 shard_id: shard.shard_id.clone(),
@@ -239,17 +248,13 @@ impl Capture {
     /// gap between the stored changes and this batch, the gap is recorded as a lost batch.
     async fn check_continuity(
         &self,
-        layout: &ChangeLayout,
+        stored: Option<&ShardCoverage>,
         stream_arn: &str,
         shard: &str,
         first_sequence: &str,
         first_micros: i64,
     ) -> Result<(), CaptureError> {
-        let stored = match self.store.get_tagged(&layout.shard_key(shard)).await? {
-            Some((bytes, _)) => serde_json::from_slice::<ShardCoverage>(&bytes).ok(),
-            None => None,
-        };
-        let after = match &stored {
+        let after = match stored {
             // A batch delivered again.
             Some(stored) if compare_sequence(first_sequence, &stored.last_sequence).is_le() => {
                 return Ok(())
@@ -372,16 +377,21 @@ impl Capture {
         })
     }
 
-    /// Merges `batch` into its shard's coverage record, compare-and-swap.
+    /// Merges `batch` into its shard's coverage record, compare-and-swap, starting from
+    /// `current` (the record as read before the batch was stored) and reading it again after a
+    /// refusal.
     async fn advance(
         &self,
         layout: &ChangeLayout,
+        mut current: Option<(Bytes, String)>,
         batch: ShardCoverage,
     ) -> Result<(), CaptureError> {
         let key = layout.shard_key(&batch.shard_id);
         let meta = change_meta(Compression::None, false);
-        for _ in 0..COVERAGE_ATTEMPTS {
-            let current = self.store.get_tagged(&key).await?;
+        for attempt in 0..COVERAGE_ATTEMPTS {
+            if attempt > 0 {
+                current = self.store.get_tagged(&key).await?;
+            }
             let (merged, condition) = match &current {
                 Some((bytes, tag)) => {
                     let known: ShardCoverage = serde_json::from_slice(bytes).map_err(|e| {

@@ -80,19 +80,37 @@ pub enum CoverageGap {
     Stream(#[from] StreamError),
 }
 
+/// Every shard coverage record under `layout`, of any stream.
+pub async fn shard_records(
+    store: &dyn ObjectStore,
+    layout: &ChangeLayout,
+) -> Result<Vec<ShardCoverage>, StoreError> {
+    let mut records = Vec::new();
+    for key in store.list(&layout.shards_prefix()).await? {
+        let record = serde_json::from_slice(&store.get(&key).await?).map_err(|e| {
+            StoreError::request(
+                "GetObject",
+                key.clone(),
+                crate::aws::FailureKind::Rejected,
+                format!("not a shard coverage record: {e}"),
+            )
+        })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
 /// Each captured shard and the shard it split from, from the coverage records alone: the
 /// lineage replay orders a key's changes by, when the stream need not be asked.
 pub async fn lineage(
     store: &dyn ObjectStore,
     layout: &ChangeLayout,
 ) -> Result<HashMap<String, Option<String>>, StoreError> {
-    let mut lineage = HashMap::new();
-    for key in store.list(&layout.shards_prefix()).await? {
-        if let Ok(record) = serde_json::from_slice::<ShardCoverage>(&store.get(&key).await?) {
-            lineage.insert(record.shard_id, record.parent_shard_id);
-        }
-    }
-    Ok(lineage)
+    Ok(shard_records(store, layout)
+        .await?
+        .into_iter()
+        .map(|record| (record.shard_id, record.parent_shard_id))
+        .collect())
 }
 
 /// What the capture has stored of `stream_arn` (from `layout`), checked against the stream
@@ -104,24 +122,12 @@ pub async fn reach(
     stream_arn: &str,
     from: i64,
 ) -> Result<Coverage, CoverageGap> {
-    let mut known = HashMap::new();
-    for key in store.list(&layout.shards_prefix()).await? {
-        let record: ShardCoverage = match serde_json::from_slice(&store.get(&key).await?) {
-            Ok(record) => record,
-            Err(e) => {
-                return Err(StoreError::request(
-                    "GetObject",
-                    key,
-                    crate::aws::FailureKind::Rejected,
-                    format!("not a shard coverage record: {e}"),
-                )
-                .into())
-            }
-        };
-        if record.stream_arn == stream_arn {
-            known.insert(record.shard_id.clone(), record);
-        }
-    }
+    let known: HashMap<String, ShardCoverage> = shard_records(store, layout)
+        .await?
+        .into_iter()
+        .filter(|record| record.stream_arn == stream_arn)
+        .map(|record| (record.shard_id.clone(), record))
+        .collect();
     let mut until: Option<(i64, String)> = None;
     let mut limit = |bound: i64, why: String| {
         if until.as_ref().is_none_or(|(u, _)| bound < *u) {

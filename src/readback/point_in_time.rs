@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
 
-use crate::changes::coverage::{reach, Coverage, CoverageGap};
+use crate::changes::coverage::{reach, shard_records, Coverage, CoverageGap};
 use crate::changes::replay::{ReplayError, Window};
 use crate::changes::{ChangeSet, ChangeStream, KeyId};
 use crate::model::changes::ChangeLayout;
@@ -224,19 +224,11 @@ pub async fn stream_of(
     {
         return Ok(arn);
     }
-    let mut newest: Option<(String, String)> = None;
-    for key in store.list(&layout.shards_prefix()).await? {
-        if let Ok(record) =
-            serde_json::from_slice::<crate::model::changes::ShardCoverage>(&store.get(&key).await?)
-        {
-            if newest
-                .as_ref()
-                .is_none_or(|(at, _)| record.updated_at > *at)
-            {
-                newest = Some((record.updated_at, record.stream_arn));
-            }
-        }
-    }
+    let newest = shard_records(store, layout)
+        .await?
+        .into_iter()
+        .max_by(|a, b| a.updated_at.cmp(&b.updated_at))
+        .map(|record| (record.updated_at, record.stream_arn));
     newest
         .map(|(_, arn)| arn)
         .ok_or_else(|| PointInTimeError::NoCapture {

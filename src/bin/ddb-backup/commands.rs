@@ -356,11 +356,13 @@ async fn verify_compacted_day(
             message: message.into(),
         }
     })?;
-    let store = ddb_backup::store::S3Store::new(
-        aws.s3(),
-        bucket,
-        settings.sse.clone(),
-        settings.expected_bucket_owner.clone(),
+    let store = ddb_backup::runtime::service::store_for(
+        &Destination::S3 {
+            bucket,
+            prefix: settings.defaults.prefix.clone(),
+        },
+        aws,
+        settings,
     );
     let table_base = base.trim_end_matches("changes/");
     let (prefix, table) = table_base
@@ -369,7 +371,7 @@ async fn verify_compacted_day(
         .map(|(p, t)| (format!("{p}/"), t))
         .unwrap_or((String::new(), table_base.trim_end_matches('/')));
     let layout = ddb_backup::model::changes::ChangeLayout::new(&prefix, table);
-    let check = ddb_backup::changes::compact::verify_day(&store, &layout, date)
+    let check = ddb_backup::changes::compact::verify_day(store.as_ref(), &layout, date)
         .await?
         .ok_or_else(|| anyhow::anyhow!("{} has no compacted-day manifest", args.manifest))?;
     if args.json {

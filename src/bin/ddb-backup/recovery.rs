@@ -13,7 +13,7 @@ use ddb_backup::changes::coverage::lineage;
 use ddb_backup::changes::replay::Window;
 use ddb_backup::changes::{ChangeSet, KeyId};
 use ddb_backup::model::changes::ChangeLayout;
-use ddb_backup::model::job::{BucketName, JobError, TableName};
+use ddb_backup::model::job::{BucketName, Destination, JobError, TableName};
 use ddb_backup::model::manifest::{ConsistencyKind, Manifest};
 use ddb_backup::readback::point_in_time::{
     changes_since_backup, changes_until_now, key_json, key_names, newest_backup_before,
@@ -22,7 +22,7 @@ use ddb_backup::readback::point_in_time::{
 use ddb_backup::readback::table_writer::DynamoDbWriter;
 use ddb_backup::runtime::config::Settings;
 use ddb_backup::runtime::service;
-use ddb_backup::store::{ObjectStore, S3Store};
+use ddb_backup::store::ObjectStore;
 
 use crate::args::{ChangesArgs, RestoreArgs};
 use crate::commands::{restore_as_read, write_restore};
@@ -50,12 +50,11 @@ fn bucket_store(
             )
         })?,
     };
-    Ok(Arc::new(S3Store::new(
-        aws.s3(),
+    let destination = Destination::S3 {
         bucket,
-        settings.sse.clone(),
-        settings.expected_bucket_owner.clone(),
-    )))
+        prefix: settings.defaults.prefix.clone(),
+    };
+    Ok(service::store_for(&destination, aws, settings))
 }
 
 /// `restore`: as the backup was read, or as the table was at a moment.
