@@ -578,6 +578,16 @@ impl Backup {
             uncompressed_bytes: files.iter().map(|f| f.uncompressed_bytes).sum(),
             key_schema: info.key_schema,
             attribute_definitions: info.attribute_definitions,
+            provisioned_throughput: match (
+                info.billing_mode.as_deref(),
+                info.provisioned_read_capacity,
+                info.provisioned_write_capacity,
+            ) {
+                (Some("PROVISIONED"), Some(read), Some(write)) => {
+                    Some(crate::model::manifest::Throughput { read, write })
+                }
+                _ => None,
+            },
             billing_mode: info.billing_mode,
             global_secondary_indexes: info.global_secondary_indexes,
             local_secondary_indexes: info.local_secondary_indexes,

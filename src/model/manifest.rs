@@ -278,6 +278,10 @@ pub struct Manifest {
     pub attribute_definitions: Vec<AttributeDefinition>,
     /// Billing mode of the table.
     pub billing_mode: Option<String>,
+    /// The table's provisioned capacity, when it is provisioned: what a restore by import
+    /// gives the new table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_throughput: Option<Throughput>,
     /// Global secondary indexes.
     pub global_secondary_indexes: Vec<IndexInfo>,
     /// Local secondary indexes.
@@ -295,6 +299,15 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// Writer of the manifest.
     pub tool: ToolInfo,
+}
+
+/// Provisioned capacity units per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Read capacity units.
+    pub read: i64,
+    /// Write capacity units.
+    pub write: i64,
 }
 
 /// Whether a backup is a snapshot. A Scan reads items over minutes or hours, so each item is as

@@ -58,7 +58,7 @@ pub enum WriteError {
 impl WriteError {
     /// A request refused before or without an SDK error (a request this writer cannot build, a
     /// table the memory twin does not hold).
-    fn refused(operation: &'static str, table: &str, message: impl ToString) -> Self {
+    pub(crate) fn refused(operation: &'static str, table: &str, message: impl ToString) -> Self {
         WriteError::Request {
             operation,
             table: table.to_string(),
@@ -69,7 +69,7 @@ impl WriteError {
     }
 
     /// An SDK error, classified and put in one line.
-    fn sdk<E>(
+    pub(crate) fn sdk<E>(
         operation: &'static str,
         table: &str,
         err: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
@@ -251,7 +251,10 @@ impl DynamoDbWriter {
     }
 }
 
-fn sdk_keys(table: &str, keys: &[KeyElement]) -> Result<Vec<KeySchemaElement>, WriteError> {
+pub(crate) fn sdk_keys(
+    table: &str,
+    keys: &[KeyElement],
+) -> Result<Vec<KeySchemaElement>, WriteError> {
     keys.iter()
         .map(|k| {
             KeySchemaElement::builder()
@@ -263,7 +266,7 @@ fn sdk_keys(table: &str, keys: &[KeyElement]) -> Result<Vec<KeySchemaElement>, W
         .collect()
 }
 
-fn sdk_projection(index: &IndexInfo) -> Projection {
+pub(crate) fn sdk_projection(index: &IndexInfo) -> Projection {
     Projection::builder()
         .set_projection_type(index.projection_type.as_deref().map(ProjectionType::from))
         .set_non_key_attributes(

@@ -61,7 +61,7 @@ pub(crate) enum Command {
     Seed(SeedArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct RestoreArgs {
     /// The manifest: `s3://bucket/…/manifest.json` (or its folder), or a local manifest.json or
     /// backup folder. With --to-time it may be left out: the newest backup before that time is
@@ -108,6 +108,23 @@ pub(crate) struct RestoreArgs {
     /// Restore a point-in-time backup as the scan read it, without its captured changes.
     #[arg(long, conflicts_with = "to_time")]
     pub(crate) fuzzy: bool,
+    /// Have DynamoDB load the backup into a new table itself (ImportTable): no write capacity,
+    /// much faster for large tables; dynamodb-json backups in S3 only. With captured changes,
+    /// they are written over the import.
+    #[arg(long, conflicts_with_all = ["keys", "key_values", "allow_lossy"])]
+    pub(crate) import: bool,
+    /// With --import: an on-demand table, whatever the backed-up table's capacity mode.
+    #[arg(long, requires = "import", conflicts_with_all = ["read_capacity", "write_capacity"])]
+    pub(crate) on_demand: bool,
+    /// With --import: a provisioned table with this read capacity (and --write-capacity).
+    #[arg(long, requires_all = ["import", "write_capacity"])]
+    pub(crate) read_capacity: Option<i64>,
+    /// With --import: a provisioned table with this write capacity (and --read-capacity).
+    #[arg(long, requires_all = ["import", "read_capacity"])]
+    pub(crate) write_capacity: Option<i64>,
+    /// With --import: create the table without its global secondary indexes.
+    #[arg(long, requires = "import")]
+    pub(crate) without_indexes: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,

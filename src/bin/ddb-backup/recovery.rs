@@ -15,6 +15,9 @@ use ddb_backup::changes::{ChangeSet, KeyId};
 use ddb_backup::model::changes::ChangeLayout;
 use ddb_backup::model::job::{BucketName, Destination, JobError, TableName};
 use ddb_backup::model::manifest::{ConsistencyKind, Manifest};
+use ddb_backup::readback::import::{
+    run_import, DynamoDbImporter, ImportBilling, ImportOverrides, ImportPlan,
+};
 use ddb_backup::readback::point_in_time::{
     changes_since_backup, changes_until_now, key_json, key_names, newest_backup_before,
     parse_moment, restore_items, ItemOutcome, KeySelection, Overlay,
@@ -115,6 +118,9 @@ pub(crate) async fn restore(
     let to = match (to, consistent) {
         (Some(to), _) => to,
         (None, Some(as_of)) if !args.fuzzy => as_of,
+        _ if args.import => {
+            return import_restore(&args, &aws, store, &key, &manifest, None).await;
+        }
         _ => return restore_as_read(args, settings, options).await,
     };
     if local {
@@ -183,6 +189,9 @@ pub(crate) async fn restore(
     }
 
     let mut overlay = Overlay::from_changes(&at_time, names.clone(), to)?;
+    if args.import {
+        return import_restore(&args, &aws, store, &key, &manifest, Some(overlay)).await;
+    }
     if !args.create_table {
         let since = changes_until_now(store.clone(), stream.as_ref(), &key, &manifest, to).await?;
         overlay.clear_later_keys(&since)?;
@@ -192,6 +201,97 @@ pub(crate) async fn restore(
         &aws,
         store.clone(),
         &manifest,
+        |k| k.to_string(),
+        Some(Arc::new(overlay)),
+    )
+    .await
+}
+
+/// `restore --import`: DynamoDB loads the backup's files into a new table (ImportTable); the
+/// captured changes, when restoring to a moment, are then written over it.
+async fn import_restore(
+    args: &RestoreArgs,
+    aws: &AwsContext,
+    store: Arc<dyn ObjectStore>,
+    key: &str,
+    manifest: &Manifest,
+    overlay: Option<Overlay>,
+) -> anyhow::Result<()> {
+    let table = TableName::new(&args.table).map_err(|e| field("table", e))?;
+    let billing = match (args.on_demand, args.read_capacity, args.write_capacity) {
+        (true, _, _) => Some(ImportBilling::OnDemand),
+        (false, Some(read), Some(write)) if read >= 1 && write >= 1 => {
+            Some(ImportBilling::Provisioned { read, write })
+        }
+        (false, Some(_), Some(_)) => {
+            return Err(field(
+                "read-capacity/write-capacity",
+                "capacities must be at least 1",
+            ))
+        }
+        _ => None,
+    };
+    let overrides = ImportOverrides {
+        billing,
+        without_indexes: args.without_indexes,
+    };
+    let plan = ImportPlan::new(manifest, key, store.as_ref(), &table, &overrides).await?;
+    let writer = DynamoDbWriter::new(aws.dynamodb());
+    let importer = DynamoDbImporter::new(aws.dynamodb());
+    let quiet = args.json;
+    let mut last = None;
+    let report = run_import(
+        &importer,
+        &writer,
+        &plan,
+        std::time::Duration::from_secs(15),
+        |p| {
+            let line = format!(
+                "import into {}: {:?}, {} of {} items read, {} imported, {} errors",
+                plan.table,
+                p.state,
+                p.processed_items,
+                plan.expected_items,
+                p.imported_items,
+                p.errors
+            );
+            if !quiet && last.as_ref() != Some(&line) {
+                eprintln!("{line}");
+                last = Some(line);
+            }
+        },
+    )
+    .await?;
+    if !args.json || overlay.is_none() {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!(
+                "Imported {} items of backup {} into new table {} in {:.1} s (ImportTable: no write capacity used)",
+                report.progress.imported_items,
+                manifest.job_id,
+                plan.table,
+                report.duration_ms as f64 / 1000.0
+            );
+        }
+    }
+    let Some(overlay) = overlay else {
+        return Ok(());
+    };
+    // The imported table holds the backup as read: the changes' deletes and last images
+    // turn it into the table as it was at the moment.
+    let mut changes_only = manifest.clone();
+    changes_only.files.clear();
+    changes_only.item_count = 0;
+    let over = RestoreArgs {
+        create_table: false,
+        ..args.clone()
+    };
+    write_restore(
+        &over,
+        aws,
+        store,
+        &changes_only,
         |k| k.to_string(),
         Some(Arc::new(overlay)),
     )
