@@ -45,6 +45,24 @@ pub struct RestoreOptions {
     pub allow_lossy: bool,
     /// Captured changes to apply over the backup: the table as of a later moment.
     pub overlay: Option<Arc<Overlay>>,
+    /// Where an earlier run of the same restore stopped: its files and records before this
+    /// point are written already and are skipped.
+    pub resume: Option<Position>,
+    /// Stop reading at this instant and report where to resume (a Lambda's deadline).
+    pub stop_at: Option<tokio::time::Instant>,
+}
+
+/// How far a restore has written: every record before `records` of file `file` (an index into
+/// the manifest's files), and every file before it. Records are counted as they are read, so
+/// the same backup gives the same positions.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+pub struct Position {
+    /// Files done before this one.
+    pub file: usize,
+    /// Records of this file written.
+    pub records: u64,
 }
 
 /// Live counters.
@@ -54,6 +72,59 @@ pub struct RestoreProgress {
     pub items: AtomicU64,
     /// Items the backup holds.
     pub total: AtomicU64,
+    /// Where every earlier record is written: what to save, to resume from after a crash.
+    pub written_to: std::sync::Mutex<Position>,
+}
+
+impl RestoreProgress {
+    /// Where every earlier record is written.
+    pub fn position(&self) -> Position {
+        *self.written_to.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The batches sent and not yet written, in the order they were read: the position moves past
+/// a batch only when it and every batch before it are written.
+struct Watermark {
+    pending: std::collections::VecDeque<(u64, Position, bool)>,
+    next: u64,
+    progress: Arc<RestoreProgress>,
+}
+
+impl Watermark {
+    /// Registers the next batch, which ends at `end`; returns its number.
+    fn sent(&mut self, end: Position) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.pending.push_back((seq, end, false));
+        seq
+    }
+
+    /// Marks batch `seq` written and moves the position past every written batch in front.
+    fn written(&mut self, seq: u64) {
+        if let Some(front) = self.pending.front().map(|p| p.0) {
+            if let Some(entry) = self.pending.get_mut((seq - front) as usize) {
+                entry.2 = true;
+            }
+        }
+        while let Some(&(_, end, true)) = self.pending.front() {
+            self.pending.pop_front();
+            *self
+                .progress
+                .written_to
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = end;
+        }
+    }
+}
+
+type SharedWatermark = Arc<std::sync::Mutex<Watermark>>;
+
+fn mark_written(watermark: &SharedWatermark, seq: u64) {
+    watermark
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .written(seq);
 }
 
 /// What a restore did.
@@ -73,6 +144,9 @@ pub struct RestoreReport {
     /// the backup's item), and the moment the table was restored to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<OverlayReport>,
+    /// Where it stopped at `stop_at`, to resume from; `None` when every file is written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<Position>,
 }
 
 /// What the captured changes did to a restore.
@@ -186,7 +260,18 @@ pub async fn restore(
         }
     }
 
-    let (batches_tx, batches_rx) = mpsc::channel::<Vec<Item>>(options.concurrency.max(1) * 2);
+    let (batches_tx, batches_rx) =
+        mpsc::channel::<(u64, Vec<Item>)>(options.concurrency.max(1) * 2);
+    let start = options.resume.unwrap_or_default();
+    *progress
+        .written_to
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = start;
+    let watermark: SharedWatermark = Arc::new(std::sync::Mutex::new(Watermark {
+        pending: Default::default(),
+        next: 0,
+        progress: progress.clone(),
+    }));
     let batches_rx = Arc::new(Mutex::new(batches_rx));
     let mut writers = JoinSet::new();
     for _ in 0..options.concurrency.max(1) {
@@ -197,16 +282,20 @@ pub async fn restore(
         let consumed = consumed.clone();
         let retries = retries.clone();
         let progress = progress.clone();
+        let watermark = watermark.clone();
         writers.spawn(async move {
             loop {
                 let batch = rx.lock().await.recv().await;
-                let Some(batch) = batch else { return Ok(()) };
+                let Some((seq, batch)) = batch else {
+                    return Ok(());
+                };
                 let n = batch.len() as u64;
                 let (used, resent) =
                     write_batch(writer.as_ref(), &table, batch, budget.as_deref()).await?;
                 *consumed.lock().await += used;
                 retries.fetch_add(resent, Ordering::Relaxed);
                 progress.items.fetch_add(n, Ordering::Relaxed);
+                mark_written(&watermark, seq);
             }
         });
     }
@@ -215,21 +304,23 @@ pub async fn restore(
     drop(batches_rx);
 
     let overlay = options.overlay.clone();
-    let read = match read_files(
-        store,
-        manifest,
-        &locate,
-        batches_tx.clone(),
-        overlay.clone(),
-    )
-    .await
-    {
-        Ok(()) => match &overlay {
-            Some(overlay) => send_puts(overlay, &batches_tx).await,
-            None => Ok(()),
-        },
-        failed => failed,
+    let reading = Reading {
+        batches: batches_tx.clone(),
+        overlay: overlay.clone(),
+        watermark: watermark.clone(),
+        start,
+        stop_at: options.stop_at,
     };
+    let read = match read_files(store, manifest, &locate, &reading).await {
+        Ok(Read::Finished) => match &overlay {
+            Some(overlay) => send_puts(overlay, &batches_tx, &watermark, manifest.files.len())
+                .await
+                .map(|()| Read::Finished),
+            None => Ok(Read::Finished),
+        },
+        other => other,
+    };
+    drop(reading);
     drop(batches_tx);
     let mut write: Result<(), RestoreError> = Ok(());
     while let Some(joined) = writers.join_next().await {
@@ -250,7 +341,10 @@ pub async fn restore(
     }
     // A writer failing closes the channel and stops the reader: report the writer's cause.
     write?;
-    read?;
+    let paused_at = match read? {
+        Read::Paused => Some(progress.position()),
+        Read::Finished | Read::WritersGone => None,
+    };
     let changes = overlay.as_ref().map(|overlay| OverlayReport {
         as_of: overlay.as_of.clone(),
         changed_keys: overlay.changed.len() as u64,
@@ -263,6 +357,7 @@ pub async fn restore(
         retries: retries.load(Ordering::Relaxed),
         duration_ms: clock.elapsed().as_millis() as u64,
         changes,
+        paused_at,
     };
     info!(job_id = %manifest.job_id, table = %report.table, items = report.items,
           retries = report.retries, duration_ms = report.duration_ms, "restore complete");
@@ -318,63 +413,143 @@ async fn prepare_table(
     }
 }
 
-/// Streams every file, decodes each record and sends batches of 25; stops early if the writers
-/// are gone.
+/// What the reader needs besides the files.
+struct Reading {
+    batches: mpsc::Sender<(u64, Vec<Item>)>,
+    overlay: Option<Arc<Overlay>>,
+    watermark: SharedWatermark,
+    start: Position,
+    stop_at: Option<tokio::time::Instant>,
+}
+
+/// How reading ended.
+enum Read {
+    /// Every file was read.
+    Finished,
+    /// The stop instant came first.
+    Paused,
+    /// The writers are gone (one failed, and says why).
+    WritersGone,
+}
+
+/// Streams every file from `reading.start`, decodes each record and sends numbered batches of
+/// 25; stops early when the writers are gone or the stop instant has come.
 async fn read_files(
     store: Arc<dyn ObjectStore>,
     manifest: &Manifest,
     locate: &impl Fn(&str) -> String,
-    batches: mpsc::Sender<Vec<Item>>,
-    overlay: Option<Arc<Overlay>>,
-) -> Result<(), RestoreError> {
-    for file in &manifest.files {
+    reading: &Reading,
+) -> Result<Read, RestoreError> {
+    for (index, file) in manifest.files.iter().enumerate() {
+        if index < reading.start.file {
+            continue;
+        }
+        let skip = if index == reading.start.file {
+            reading.start.records
+        } else {
+            0
+        };
         let reader = store.open(&locate(&file.key)).await?;
         let bridge = tokio_util::io::SyncIoBridge::new(reader);
         let (format, compression, key) = (manifest.format, manifest.compression, file.key.clone());
         let columns = file.columns.clone();
-        let tx = batches.clone();
-        let overlay = overlay.clone();
-        let finished = tokio::task::spawn_blocking(move || -> Result<bool, RestoreError> {
+        let tx = reading.batches.clone();
+        let overlay = reading.overlay.clone();
+        let watermark = reading.watermark.clone();
+        let stop_at = reading.stop_at;
+        let ended = tokio::task::spawn_blocking(move || -> Result<Read, RestoreError> {
             let mut batch = Vec::with_capacity(BATCH_ITEMS);
-            let mut open = true;
-            read_items(bridge, format, compression, columns.as_deref(), |item| {
-                // A key the captured changes touched is written from its last change instead.
-                if overlay.as_ref().is_some_and(|o| o.replaces(&item)) {
-                    return open;
+            let mut records = 0u64;
+            let mut ended = Read::Finished;
+            let send = |batch: Vec<Item>, end: Position, ended: &mut Read| {
+                if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    *ended = Read::Paused;
+                    return false;
                 }
-                batch.push(item);
+                let seq = watermark
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sent(end);
+                if batch.is_empty() {
+                    mark_written(&watermark, seq);
+                    return true;
+                }
+                if tx.blocking_send((seq, batch)).is_err() {
+                    *ended = Read::WritersGone;
+                    return false;
+                }
+                true
+            };
+            read_items(bridge, format, compression, columns.as_deref(), |item| {
+                records += 1;
+                if records <= skip {
+                    return true;
+                }
+                // A key the captured changes touched is written from its last change instead.
+                if !overlay.as_ref().is_some_and(|o| o.replaces(&item)) {
+                    batch.push(item);
+                }
                 if batch.len() == BATCH_ITEMS {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ITEMS));
-                    open = tx.blocking_send(full).is_ok();
+                    let end = Position {
+                        file: index,
+                        records,
+                    };
+                    return send(full, end, &mut ended);
                 }
-                open
+                true
             })
             .map_err(|e| RestoreError::Decode {
                 key: key.clone(),
                 record: e.read.items + 1,
                 message: e.message,
             })?;
-            Ok(open && (batch.is_empty() || tx.blocking_send(batch).is_ok()))
+            if matches!(ended, Read::Finished) {
+                // The rest of the file, and the file itself: the position moves to the next
+                // file once all of it is written.
+                let end = Position {
+                    file: index,
+                    records,
+                };
+                if send(batch, end, &mut ended) {
+                    let next = Position {
+                        file: index + 1,
+                        records: 0,
+                    };
+                    send(Vec::new(), next, &mut ended);
+                }
+            }
+            Ok(ended)
         })
         .await
         .map_err(|source| RestoreError::Task {
             task: "reader",
             source,
         })??;
-        if !finished {
-            break;
+        if !matches!(ended, Read::Finished) {
+            return Ok(ended);
         }
     }
-    Ok(())
+    Ok(Read::Finished)
 }
 
 /// Sends the overlay's items to the writers.
 async fn send_puts(
     overlay: &Overlay,
-    batches: &mpsc::Sender<Vec<Item>>,
+    batches: &mpsc::Sender<(u64, Vec<Item>)>,
+    watermark: &SharedWatermark,
+    files: usize,
 ) -> Result<(), RestoreError> {
     for chunk in overlay.puts.chunks(BATCH_ITEMS) {
-        if batches.send(chunk.to_vec()).await.is_err() {
+        let end = Position {
+            file: files,
+            records: 0,
+        };
+        let seq = watermark
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sent(end);
+        if batches.send((seq, chunk.to_vec())).await.is_err() {
             break;
         }
     }

@@ -59,6 +59,8 @@ async fn backup_verify_restore_gives_back_the_same_items_and_indexes() {
             concurrency: 4,
             allow_lossy: false,
             overlay: None,
+            resume: None,
+            stop_at: None,
         };
         let writer = Arc::new(DynamoDbWriter::new(aws.dynamodb()));
         let restored = restore(
@@ -184,6 +186,8 @@ async fn create_table_rebuilds_a_composite_key_and_local_index() {
         concurrency: 2,
         allow_lossy: false,
         overlay: None,
+        resume: None,
+        stop_at: None,
     };
     restore(
         store,
@@ -260,6 +264,8 @@ async fn a_binding_write_budget_holds_the_restores_rate_within_fifteen_percent()
         concurrency: 8,
         allow_lossy: false,
         overlay: None,
+        resume: None,
+        stop_at: None,
     };
     let started = std::time::Instant::now();
     restore(

@@ -446,6 +446,8 @@ pub(crate) async fn write_restore(
         concurrency: args.concurrency,
         allow_lossy: args.allow_lossy,
         overlay,
+        resume: None,
+        stop_at: None,
     };
     let progress = Arc::new(ddb_backup::readback::restore::RestoreProgress::default());
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
