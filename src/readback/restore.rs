@@ -52,18 +52,7 @@ pub struct RestoreOptions {
     pub stop_at: Option<tokio::time::Instant>,
 }
 
-/// How far a restore has written: every record before `records` of file `file` (an index into
-/// the manifest's files), and every file before it. Records are counted as they are read, so
-/// the same backup gives the same positions.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-pub struct Position {
-    /// Files done before this one.
-    pub file: usize,
-    /// Records of this file written.
-    pub records: u64,
-}
+pub use crate::model::restore_job::Position;
 
 /// Live counters.
 #[derive(Debug, Default)]
@@ -219,6 +208,18 @@ pub enum RestoreError {
         /// How it ended.
         source: tokio::task::JoinError,
     },
+}
+
+impl crate::error::Retryable for RestoreError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            RestoreError::Store(e) => e.is_retryable(),
+            RestoreError::Write(e) => e.is_retryable(),
+            // Throttled through every attempt: later, or at a lower rate, it goes through.
+            RestoreError::Unprocessed { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// Restores `manifest`'s backup from `store` into a table through `writer`.

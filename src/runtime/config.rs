@@ -316,6 +316,13 @@ impl Settings {
                 },
             )?
             .is_some_and(|v| v == "true"),
+            restore_tables: get("DDB_BACKUP_RESTORE_TABLE_PATTERN")
+                .map(|p| {
+                    crate::model::restore_job::TablePattern::new(&p)
+                        .map_err(err("DDB_BACKUP_RESTORE_TABLE_PATTERN"))
+                })
+                .transpose()?
+                .unwrap_or_default(),
         };
         let shrink_alert_percent = float("DDB_BACKUP_SHRINK_ALERT_PERCENT", 100.0)?
             .unwrap_or(crate::triggers::worker::DEFAULT_SHRINK_ALERT_PERCENT);

@@ -263,7 +263,10 @@ pub fn worker(aws: &AwsContext, settings: &Settings) -> Worker {
     .with_limits(settings.deadline_margin, settings.max_receives)
     .with_stuck_after(settings.stuck_after)
     .with_policy(settings.policy.clone())
-    .with_shrink_alert(settings.shrink_alert_percent, settings.console_url.clone());
+    .with_shrink_alert(settings.shrink_alert_percent, settings.console_url.clone())
+    .with_writer(Arc::new(
+        crate::readback::table_writer::DynamoDbWriter::new(aws.dynamodb()),
+    ));
     if let Some(url) = &settings.queue_url {
         worker = worker.with_queue(Arc::new(SqsQueue::new(aws.sqs(), url)));
     }

@@ -132,6 +132,13 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the object asked for is not there (as opposed to unreadable).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
 impl Retryable for StoreError {
     fn is_retryable(&self) -> bool {
         match self {

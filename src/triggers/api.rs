@@ -22,6 +22,7 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::model::job::{JobDefaults, JobError, JobId, JobPolicy, JobRequest, TableName, Trigger};
+use crate::model::restore_job::RestoreRequest;
 use crate::source::{ScanError, TableSource};
 use crate::triggers::catalog::Catalog;
 use crate::triggers::queue::JobQueue;
@@ -116,6 +117,7 @@ impl Api {
             .unwrap_or_default();
         let route = match resource.trim_end_matches('/') {
             "/backup" => Route::Backups,
+            "/restore" => Route::Restores,
             "/backups" => Route::List,
             "/backup/{job_id}/files" => Route::Files(
                 request
@@ -146,10 +148,11 @@ impl Api {
         let mut response = match (&route, &method) {
             (Route::Unknown, _) => reply(
                 404,
-                json!({"error": format!("no route for {method} {resource}; use POST /backup, GET /backup/{{job_id}} or GET /backups")}),
+                json!({"error": format!("no route for {method} {resource}; use POST /backup, POST /restore, GET /backup/{{job_id}} or GET /backups")}),
             ),
             (_, &Method::OPTIONS) => self.preflight(origin.as_deref(), allowed_origin, &route),
             (Route::Backups, &Method::POST) => self.enqueue(&request).await,
+            (Route::Restores, &Method::POST) => self.enqueue_restore(&request).await,
             (Route::List, &Method::GET) => self.list(&request).await,
             (Route::Files(id), &Method::GET) => self.files_of(id).await,
             (Route::Job(id), &Method::GET) => self.status_of(id).await,
@@ -288,6 +291,111 @@ impl Api {
         let mut response = reply(
             202,
             json!({"job_id": job.job_id.as_str(), "status": "queued", "status_url": format!("/backup/{}", job.job_id)}),
+        );
+        insert(
+            &mut response.headers,
+            "location",
+            &format!("/backup/{}", job.job_id),
+        );
+        response
+    }
+
+    /// `POST /restore`: a restore job into a new table whose name matches the deployment's
+    /// pattern (403 otherwise, and nothing is queued), from a backup in its bucket.
+    async fn enqueue_restore(&self, request: &ApiGatewayProxyRequest) -> ApiGatewayProxyResponse {
+        let body = match request_body(request) {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
+        let mut value: serde_json::Value = match serde_json::from_str(&body) {
+            Ok(serde_json::Value::Object(map)) => serde_json::Value::Object(map),
+            _ => {
+                return job_error(&JobError::Field {
+                    field: ".".into(),
+                    message: "a restore must be a JSON object such as {\"backup\": \"s3://bucket/…/\", \"table\": \"restored-studentData\"}".into(),
+                })
+            }
+        };
+        for internal in ["worker", "trigger"] {
+            if value.get(internal).is_some() {
+                return job_error(&JobError::Field {
+                    field: internal.into(),
+                    message: "set by the service; leave the field out".into(),
+                });
+            }
+        }
+        value["kind"] = json!("restore");
+        value["trigger"] = json!("api");
+        let parsed = RestoreRequest::from_json(&value.to_string())
+            .and_then(|r| r.into_job(&self.defaults, JobId::generate().as_ref()));
+        let job = match parsed {
+            Ok(job) => job,
+            Err(err) => return job_error(&err),
+        };
+        let forbidden = |field: &str, message: String| {
+            warn!(job_id = %job.job_id, table = %job.table, field, reason = %message, "restore refused by the deployment's policy");
+            reply(403, json!({"error": message, "field": field}))
+        };
+        if !self.policy.restore_tables.matches(job.table.as_str()) {
+            return forbidden(
+                "table",
+                format!(
+                    "restores through the API create only new tables matching `{}`; `{}` does not (the stack's RestoreTablePattern)",
+                    self.policy.restore_tables.as_str(),
+                    job.table
+                ),
+            );
+        }
+        if let Some(bucket) = self.defaults.bucket.as_ref().filter(|b| **b != job.bucket) {
+            return forbidden(
+                "backup",
+                format!("restores read only this deployment's backups, in s3://{bucket}/"),
+            );
+        }
+        if let Err(refused) = self.policy.check_recipients(&job.notify) {
+            return forbidden(refused.field, refused.message);
+        }
+        if let Some(tables) = &self.tables {
+            match tables.describe(job.table.as_str()).await {
+                Err(ScanError::TableNotFound { .. }) => {}
+                Ok(_) => {
+                    return reply(
+                        409,
+                        json!({"error": format!("table `{}` already exists: a restore writes only into a new table; choose another name", job.table), "field": "table"}),
+                    )
+                }
+                Err(err) => warn!(table = %job.table, error = %err, "checking the table failed"),
+            }
+        }
+        let body = match serde_json::to_string(&job.to_request(None)) {
+            Ok(body) => body,
+            Err(err) => {
+                return reply(
+                    500,
+                    json!({"error": format!("encoding the job failed: {err}")}),
+                )
+            }
+        };
+        if let Err(err) = self.queue.send(&body, None).await {
+            error!(job_id = %job.job_id, error = %err, "enqueueing the restore failed");
+            return reply(
+                503,
+                json!({"error": format!("the restore could not be queued: {err}; try again in a minute")}),
+            );
+        }
+        if let Some(board) = &self.status {
+            // The backed-up table, from the backup's place: {prefix}{table}/dt=…/{job}/.
+            let parts: Vec<&str> = job.manifest_key.split('/').collect();
+            let source = parts.len().checked_sub(4).map_or("", |i| parts[i]);
+            let status = JobStatus::for_restore(&job, source, JobState::Queued);
+            if let Err(err) = board.put(&status).await {
+                warn!(job_id = %job.job_id, error = %err, "writing the queued status failed; the restore is queued");
+            }
+        }
+        info!(job_id = %job.job_id, table = %job.table, backup = %job.backup_uri(), "restore queued");
+        let mut response = reply(
+            202,
+            json!({"job_id": job.job_id.as_str(), "status": "queued", "restore_into": job.table.as_str(), "status_url": format!("/backup/{}", job.job_id)}),
         );
         insert(
             &mut response.headers,
@@ -466,6 +574,7 @@ impl Api {
 
 enum Route {
     Backups,
+    Restores,
     List,
     Files(String),
     Job(String),
@@ -475,7 +584,7 @@ enum Route {
 impl Route {
     fn allow(&self) -> &'static str {
         match self {
-            Route::Backups => "POST, OPTIONS",
+            Route::Backups | Route::Restores => "POST, OPTIONS",
             Route::List | Route::Files(_) => "GET, OPTIONS",
             Route::Job(_) => "GET, OPTIONS",
             Route::Unknown => "",

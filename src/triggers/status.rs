@@ -104,6 +104,9 @@ pub struct JobStatus {
     /// time from then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_at: Option<String>,
+    /// A restore job's new table (`table` is then the backed-up table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_into: Option<String>,
 }
 
 /// How a complete backup compares with the table's previous one.
@@ -153,6 +156,41 @@ impl JobStatus {
             },
             prefix: Some(job.destination.prefix().to_string()),
             resumed_at: None,
+            restore_into: None,
+        }
+    }
+
+    /// A fresh status for a restore job of a backup of `source_table`.
+    pub fn for_restore(
+        job: &crate::model::restore_job::RestoreJob,
+        source_table: &str,
+        state: JobState,
+    ) -> Self {
+        JobStatus {
+            job_id: job.job_id.to_string(),
+            state,
+            table: source_table.to_string(),
+            trigger: job.trigger.name().to_string(),
+            requested_at: now(),
+            updated_at: now(),
+            revision: String::new(),
+            legs: 0,
+            items: None,
+            bytes: None,
+            files: None,
+            manifest: None,
+            stage: None,
+            error: None,
+            will_retry: None,
+            notified: false,
+            workers: None,
+            workers_done: None,
+            change: None,
+            progress: None,
+            bucket: Some(job.bucket.to_string()),
+            prefix: None,
+            resumed_at: None,
+            restore_into: Some(job.table.to_string()),
         }
     }
 

@@ -275,6 +275,14 @@ pub(crate) struct EnqueueArgs {
     /// (default: one per 10 GiB of table).
     #[arg(long)]
     pub(crate) workers: Option<i64>,
+    /// Queue a restore job instead: this backup (`s3://bucket/…/` or its manifest) into the new
+    /// table named by --table, which must match DDB_BACKUP_RESTORE_TABLE_PATTERN
+    /// (`restored-*`); --workers share its files (default: one per 8 files, at most 16).
+    #[arg(long, value_name = "BACKUP")]
+    pub(crate) restore: Option<String>,
+    /// With --restore: write capacity units per second for the whole restore.
+    #[arg(long, requires = "restore")]
+    pub(crate) write_budget: Option<f64>,
 }
 
 #[derive(Args)]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use ddb_backup::aws::{AwsContext, AwsOptions};
 use ddb_backup::backup::pipeline::Progress;
 use ddb_backup::human::human_bytes;
-use ddb_backup::model::job::{Destination, Prefix, Trigger};
+use ddb_backup::model::job::{Destination, JobId, Prefix, Trigger};
 use ddb_backup::runtime::config::{ConfigError, Settings};
 use ddb_backup::triggers::queue::{JobQueue, SqsQueue};
 use ddb_backup::Manifest;
@@ -31,6 +31,41 @@ pub(crate) async fn enqueue(
                 message: "no queue: pass --queue-url or set DDB_BACKUP_QUEUE_URL".to_string(),
             })
         })?;
+    if let Some(backup) = &args.restore {
+        let request = ddb_backup::model::restore_job::RestoreRequest {
+            kind: ddb_backup::model::restore_job::JobKind::Restore,
+            backup: Some(backup.clone()),
+            table: args.job.table.clone(),
+            workers: args.workers,
+            write_budget: args.write_budget,
+            notify: args.notify.clone(),
+            job_id: None,
+            trigger: Some(Trigger::Manual),
+            worker: None,
+        };
+        let job = request.into_job(&settings.defaults, JobId::generate().as_ref())?;
+        if !settings.policy.restore_tables.matches(job.table.as_str()) {
+            anyhow::bail!(ddb_backup::JobError::Field {
+                field: "table".into(),
+                message: format!(
+                    "restore jobs create only tables matching `{}` (DDB_BACKUP_RESTORE_TABLE_PATTERN); `{}` does not",
+                    settings.policy.restore_tables.as_str(),
+                    job.table
+                ),
+            });
+        }
+        let aws = AwsContext::load(options).await;
+        let body = serde_json::to_string(&job.to_request(None))?;
+        let message_id = SqsQueue::new(aws.sqs(), &queue_url)
+            .send(&body, None)
+            .await
+            .with_context(|| format!("queueing the restore into `{}` failed", job.table))?;
+        println!(
+            "{}",
+            serde_json::json!({"job_id": job.job_id.as_str(), "message_id": message_id, "queue_url": queue_url, "restore_into": job.table.as_str()})
+        );
+        return Ok(());
+    }
     let mut request = args.job.into_request(Trigger::Manual)?;
     request.notify = args.notify;
     request.workers = args.workers;

@@ -254,7 +254,7 @@ impl JobError {
         }
     }
 
-    fn field_error(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field_error(field: &str, message: impl Into<String>) -> Self {
         JobError::Field {
             field: field.to_string(),
             message: message.into(),

@@ -22,6 +22,9 @@ pub struct JobPolicy {
     /// The largest `read_budget_percent` an API job may ask for
     /// (`DDB_BACKUP_READ_BUDGET_PERCENT`).
     pub api_max_read_budget_percent: Option<f64>,
+    /// The tables restore jobs may create (`DDB_BACKUP_RESTORE_TABLE_PATTERN`, default
+    /// `restored-*`): never a table outside it, never one that exists.
+    pub restore_tables: crate::model::restore_job::TablePattern,
 }
 
 /// An entry of the allowed recipients: one address, or every address at a domain.
@@ -82,12 +85,13 @@ impl JobPolicy {
     /// Checks what every job must respect, however it arrived: its table and its recipients.
     pub fn check(&self, job: &BackupJob) -> Result<(), NotAllowed> {
         self.check_table(&job.table)?;
+        self.check_recipients(&job.notify)
+    }
+
+    /// Checks that emails may go to every one of `notify` (`DDB_BACKUP_NOTIFY_ALLOWED`).
+    pub fn check_recipients(&self, notify: &[EmailAddress]) -> Result<(), NotAllowed> {
         if let Some(allowed) = &self.notify_allowed {
-            if let Some(stranger) = job
-                .notify
-                .iter()
-                .find(|a| !allowed.iter().any(|r| r.admits(a)))
-            {
+            if let Some(stranger) = notify.iter().find(|a| !allowed.iter().any(|r| r.admits(a))) {
                 return Err(NotAllowed {
                     field: "notify",
                     message: format!(
@@ -201,6 +205,7 @@ mod tests {
             api_allow_consistent_read: false,
             api_max_read_budget: Some(20_000.0),
             api_max_read_budget_percent: Some(50.0),
+            restore_tables: Default::default(),
         }
     }
 

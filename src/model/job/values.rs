@@ -7,7 +7,7 @@ use std::fmt;
 /// caller adds which field or variable it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct InvalidValue(String);
+pub struct InvalidValue(pub(crate) String);
 
 impl From<InvalidValue> for String {
     fn from(err: InvalidValue) -> String {

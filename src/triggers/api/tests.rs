@@ -235,6 +235,7 @@ async fn a_job_beyond_the_deployments_policy_gets_403_naming_the_field_and_nothi
         api_allow_consistent_read: false,
         api_max_read_budget: Some(20_000.0),
         api_max_read_budget_percent: None,
+        restore_tables: Default::default(),
     });
     for (json, field) in [
         (r#"{"table": "payroll"}"#, "table"),
@@ -325,4 +326,88 @@ async fn get_backups_lists_a_tables_backups_and_refuses_bad_queries_naming_the_f
         );
         assert_eq!(body(&response)["field"], field, "{query:?}");
     }
+}
+
+fn post_restore(body: &str) -> ApiGatewayProxyRequest {
+    let mut request = post(Some(body));
+    request.resource = Some("/restore".into());
+    request.path = Some("/restore".into());
+    request
+}
+
+const BACKUP: &str = "s3://student-backup-20250706/backups/studentData/dt=2026-12-07/nightly/";
+
+#[tokio::test]
+async fn post_restore_queues_a_restore_job_into_a_new_table_of_the_pattern() {
+    let (api, queue) = api();
+    let response = api
+        .handle(post_restore(&format!(
+            r#"{{"backup":"{BACKUP}","table":"restored-studentData","workers":4}}"#
+        )))
+        .await;
+    assert_eq!(response.status_code, 202, "{:?}", response.body);
+    let reply = body(&response);
+    assert_eq!(reply["restore_into"], "restored-studentData");
+    let sent = queue.drain();
+    assert_eq!(sent.len(), 1);
+    let job: serde_json::Value = serde_json::from_str(&sent[0].body).unwrap();
+    assert_eq!(job["kind"], "restore");
+    assert_eq!(job["trigger"], "api");
+    assert_eq!(job["workers"], 4);
+    let status = api
+        .handle({
+            let mut get = fixture("get");
+            get.path_parameters
+                .insert("job_id".into(), reply["job_id"].as_str().unwrap().into());
+            get
+        })
+        .await;
+    assert_eq!(body(&status)["restore_into"], "restored-studentData");
+    assert_eq!(body(&status)["table"], "studentData");
+}
+
+#[tokio::test]
+async fn post_restore_outside_the_pattern_or_bucket_is_403_and_over_a_table_409_and_nothing_is_queued(
+) {
+    let (api, queue) = api();
+    for (json, status, field) in [
+        (
+            format!(r#"{{"backup":"{BACKUP}","table":"studentData"}}"#),
+            403,
+            "table",
+        ),
+        (
+            format!(r#"{{"backup":"{BACKUP}","table":"payroll"}}"#),
+            403,
+            "table",
+        ),
+        (
+            r#"{"backup":"s3://someone-elses-bucket/x/","table":"restored-x"}"#.to_string(),
+            403,
+            "backup",
+        ),
+        (
+            format!(r#"{{"backup":"{BACKUP}","table":"restored-x","worker":1}}"#),
+            400,
+            "worker",
+        ),
+        (format!(r#"{{"backup":"{BACKUP}"}}"#), 400, "table"),
+    ] {
+        let response = api.handle(post_restore(&json)).await;
+        assert_eq!(response.status_code, status, "{json}: {:?}", response.body);
+        assert_eq!(body(&response)["field"], field, "{json}");
+    }
+    let api = api.with_tables(Arc::new(MemorySource::new(
+        "restored-taken",
+        "id",
+        vec![],
+        10,
+    )));
+    let response = api
+        .handle(post_restore(&format!(
+            r#"{{"backup":"{BACKUP}","table":"restored-taken"}}"#
+        )))
+        .await;
+    assert_eq!(response.status_code, 409, "{:?}", response.body);
+    assert!(queue.drain().is_empty(), "nothing queued");
 }

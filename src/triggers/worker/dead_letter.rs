@@ -54,6 +54,13 @@ impl Worker {
                 "a dead-lettered sweep; the next one covers it".to_string(),
             );
         }
+        if crate::model::restore_job::RestoreRequest::is_restore(&message.body) {
+            let report = self.dead_restore(message, reason.clone()).await;
+            if report.disposition == Disposition::Recorded {
+                return self.keep_failed(message, None, reason).await;
+            }
+            return report;
+        }
         let order = match WorkOrder::parse(message, &self.defaults) {
             Ok(order) => order,
             Err(err) => {

@@ -40,6 +40,7 @@ use crate::backup::fan_out::FailureWatch;
 use crate::backup::pipeline::{Backup, BackupError, Leg, LegOutcome, Tuning};
 use crate::model::job::{BackupJob, Destination, EmailAddress, JobDefaults, JobPolicy};
 use crate::model::manifest::{Layout, Manifest};
+use crate::readback::table_writer::TableWriter;
 use crate::source::TableSource;
 use crate::store::{ObjectStore, StoreError};
 use crate::triggers::metrics::MetricsSink;
@@ -52,6 +53,7 @@ mod lease;
 mod message;
 mod outcome;
 mod report;
+mod restore;
 mod shares;
 mod sweep;
 
@@ -99,6 +101,7 @@ pub struct Worker {
     console_url: Option<String>,
     progress_every: Duration,
     stuck_after: Duration,
+    writer: Option<Arc<dyn TableWriter>>,
 }
 
 impl Worker {
@@ -129,7 +132,15 @@ impl Worker {
             console_url: None,
             progress_every: DEFAULT_PROGRESS_EVERY,
             stuck_after: DEFAULT_STUCK_AFTER,
+            writer: None,
         }
+    }
+
+    /// The write side of tables, for restore jobs (`{"kind": "restore"}`); without it they are
+    /// failed with that reason.
+    pub fn with_writer(mut self, writer: Arc<dyn TableWriter>) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     /// How often a running job's status document gets its progress (items read, estimated
@@ -287,6 +298,9 @@ impl Worker {
     pub async fn handle_message(&self, message: &QueueMessage, deadline: Instant) -> MessageReport {
         if sweep::is_sweep(&message.body) {
             return self.sweep(message).await;
+        }
+        if crate::model::restore_job::RestoreRequest::is_restore(&message.body) {
+            return self.restore_message(message, deadline).await;
         }
         let order = match WorkOrder::parse(message, &self.defaults) {
             Ok(order) => order,
@@ -727,3 +741,6 @@ mod fan_out_tests;
 
 #[cfg(test)]
 mod ending_tests;
+
+#[cfg(test)]
+mod restore_tests;

@@ -80,6 +80,10 @@ impl Worker {
         let now = Utc::now();
         let mut stuck = Vec::new();
         for status in unfinished {
+            // A restore job's workers end it themselves, and the dead-letter queue fails it.
+            if status.restore_into.is_some() {
+                continue;
+            }
             let limit = stuck_limit(&status, self.stuck_after);
             let Some(age) = age(&status, now) else {
                 continue;
