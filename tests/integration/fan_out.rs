@@ -551,3 +551,121 @@ async fn one_job_delivered_to_two_functions_at_once_is_read_once_and_emailed_onc
     let logs: String = functions.iter().map(|f| f.function_log()).collect();
     assert_eq!(logs.matches("\"backup complete\"").count(), 1, "{logs}");
 }
+
+/// A restore job on the real queue: the worker binary plans it, creates the table and queues
+/// four shares; the first share's function is killed once it has saved a position inside a
+/// file, its message comes back, and the new table equals the backed-up one, with one email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_on_four_workers_with_one_killed_mid_file_equals_the_source() {
+    let items = every_type_items(160);
+    let stack = Stack::new(&items).await;
+    let functions = stack.workers(2);
+    let backup_id = unique("restore-source");
+    stack
+        .send(&format!(
+            r#"{{"table": "{}", "job_id": "{backup_id}", "workers": 1, "segments": 4}}"#,
+            stack.table
+        ))
+        .await;
+    stack.drain(&functions).await;
+    let manifest = stack.manifest(&backup_id).await;
+    assert!(manifest.files.len() >= 4, "{} files", manifest.files.len());
+    let emails_before = stack.emails_to_recipient().len();
+
+    // 8 WCU/s shared by four workers: each share is one file of about 40 items, two batches
+    // about twelve seconds apart, so the worker's position (saved every five seconds) is
+    // inside the file in between.
+    let target = unique("restored");
+    let restore_id = unique("restore-job");
+    stack
+        .send(&format!(
+            r#"{{"kind": "restore", "backup": "{}", "table": "{target}", "job_id": "{restore_id}", "workers": 4, "write_budget": 8}}"#,
+            manifest.location
+        ))
+        .await;
+    let plan = receive_one(&stack.aws, &stack.queue).await.unwrap();
+    let response = functions[0].invoke(&sqs_event_json(
+        std::slice::from_ref(&plan),
+        &stack.queue_arn,
+    ));
+    assert_eq!(
+        response["batchItemFailures"],
+        serde_json::json!([]),
+        "{}",
+        functions[0].function_log()
+    );
+    acknowledge(&stack.aws, &stack.queue, &[plan], &[]).await;
+    assert!(functions[0].function_log().contains("restore fanned out"));
+
+    let doomed = stack.workers(1).pop().unwrap();
+    let share = receive_one(&stack.aws, &stack.queue).await.unwrap();
+    let worker = worker_of(&share);
+    let event = sqs_event_json(std::slice::from_ref(&share), &stack.queue_arn);
+    let invocation = {
+        let function = doomed.clone();
+        std::thread::spawn(move || {
+            let _ = std::panic::catch_unwind(|| function.invoke(&event));
+        })
+    };
+    let position_key = format!(
+        "{}restores/{restore_id}/worker-{worker:04}/position.json",
+        manifest
+            .location
+            .split_once(&format!("{}/", stack.bucket))
+            .unwrap()
+            .1
+    );
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no position saved:\n{}",
+            doomed.function_log()
+        );
+        if list_keys(&stack.aws, &stack.bucket)
+            .await
+            .contains(&position_key)
+        {
+            let (body, _, _) = get_object(&stack.aws, &stack.bucket, &position_key).await;
+            let saved: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            if saved["position"]["records"].as_u64() > Some(0) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.kill_function();
+    doomed.kill_all();
+    let _ = invocation.join();
+    drop(doomed);
+    // SQS delivers the killed invocation's message again once it is visible.
+    stack
+        .aws
+        .sqs()
+        .change_message_visibility()
+        .queue_url(&stack.queue)
+        .receipt_handle(share.receipt_handle().unwrap())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    stack.drain(&functions).await;
+
+    assert_eq!(
+        sorted(scan_all(&stack.aws, &target).await),
+        sorted(scan_all(&stack.aws, &stack.table).await),
+        "the restored table equals the source"
+    );
+    let emails = stack.emails_to_recipient();
+    assert_eq!(emails.len() - emails_before, 1, "{emails:?}");
+    assert!(
+        emails.last().unwrap().starts_with("Restore COMPLETE"),
+        "{emails:?}"
+    );
+    let logs: String = functions.iter().map(|f| f.function_log()).collect();
+    assert_eq!(
+        logs.matches("\"restore job complete\"").count(),
+        1,
+        "{logs}"
+    );
+}

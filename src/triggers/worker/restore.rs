@@ -506,7 +506,7 @@ impl Worker {
         status.notified = sent;
         self.update_status(&job.job_id, |_| Some(status.clone()))
             .await;
-        info!(job_id = %job.job_id, table = %job.table, items = plan.items, "restore complete");
+        info!(job_id = %job.job_id, table = %job.table, items = plan.items, "restore job complete");
         let mut report = MessageReport::new(
             message,
             None,
