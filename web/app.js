@@ -123,6 +123,15 @@ async function refresh() {
     } else if (b.error) {
       files.textContent = b.error;
     }
+    const restore = row.insertCell();
+    if (b.state === "complete" && b.manifest) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "Restore";
+      button.setAttribute("aria-label", `Restore ${b.job_id}`);
+      button.addEventListener("click", () => chooseRestore(b));
+      restore.append(button);
+    }
   }
   $("empty").hidden = list.backups.length > 0;
   drawCharts(list.backups.filter((b) => b.state === "complete").slice(0, 30).reverse());
@@ -199,8 +208,45 @@ async function showFiles(jobId) {
   $("files").hidden = false;
 }
 
+// A restore writes a backup into a new table, on queued workers; the API accepts only names
+// matching the deployment's pattern (restored-* by default) and never an existing table.
+let restoreSource = null;
+
+function chooseRestore(backup) {
+  restoreSource = backup;
+  $("restore-source").textContent = `Backup ${backup.job_id} of ${backup.date}, ${count(backup.items)} items`;
+  $("restore-table").value = `restored-${tableField.value}`;
+  $("restore").hidden = false;
+  $("restore-table").focus();
+}
+
+async function startRestore() {
+  showError(null);
+  const button = $("restore-start");
+  button.disabled = true;
+  try {
+    const queued = await call("POST", "/restore", {
+      backup: restoreSource.manifest,
+      table: $("restore-table").value,
+    });
+    $("job-title").textContent = "Current restore";
+    $("job-status").textContent = `Restore ${queued.job_id} into ${queued.restore_into} queued…`;
+    $("job").hidden = false;
+    await follow(queued.job_id);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function describe(status) {
   const state = status.state;
+  if (status.restore_into) {
+    const what = `Restore ${status.job_id} into ${status.restore_into}`;
+    if (state === "complete") return `${what} complete: ${count(status.items)} items.`;
+    if (state === "failed") return `${what} failed: ${status.error || "unknown error"}.`;
+    const workers = status.workers ? `; ${status.workers_done || 0} of ${status.workers} workers done` : "";
+    return `${what} ${state}${workers}…`;
+  }
   if (state === "complete") {
     return `Backup ${status.job_id} complete: ${count(status.items)} items, ${bytes(status.bytes)} stored.`;
   }
@@ -252,6 +298,7 @@ async function backupNow() {
   button.disabled = true;
   try {
     const queued = await call("POST", "/backup", { table: tableField.value });
+    $("job-title").textContent = "Current backup";
     $("job-status").textContent = `Backup ${queued.job_id} queued…`;
     $("job").hidden = false;
     await follow(queued.job_id);
@@ -265,4 +312,8 @@ $("controls").addEventListener("submit", (event) => {
   refresh().catch(showError);
 });
 $("backup-now").addEventListener("click", () => backupNow().catch(showError));
+$("restore-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  startRestore().catch(showError);
+});
 if (keyField.value) refresh().catch(showError);

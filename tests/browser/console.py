@@ -1,7 +1,7 @@
 """Drives the web console in headless Chromium as a person would, against `ddb-backup serve`, and
 prints what the page showed as one JSON object. Saves a screenshot of each state.
 
-    console.py SCREENSHOT_DIR ALLOWED_PAGE_URL OTHER_ORIGIN_PAGE_URL API_KEY
+    console.py SCREENSHOT_DIR ALLOWED_PAGE_URL OTHER_ORIGIN_PAGE_URL API_KEY RESTORE_TABLE
 
 ALLOWED_PAGE_URL opens the console from an origin the API allows; OTHER_ORIGIN_PAGE_URL from one
 it does not. Chromium is Debian's (DDB_BACKUP_CHROMIUM); Playwright drives it and finds every
@@ -21,6 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 def main():
     shots = pathlib.Path(sys.argv[1])
     allowed_url, other_url, key = sys.argv[2], sys.argv[3], sys.argv[4]
+    restore_table = sys.argv[5]
     shots.mkdir(parents=True, exist_ok=True)
     seen = {}
     with sync_playwright() as p:
@@ -70,6 +71,14 @@ def main():
         }
         page.screenshot(path=shots / "3-files.png", full_page=True)
 
+        # Restore that backup into a new table from its row, and follow the restore to its end.
+        page.get_by_role("button", name=f"Restore {seen['job_id']}").click()
+        page.get_by_label("New table").fill(restore_table)
+        page.get_by_role("button", name="Start restore").click()
+        expect(status).to_contain_text(re.compile(r"Restore \S+ into \S+ (complete|failed)"))
+        seen["restore_status"] = status.inner_text()
+        page.screenshot(path=shots / "4-restored.png", full_page=True)
+
         # From an origin the API does not allow, the browser blocks the call.
         other = browser.new_page(viewport={"width": 1280, "height": 600})
         other.set_default_timeout(30_000)
@@ -79,7 +88,7 @@ def main():
         blocked = other.get_by_role("alert")
         expect(blocked).to_contain_text("blocked")
         seen["other_origin"] = blocked.inner_text()
-        other.screenshot(path=shots / "4-origin-not-allowed.png", full_page=True)
+        other.screenshot(path=shots / "5-origin-not-allowed.png", full_page=True)
         browser.close()
     print(json.dumps(seen))
 

@@ -2,7 +2,8 @@
 //! `ddb-backup serve` on the emulator: the whole event-driven system on one machine. From an
 //! allowed origin the page starts a backup and follows it to `complete` with the right item
 //! count, lists its files and downloads one whose SHA-256 is the manifest's; a wrong key shows
-//! the 403; from an origin the API does not allow, the browser blocks the call and the page says
+//! the 403; its restore button writes the backup into a new table and follows the restore to
+//! its end; from an origin the API does not allow, the browser blocks the call and the page says
 //! so. Screenshots of each state go to `<target>/console-screenshots/`.
 
 use std::path::{Path, PathBuf};
@@ -95,6 +96,8 @@ async fn the_console_starts_a_backup_follows_it_and_downloads_its_files_in_a_rea
     // CloudFront-hosted console calls API Gateway.
     let allowed_page = format!("http://localhost:{port}/?api={api}&table={table}");
     let other_page = format!("http://127.0.0.1:{other_port}/index.html?api={api}&table={table}");
+    let restore_table = unique("restored-console");
+    let restore_arg = restore_table.clone();
     let shots = PathBuf::from(
         std::env::var("CARGO_TARGET_DIR")
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").to_string()),
@@ -106,7 +109,13 @@ async fn the_console_starts_a_backup_follows_it_and_downloads_its_files_in_a_rea
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/browser/console.py"
             ))
-            .args([shots.to_str().unwrap(), &allowed_page, &other_page, key])
+            .args([
+                shots.to_str().unwrap(),
+                &allowed_page,
+                &other_page,
+                key,
+                &restore_arg,
+            ])
             .output()
             .expect("run the browser")
     })
@@ -151,4 +160,8 @@ async fn the_console_starts_a_backup_follows_it_and_downloads_its_files_in_a_rea
         seen["other_origin"].as_str().unwrap().contains("blocked"),
         "{seen}"
     );
+    // The restore button wrote the backup into the new table, item for item.
+    let restored = seen["restore_status"].as_str().unwrap();
+    assert!(restored.contains("complete: 40 items"), "{restored}");
+    assert_eq!(sorted(scan_all(&aws, &restore_table).await), sorted(items));
 }
