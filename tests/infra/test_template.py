@@ -312,12 +312,25 @@ class TemplateInvariants(unittest.TestCase):
                             f"{name}: Resource * for {actions}",
                         )
 
-    def test_worker_reads_only_the_configured_table(self):
+    def test_worker_reads_only_the_configured_table_and_writes_only_restore_tables(self):
         policy = self.resource("WorkerRole")["Properties"]["Policies"][0]["PolicyDocument"]
         dynamo = [s for s in statements(policy) if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
-        self.assertEqual(len(dynamo), 1)
-        self.assertEqual(sorted(as_list(dynamo[0]["Action"])), ["dynamodb:DescribeTable", "dynamodb:Scan"])
-        self.assertIn("table/${TableName}", str(dynamo[0]["Resource"]))
+        self.assertEqual(len(dynamo), 2)
+        read, restore = dynamo
+        self.assertEqual(sorted(as_list(read["Action"])), ["dynamodb:DescribeTable", "dynamodb:Scan"])
+        self.assertIn("table/${TableName}", str(read["Resource"]))
+        self.assertEqual(sorted(as_list(restore["Action"])),
+                         ["dynamodb:BatchWriteItem", "dynamodb:CreateTable", "dynamodb:DescribeTable"])
+        self.assertEqual(str(restore["Resource"]).count("table/"), 1)
+        self.assertIn("table/${RestoreTablePattern}", str(restore["Resource"]))
+        env = self.t["Globals"]["Function"]["Environment"]["Variables"]
+        self.assertEqual(env["DDB_BACKUP_RESTORE_TABLE_PATTERN"], {"Ref": "RestoreTablePattern"})
+        pattern = self.pattern("RestoreTablePattern")
+        self.assertEqual(self.t["Parameters"]["RestoreTablePattern"]["Default"], "restored-*")
+        for good in ("restored-*", "*-copy", "dr-*-restore", "exact-name"):
+            self.assertTrue(pattern.fullmatch(good), good)
+        for bad in ("*", "a*", "**b*", "bad/name-*", ""):
+            self.assertFalse(pattern.fullmatch(bad), bad)
 
     def test_options_needs_nothing_and_every_other_method_what_api_auth_says(self):
         methods = {}
@@ -330,6 +343,7 @@ class TemplateInvariants(unittest.TestCase):
                 "JobResource": "/backup/{job_id}",
                 "ListResource": "/backups",
                 "FilesResource": "/backup/{job_id}/files",
+                "RestoreResource": "/restore",
             }[props["ResourceId"]["Ref"]]
             methods[(path, props["HttpMethod"])] = (props["AuthorizationType"], props["ApiKeyRequired"])
             integration = props["Integration"]
@@ -343,7 +357,9 @@ class TemplateInvariants(unittest.TestCase):
                 ("/backup/{job_id}", "GET"): by_parameter,
                 ("/backups", "GET"): by_parameter,
                 ("/backup/{job_id}/files", "GET"): by_parameter,
+                ("/restore", "POST"): by_parameter,
                 ("/backup", "OPTIONS"): ("NONE", False),
+                ("/restore", "OPTIONS"): ("NONE", False),
                 ("/backup/{job_id}", "OPTIONS"): ("NONE", False),
                 ("/backups", "OPTIONS"): ("NONE", False),
                 ("/backup/{job_id}/files", "OPTIONS"): ("NONE", False),
