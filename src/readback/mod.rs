@@ -7,4 +7,5 @@ pub mod point_in_time;
 pub mod records;
 pub mod restore;
 pub mod table_writer;
+pub mod throttled_table;
 pub mod verify;

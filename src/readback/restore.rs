@@ -569,7 +569,10 @@ async fn delete_batch(
         if let Some(budget) = budget {
             budget.acquire(keys.len() as f64).await;
         }
-        let (unprocessed, used) = writer.batch_delete(table, keys).await?;
+        let (unprocessed, used) = match writer.batch_delete(table, keys.clone()).await {
+            Err(e) if is_throttled(&e) => (keys, 0.0),
+            other => other?,
+        };
         consumed += used;
         if unprocessed.is_empty() {
             return Ok((consumed, u64::from(attempt)));
@@ -595,7 +598,12 @@ async fn write_batch(
                 .acquire(items.iter().map(write_units).sum::<u64>() as f64)
                 .await;
         }
-        let (unprocessed, used) = writer.batch_write(table, items).await?;
+        let (unprocessed, used) = match writer.batch_write(table, items.clone()).await {
+            // Nothing of the batch fitted (past the SDK's own retries): as if all of it came
+            // back unprocessed, with the same backoff.
+            Err(e) if is_throttled(&e) => (items, 0.0),
+            other => other?,
+        };
         consumed += used;
         if unprocessed.is_empty() {
             return Ok((consumed, u64::from(attempt)));
@@ -604,6 +612,16 @@ async fn write_batch(
         tokio::time::sleep(backoff(attempt)).await;
     }
     Err(RestoreError::Unprocessed { count: items.len() })
+}
+
+fn is_throttled(error: &WriteError) -> bool {
+    matches!(
+        error,
+        WriteError::Request {
+            kind: crate::aws::FailureKind::Throttled,
+            ..
+        }
+    )
 }
 
 /// Full jitter: a random wait between zero and the exponential bound, so that parallel writers

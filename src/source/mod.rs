@@ -1,8 +1,10 @@
 //! Reading a table: the [`TableSource`] port, its DynamoDB adapter ([`dynamodb`]) and in-memory
 //! twin ([`memory`]), and the paging loop every source shares ([`segment`]). The read budget
-//! ([`budget`]) paces that loop.
+//! ([`budget`]) paces that loop; [`capacity`] is DynamoDB's capacity model, a twin for the tests and
+//! benches that measure against a table's limit.
 
 pub mod budget;
+pub mod capacity;
 pub mod dynamodb;
 mod interceptors;
 pub mod memory;

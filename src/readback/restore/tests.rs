@@ -385,3 +385,47 @@ async fn the_position_never_passes_a_record_not_yet_written() {
     }
     assert_eq!(writer.items("copy").len(), 600);
 }
+
+/// Against a table's write limit (the capacity twin: one partition, a table of 200 WCU/s, no burst),
+/// with no budget: every batch DynamoDB refuses whole or in part is written later, none lost,
+/// and the restore runs at the limit, not past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_tables_write_limit_throttled_writes_are_retried_and_never_lost() {
+    use crate::readback::throttled_table::ThrottledTable;
+    use crate::source::capacity::CapacitySpec;
+    let store = MemoryStore::new();
+    let original = items(600);
+    let manifest = backup(&store, original.clone(), "dynamodb-json").await;
+    let table = Arc::new(ThrottledTable::new(
+        MemoryWriter::new(),
+        CapacitySpec::writes(1, 200.0),
+    ));
+    let started = std::time::Instant::now();
+    let report = restore(
+        Arc::new(store.clone()),
+        &manifest,
+        str::to_string,
+        table.clone(),
+        &RestoreOptions {
+            concurrency: 8,
+            ..options("copy", true)
+        },
+        Arc::new(RestoreProgress::default()),
+    )
+    .await
+    .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let units = table.stats.units.load(Ordering::Relaxed) as f64;
+    assert_eq!(report.items, 600);
+    assert!(report.retries > 0, "the table throttled");
+    assert!(
+        table.stats.throttled_requests.load(Ordering::Relaxed) > 0,
+        "whole batches were refused too"
+    );
+    assert_eq!(sorted(table.inner().items("copy")), sorted(original));
+    // A second's capacity to start with, then 200 units a second.
+    assert!(
+        units / 200.0 - 1.0 <= seconds * 1.05,
+        "{units} units in {seconds:.2} s"
+    );
+}
