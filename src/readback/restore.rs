@@ -1,7 +1,7 @@
 //! Restore: the files of a backup, streamed and decoded, written back into a table in parallel
 //! `BatchWriteItem` calls. Unprocessed items are resubmitted with exponential backoff and full
 //! jitter; an optional write budget (WCU per second) keeps a restore into a live table from
-//! starving it. Writing the same backup twice gives the same table: every write is a full put.
+//! starving it, and once the table throttles, writes are paced at what it accepts. Writing the same backup twice gives the same table: every write is a full put.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -241,9 +241,11 @@ pub async fn restore(
     let table = options.table.to_string();
     prepare_table(writer.as_ref(), manifest, &table, options.create_table).await?;
     progress.total.store(manifest.item_count, Ordering::Relaxed);
-    let budget = options
-        .write_budget
-        .map(|rate| Arc::new(WriteBudget::new(rate)));
+    let budget = Some(Arc::new(
+        options
+            .write_budget
+            .map_or_else(WriteBudget::unlimited, WriteBudget::new),
+    ));
     let consumed = Arc::new(Mutex::new(0.0f64));
     let retries = Arc::new(AtomicU64::new(0));
 
@@ -569,11 +571,18 @@ async fn delete_batch(
         if let Some(budget) = budget {
             budget.acquire(keys.len() as f64).await;
         }
+        let sent = keys.len();
         let (unprocessed, used) = match writer.batch_delete(table, keys.clone()).await {
             Err(e) if is_throttled(&e) => (keys, 0.0),
             other => other?,
         };
         consumed += used;
+        if let Some(budget) = budget {
+            budget.accepted((sent - unprocessed.len()) as f64);
+            if !unprocessed.is_empty() {
+                budget.throttled();
+            }
+        }
         if unprocessed.is_empty() {
             return Ok((consumed, u64::from(attempt)));
         }
@@ -598,6 +607,7 @@ async fn write_batch(
                 .acquire(items.iter().map(write_units).sum::<u64>() as f64)
                 .await;
         }
+        let units: u64 = items.iter().map(write_units).sum();
         let (unprocessed, used) = match writer.batch_write(table, items.clone()).await {
             // Nothing of the batch fitted (past the SDK's own retries): as if all of it came
             // back unprocessed, with the same backoff.
@@ -605,6 +615,13 @@ async fn write_batch(
             other => other?,
         };
         consumed += used;
+        if let Some(budget) = budget {
+            let left: u64 = unprocessed.iter().map(write_units).sum();
+            budget.accepted((units - left) as f64);
+            if !unprocessed.is_empty() {
+                budget.throttled();
+            }
+        }
         if unprocessed.is_empty() {
             return Ok((consumed, u64::from(attempt)));
         }
@@ -671,20 +688,84 @@ fn value_size(value: &AttributeValue) -> usize {
     }
 }
 
-/// A token bucket of write capacity units shared by all writers.
+/// After a throttle, the pace grows back by this share a second.
+const PACE_RECOVERY_PER_SEC: f64 = 0.05;
+/// With no throttle for this long, the pace doubles every second until the table throttles.
+const PACE_PROBE_AFTER: Duration = Duration::from_secs(1);
+/// A throttle sets the pace to this share of what it was, or to what the table accepted in the
+/// last second if that is less.
+const PACE_AFTER_THROTTLE: f64 = 0.95;
+/// Throttles closer together than this count once (the writers see the same refusal).
+const PACE_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// The pace of a restore's writes, shared by all its writers: at most the budget, when there
+/// is one, and after the table first throttles, what it accepted in the last second, growing back
+/// slowly until it throttles again. Pacing at what the table takes, instead of backing off
+/// batch by batch, holds a restore near the table's limit: batches waiting out exponential
+/// backoffs leave capacity unused (about 70 % of the limit is written without it; see
+/// docs/scaling.md).
 pub struct WriteBudget {
-    rate: f64,
-    state: std::sync::Mutex<(f64, tokio::time::Instant)>,
+    limit: Option<f64>,
+    state: std::sync::Mutex<Pace>,
+}
+
+struct Pace {
+    tokens: f64,
+    updated: tokio::time::Instant,
+    /// The table's pace since its last throttle (`None`: it has not throttled).
+    learned: Option<f64>,
+    last_throttle: Option<tokio::time::Instant>,
+    /// Units the table accepted, by when, over the last second.
+    accepted: std::collections::VecDeque<(tokio::time::Instant, f64)>,
+    accepted_sum: f64,
 }
 
 impl WriteBudget {
-    /// `rate` units per second, with one second of burst.
+    /// `rate` units per second at most, with one second of burst.
     pub fn new(rate: f64) -> Self {
-        let rate = rate.max(1.0);
+        Self::paced(Some(rate.max(1.0)))
+    }
+
+    /// No ceiling but what the table accepts.
+    pub fn unlimited() -> Self {
+        Self::paced(None)
+    }
+
+    fn paced(limit: Option<f64>) -> Self {
         WriteBudget {
-            rate,
-            state: std::sync::Mutex::new((rate, tokio::time::Instant::now())),
+            limit,
+            state: std::sync::Mutex::new(Pace {
+                tokens: limit.unwrap_or(0.0),
+                updated: tokio::time::Instant::now(),
+                learned: None,
+                last_throttle: None,
+                accepted: Default::default(),
+                accepted_sum: 0.0,
+            }),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pace> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The rate in force: the budget, or the table's pace once learned (growing back since the
+    /// last throttle), whichever is lower; `None` while nothing limits it.
+    fn rate(&self, pace: &Pace, now: tokio::time::Instant) -> Option<f64> {
+        let learned = pace.learned.map(|rate| {
+            let since = pace
+                .last_throttle
+                .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+            // Slowly at first, near the limit just found; then, with no throttle for a while
+            // (the other writers are done, or the table grew), doubling every second.
+            let probe = (since - PACE_PROBE_AFTER.as_secs_f64()).max(0.0);
+            rate * (1.0 + PACE_RECOVERY_PER_SEC * since) * probe.exp2()
+        });
+        match (self.limit, learned) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|r| r.max(1.0))
     }
 
     /// Waits until `units` may be spent. A batch larger than one second's budget waits for a full
@@ -692,20 +773,71 @@ impl WriteBudget {
     pub async fn acquire(&self, units: f64) {
         loop {
             let wait = {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut pace = self.lock();
                 let now = tokio::time::Instant::now();
-                let refilled = (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate)
-                    .min(self.rate);
-                *state = (refilled, now);
-                let needed = units.min(self.rate);
+                let Some(rate) = self.rate(&pace, now) else {
+                    return;
+                };
+                let refilled =
+                    (pace.tokens + now.duration_since(pace.updated).as_secs_f64() * rate).min(rate);
+                pace.tokens = refilled;
+                pace.updated = now;
+                let needed = units.min(rate);
                 if refilled >= needed {
-                    state.0 -= units;
+                    pace.tokens -= units;
                     return;
                 }
-                Duration::from_secs_f64((needed - refilled) / self.rate)
+                Duration::from_secs_f64((needed - refilled) / rate)
             };
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// The table accepted `units`.
+    pub fn accepted(&self, units: f64) {
+        let mut pace = self.lock();
+        let now = tokio::time::Instant::now();
+        pace.accepted.push_back((now, units));
+        pace.accepted_sum += units;
+        while let Some(&(at, old)) = pace.accepted.front() {
+            if now.duration_since(at) <= Duration::from_secs(1) {
+                break;
+            }
+            pace.accepted.pop_front();
+            pace.accepted_sum -= old;
+        }
+    }
+
+    /// The table refused some of a batch: pace at a little under what it accepted in the last
+    /// second.
+    pub fn throttled(&self) {
+        let mut pace = self.lock();
+        let now = tokio::time::Instant::now();
+        if pace
+            .last_throttle
+            .is_some_and(|t| now.duration_since(t) < PACE_DEBOUNCE)
+        {
+            return;
+        }
+        let window = pace
+            .accepted
+            .front()
+            .map_or(1.0, |(at, _)| now.duration_since(*at).as_secs_f64())
+            .clamp(0.25, 1.0);
+        if pace.accepted_sum <= 0.0 {
+            // Nothing went through lately (a table refusing everything at first): nothing to
+            // learn a pace from; the batches' backoff waits instead.
+            return;
+        }
+        let accepted = pace.accepted_sum / window;
+        // A step down from the pace in force, and never above what the table took: the first
+        // throttle finds the table's pace, later ones keep to it.
+        let current = self.rate(&pace, now).unwrap_or(f64::INFINITY);
+        pace.learned = Some((current * PACE_AFTER_THROTTLE).min(accepted).max(1.0));
+        pace.last_throttle = Some(now);
+        // What was saved up is spent: the table just said so.
+        pace.tokens = pace.tokens.min(0.0);
+        pace.updated = now;
     }
 }
 
