@@ -694,7 +694,7 @@ const PACE_RECOVERY_PER_SEC: f64 = 0.05;
 const PACE_PROBE_AFTER: Duration = Duration::from_secs(1);
 /// A throttle sets the pace to this share of what it was, or to what the table accepted in the
 /// last second if that is less.
-const PACE_AFTER_THROTTLE: f64 = 0.95;
+const PACE_AFTER_THROTTLE: f64 = 0.9;
 /// Throttles closer together than this count once (the writers see the same refusal).
 const PACE_DEBOUNCE: Duration = Duration::from_secs(1);
 
@@ -714,6 +714,8 @@ struct Pace {
     updated: tokio::time::Instant,
     /// The table's pace since its last throttle (`None`: it has not throttled).
     learned: Option<f64>,
+    /// The first pace learned: the unit of additive growth.
+    first_learned: f64,
     last_throttle: Option<tokio::time::Instant>,
     /// Units the table accepted, by when, over the last second.
     accepted: std::collections::VecDeque<(tokio::time::Instant, f64)>,
@@ -738,6 +740,7 @@ impl WriteBudget {
                 tokens: limit.unwrap_or(0.0),
                 updated: tokio::time::Instant::now(),
                 learned: None,
+                first_learned: 0.0,
                 last_throttle: None,
                 accepted: Default::default(),
                 accepted_sum: 0.0,
@@ -759,7 +762,9 @@ impl WriteBudget {
             // Slowly at first, near the limit just found; then, with no throttle for a while
             // (the other writers are done, or the table grew), doubling every second.
             let probe = (since - PACE_PROBE_AFTER.as_secs_f64()).max(0.0);
-            rate * (1.0 + PACE_RECOVERY_PER_SEC * since) * probe.exp2()
+            // Additive growth (a share of the first pace found), so that writers sharing a
+            // table converge to equal shares, as TCP's do.
+            (rate + pace.first_learned * PACE_RECOVERY_PER_SEC * since) * probe.exp2()
         });
         match (self.limit, learned) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -833,7 +838,11 @@ impl WriteBudget {
         // A step down from the pace in force, and never above what the table took: the first
         // throttle finds the table's pace, later ones keep to it.
         let current = self.rate(&pace, now).unwrap_or(f64::INFINITY);
-        pace.learned = Some((current * PACE_AFTER_THROTTLE).min(accepted).max(1.0));
+        let learned = (current * PACE_AFTER_THROTTLE).min(accepted).max(1.0);
+        if pace.learned.is_none() {
+            pace.first_learned = learned;
+        }
+        pace.learned = Some(learned);
         pace.last_throttle = Some(now);
         // What was saved up is spent: the table just said so.
         pace.tokens = pace.tokens.min(0.0);
