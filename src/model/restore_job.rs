@@ -34,16 +34,16 @@ impl Default for TablePattern {
 }
 
 impl TablePattern {
-    /// Validates a pattern: table-name characters and `*`, with some fixed text (a bare `*`
-    /// would let a restore create any table).
+    /// Validates a pattern: table-name characters and `*`, starting with at least 3 fixed
+    /// characters (a leading `*` would let a restore write `studentData` through `*Data`).
     pub fn new(pattern: &str) -> Result<TablePattern, InvalidValue> {
         let ok_chars = pattern
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*'));
-        let fixed = pattern.chars().filter(|c| *c != '*').count();
-        if !ok_chars || !(1..=255).contains(&pattern.len()) || fixed < 3 {
+        let prefix = pattern.chars().take_while(|c| *c != '*').count();
+        if !ok_chars || !(3..=255).contains(&pattern.len()) || prefix < 3 {
             return Err(InvalidValue(format!(
-                "`{pattern}` is not a table-name pattern: use table-name characters with `*` wildcards and at least 3 fixed characters, e.g. \"restored-*\""
+                "`{pattern}` is not a table-name pattern: use table-name characters with `*` wildcards, starting with at least 3 fixed characters, e.g. \"restored-*\""
             )));
         }
         Ok(TablePattern(pattern.to_string()))
@@ -349,6 +349,8 @@ pub struct RestorePlan {
     pub job_id: String,
     /// The backup's job.
     pub backup_job_id: String,
+    /// The backup's manifest key.
+    pub backup: String,
     /// The backed-up table.
     pub source_table: String,
     /// The new table.
@@ -437,9 +439,10 @@ mod tests {
         assert!(p.matches("restored-"));
         assert!(!p.matches("studentData"));
         assert!(!p.matches("my-restored-x"));
-        let p = TablePattern::new("*-copy-*").unwrap();
-        assert!(p.matches("a-copy-b") && !p.matches("a-copyb"));
+        let p = TablePattern::new("dr-*-copy-*").unwrap();
+        assert!(p.matches("dr-a-copy-b") && !p.matches("dr-a-copyb"));
         assert!(TablePattern::new("*").is_err());
+        assert!(TablePattern::new("*Data").is_err(), "no leading wildcard");
         assert!(TablePattern::new("ab*").is_err());
         assert!(TablePattern::new("bad/name*").is_err());
     }

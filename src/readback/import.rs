@@ -94,7 +94,7 @@ pub enum ImportError {
         format: Format,
     },
     /// One import reads at most 50,000 objects.
-    #[error("backup {job_id} has {files} files, and one ImportTable reads at most {MAX_IMPORT_OBJECTS}: restore it without --import, or back up with a larger file size (DDB_BACKUP_FILE_SIZE_MB)")]
+    #[error("backup {job_id} has {files} files, and one ImportTable reads at most {MAX_IMPORT_OBJECTS}: restore it without --import, or back up with a larger file size (DDB_BACKUP_FILE_SIZE_MIB) and fewer segments")]
     TooManyObjects {
         /// The job.
         job_id: String,
@@ -172,11 +172,13 @@ impl crate::error::Retryable for ImportError {
 }
 
 impl ImportPlan {
-    /// Checks that `manifest`'s backup, whose manifest is at `manifest_key` in `store`, can be
-    /// imported into `table`, and builds the request. The `data/` prefix is listed so that no
-    /// object outside the backup is loaded with it.
+    /// Checks that `manifest`'s backup, whose manifest is at `manifest_key` in `store` (the S3
+    /// bucket `bucket`, `None` when it is not in S3), can be imported into `table`, and builds
+    /// the request. The `data/` prefix is listed so that no object outside the backup is loaded
+    /// with it.
     pub async fn new(
         manifest: &Manifest,
+        bucket: Option<&str>,
         manifest_key: &str,
         store: &dyn ObjectStore,
         table: &TableName,
@@ -195,14 +197,12 @@ impl ImportPlan {
                 files: manifest.files.len(),
             });
         }
-        let bucket = manifest
-            .location
-            .strip_prefix("s3://")
-            .and_then(|rest| rest.split('/').next())
+        // The bucket the backup is read from (a copy may be elsewhere than it was written).
+        let bucket = bucket
             .filter(|b| !b.is_empty())
             .ok_or_else(|| ImportError::NotInS3 {
                 job_id: job_id.clone(),
-                location: manifest.location.clone(),
+                location: store.uri(manifest_key),
             })?
             .to_string();
         if !manifest.local_secondary_indexes.is_empty() {
@@ -233,10 +233,11 @@ impl ImportPlan {
         let listed = store.list(&key_prefix).await?;
         let expected: std::collections::HashSet<&str> =
             manifest.files.iter().map(|f| f.key.as_str()).collect();
+        let present: std::collections::HashSet<&str> = listed.iter().map(String::as_str).collect();
         if let Some(missing) = manifest
             .files
             .iter()
-            .find(|f| !listed.iter().any(|k| k == &f.key))
+            .find(|f| !present.contains(f.key.as_str()))
         {
             return Err(ImportError::MissingFile {
                 key: missing.key.clone(),
@@ -257,6 +258,7 @@ impl ImportPlan {
         digest.update(manifest_key.as_bytes());
         digest.update([0]);
         digest.update(table.as_str().as_bytes());
+        digest.update(format!("{billing:?} {}", overrides.without_indexes).as_bytes());
         let client_token = hex::encode(&digest.finalize()[..16]);
         Ok(ImportPlan {
             table: table.to_string(),

@@ -286,8 +286,14 @@ pub async fn restore(
         let retries = retries.clone();
         let progress = progress.clone();
         let watermark = watermark.clone();
+        let stop_at = options.stop_at;
         writers.spawn(async move {
             loop {
+                // At the stop instant the writers stop too: what they leave is after the
+                // position, written by the next run.
+                if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    return Ok(());
+                }
                 let batch = rx.lock().await.recv().await;
                 let Some((seq, batch)) = batch else {
                     return Ok(());
@@ -344,9 +350,15 @@ pub async fn restore(
     }
     // A writer failing closes the channel and stops the reader: report the writer's cause.
     write?;
+    let unwritten = !watermark
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pending
+        .is_empty();
     let paused_at = match read? {
-        Read::Paused => Some(progress.position()),
-        Read::Finished | Read::WritersGone => None,
+        Read::Finished if !unwritten => None,
+        // Stopped, by the reader or the writers: every record before the position is written.
+        _ => Some(progress.position()),
     };
     let changes = overlay.as_ref().map(|overlay| OverlayReport {
         as_of: overlay.as_of.clone(),

@@ -367,6 +367,14 @@ impl Api {
                 Err(err) => warn!(table = %job.table, error = %err, "checking the table failed"),
             }
         }
+        if let Some(board) = &self.status {
+            if let Ok(Some(existing)) = board.get(&job.job_id).await {
+                return reply(
+                    409,
+                    json!({"error": format!("job id {} is taken (state {:?}); leave job_id out or choose another", job.job_id, existing.state), "field": "job_id"}),
+                );
+            }
+        }
         let body = match serde_json::to_string(&job.to_request(None)) {
             Ok(body) => body,
             Err(err) => {

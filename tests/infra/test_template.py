@@ -315,8 +315,11 @@ class TemplateInvariants(unittest.TestCase):
     def test_worker_reads_only_the_configured_table_and_writes_only_restore_tables(self):
         policy = self.resource("WorkerRole")["Properties"]["Policies"][0]["PolicyDocument"]
         dynamo = [s for s in statements(policy) if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
-        self.assertEqual(len(dynamo), 2)
-        read, restore = dynamo
+        self.assertEqual(len(dynamo), 3)
+        read, restore, deny = dynamo
+        self.assertEqual(deny["Effect"], "Deny")
+        self.assertEqual(sorted(as_list(deny["Action"])), ["dynamodb:BatchWriteItem", "dynamodb:CreateTable"])
+        self.assertIn("table/${TableName}", str(deny["Resource"]))
         self.assertEqual(sorted(as_list(read["Action"])), ["dynamodb:DescribeTable", "dynamodb:Scan"])
         self.assertIn("table/${TableName}", str(read["Resource"]))
         self.assertEqual(sorted(as_list(restore["Action"])),
@@ -327,9 +330,9 @@ class TemplateInvariants(unittest.TestCase):
         self.assertEqual(env["DDB_BACKUP_RESTORE_TABLE_PATTERN"], {"Ref": "RestoreTablePattern"})
         pattern = self.pattern("RestoreTablePattern")
         self.assertEqual(self.t["Parameters"]["RestoreTablePattern"]["Default"], "restored-*")
-        for good in ("restored-*", "*-copy", "dr-*-restore", "exact-name"):
+        for good in ("restored-*", "dr-*-restore", "exact-name"):
             self.assertTrue(pattern.fullmatch(good), good)
-        for bad in ("*", "a*", "**b*", "bad/name-*", ""):
+        for bad in ("*", "a*", "**b*", "*-copy", "*Data", "bad/name-*", ""):
             self.assertFalse(pattern.fullmatch(bad), bad)
 
     def test_options_needs_nothing_and_every_other_method_what_api_auth_says(self):

@@ -235,7 +235,12 @@ async fn import_restore(
         billing,
         without_indexes: args.without_indexes,
     };
-    let plan = ImportPlan::new(manifest, key, store.as_ref(), &table, &overrides).await?;
+    // The bucket it is read from, which a copy may not share with where it was written.
+    let uri = store.uri(key);
+    let bucket = uri
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split('/').next());
+    let plan = ImportPlan::new(manifest, bucket, key, store.as_ref(), &table, &overrides).await?;
     let writer = DynamoDbWriter::new(aws.dynamodb());
     let importer = DynamoDbImporter::new(aws.dynamodb());
     let quiet = args.json;

@@ -40,7 +40,15 @@ async fn plan(
     key: &str,
     overrides: &ImportOverrides,
 ) -> Result<ImportPlan, ImportError> {
-    ImportPlan::new(manifest, key, store, &table("restored-tbl"), overrides).await
+    ImportPlan::new(
+        manifest,
+        Some("bkt"),
+        key,
+        store,
+        &table("restored-tbl"),
+        overrides,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -101,9 +109,16 @@ async fn what_import_cannot_do_is_refused_before_it_starts() {
         "{err}"
     );
 
-    let mut local = manifest.clone();
-    local.location = "/backups/tbl/dt=x/job/".into();
-    let err = plan(&store, &local, &key, &defaults).await.unwrap_err();
+    let err = ImportPlan::new(
+        &manifest,
+        None,
+        &key,
+        &store,
+        &table("restored-tbl"),
+        &defaults,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ImportError::NotInS3 { .. }), "{err}");
 
     let mut indexed = manifest.clone();
@@ -244,6 +259,7 @@ async fn the_request_has_importtables_documented_shape() {
         .unwrap();
     let again = ImportPlan::new(
         &manifest,
+        Some("bkt"),
         &key,
         &store,
         &table("restored-tbl"),

@@ -53,6 +53,9 @@ enum Stop {
     Fail(String),
     /// Maybe later: the message comes back.
     Retry(String),
+    /// Never, and not this job's to fail (a job id another restore holds): the message is
+    /// dropped with the reason.
+    Refuse(String),
 }
 
 impl From<StoreError> for Stop {
@@ -93,6 +96,10 @@ impl Worker {
                 MessageReport::new(message, None, Disposition::Retry, detail)
             }
             Err(Stop::Fail(detail)) => self.fail_restore(message, &job, None, detail).await,
+            Err(Stop::Refuse(detail)) => {
+                error!(job_id = %job.job_id, error = %detail, "restore message refused");
+                MessageReport::new(message, None, Disposition::Rejected, detail)
+            }
         };
         report.job_id = Some(job.job_id.to_string());
         report.table = Some(job.table.to_string());
@@ -174,6 +181,66 @@ impl Worker {
         })
     }
 
+    /// Claims the name of the table for `job`, so that two restore jobs never write one table: a
+    /// claim of another job whose table no longer exists is taken over by compare-and-swap.
+    async fn claim_table(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        job: &RestoreJob,
+    ) -> Result<(), Stop> {
+        let body = Bytes::from(
+            serde_json::json!({"job_id": job.job_id.to_string(), "backup": job.backup_uri()})
+                .to_string(),
+        );
+        let current = store.get_tagged(key).await?;
+        let condition = match &current {
+            None => Precondition::Absent,
+            Some((existing, _)) if *existing == body => return Ok(()),
+            Some((_, tag)) => Precondition::Unchanged(tag),
+        };
+        if put_if(store, key, body, &JSON, condition).await? {
+            return Ok(());
+        }
+        self.check_claim(store, key, job).await
+    }
+
+    /// Checks that `job` holds the claim on its table's name.
+    async fn check_claim(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        job: &RestoreJob,
+    ) -> Result<(), Stop> {
+        let holder = match store.get_tagged(key).await? {
+            Some((body, _)) => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["job_id"].as_str().map(str::to_string)),
+            None => None,
+        };
+        match holder {
+            Some(holder) if holder == job.job_id.as_str() => Ok(()),
+            Some(holder) => Err(Stop::Fail(format!(
+                "restore job {holder} is writing table `{}`: two restores never write one table; choose another name",
+                job.table
+            ))),
+            None => Err(Stop::Fail(format!(
+                "no restore job holds table `{}`: it was not created by this job",
+                job.table
+            ))),
+        }
+    }
+
+    /// Whether the job's status says it is complete.
+    async fn is_complete(&self, job_id: &crate::model::job::JobId) -> bool {
+        match &self.status {
+            Some(board) => {
+                matches!(board.get(job_id).await, Ok(Some(s)) if s.state == JobState::Complete)
+            }
+            None => false,
+        }
+    }
+
     /// The job's first step: the plan, the table, one message per worker.
     async fn plan_restore(
         &self,
@@ -195,8 +262,18 @@ impl Worker {
             .await
             .map_err(|e| classify(&e, e.to_string()))?
             .is_some();
+        let claim_key = format!("{}restores/tables/{table}.json", self.defaults.prefix);
         let plan = match read_plan(store.as_ref(), layout).await? {
-            Some(plan) => plan,
+            Some(plan) => {
+                if plan.table != table || plan.backup != job.manifest_key {
+                    return Err(Stop::Refuse(format!(
+                        "job id {} is a restore of {} into `{}` already; give this one another job id",
+                        job.job_id, plan.backup, plan.table
+                    )));
+                }
+                self.check_claim(store.as_ref(), &claim_key, job).await?;
+                plan
+            }
             None => {
                 // Never over an existing table: only a table this job's plan created is
                 // written into.
@@ -205,10 +282,12 @@ impl Worker {
                         "table `{table}` already exists: a restore job writes only into a new table; choose another name, or delete it first"
                     )));
                 }
+                self.claim_table(store.as_ref(), &claim_key, job).await?;
                 let workers = job.workers_for(manifest.files.len());
                 let plan = RestorePlan {
                     job_id: job.job_id.to_string(),
                     backup_job_id: manifest.job_id.clone(),
+                    backup: job.manifest_key.clone(),
                     source_table: manifest.table.clone(),
                     table: table.to_string(),
                     shares: share_files(&manifest.files, workers),
@@ -253,6 +332,9 @@ impl Worker {
                 }
             }
         }
+        // Another job may have taken the name over while this one created the table (it took
+        // the claim of a table that did not exist yet): then that job writes it, not this one.
+        self.check_claim(store.as_ref(), &claim_key, job).await?;
         let workers = plan.shares.len() as u32;
         let mut status = JobStatus::for_restore(job, &manifest.table, JobState::Running);
         (status.workers, status.workers_done) = (Some(workers), Some(0));
@@ -272,6 +354,15 @@ impl Worker {
                 Stop::Retry(format!("queueing worker {worker}'s share failed: {e}"))
             })?;
             queued += 1;
+        }
+        if queued == 0 {
+            // Every share has its result: a delivery that died before completing the job.
+            let done = store.list(&layout.results_prefix()).await?;
+            if done.len() >= plan.shares.len() {
+                return self
+                    .complete_restore(message, job, &plan, store.as_ref(), layout, &done)
+                    .await;
+            }
         }
         info!(job_id = %job.job_id, table = %job.table, workers, queued, "restore fanned out");
         Ok(MessageReport::new(
@@ -308,6 +399,16 @@ impl Worker {
             )));
         };
         if store.exists(&layout.result_key(worker)).await? {
+            // A delivery may have died after the result, before completing the job.
+            let done = store.list(&layout.results_prefix()).await?;
+            if done.len() >= plan.shares.len()
+                && !store.exists(&layout.notified_key()).await?
+                && !self.is_complete(&job.job_id).await
+            {
+                return self
+                    .complete_restore(message, job, &plan, store.as_ref(), layout, &done)
+                    .await;
+            }
             return Ok(MessageReport::new(
                 message,
                 None,
@@ -354,6 +455,11 @@ impl Worker {
             stop_at: Some(stop_at),
         };
         let progress = Arc::new(RestoreProgress::default());
+        // A failure before the restore starts saves where it was, not the beginning.
+        *progress
+            .written_to
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = saved.position;
         let save = |items: u64, position| SharePosition {
             position,
             legs,
@@ -527,6 +633,12 @@ impl Worker {
         detail: String,
     ) -> MessageReport {
         error!(job_id = %job.job_id, table = %job.table, error = %detail, "restore failed");
+        // Recipients the deployment does not allow hear nothing; its own do.
+        let mut job = job.clone();
+        if self.policy.check_recipients(&job.notify).is_err() {
+            job.notify = self.defaults.notify.clone();
+        }
+        let job = &job;
         let store = self.restore_store(job);
         let layout = RestoreLayout::new(job);
         if let Err(err) = put_if(

@@ -264,3 +264,75 @@ async fn a_redelivered_restore_job_reads_its_own_plan_and_queues_only_unfinished
     assert_eq!(last.disposition, Disposition::Done, "{}", last.detail);
     assert_eq!(writer.items("restored-again").len(), 100);
 }
+
+#[tokio::test]
+async fn a_restore_whose_table_another_job_claimed_stops_and_a_reused_job_id_is_refused() {
+    let (h, writer, backup) = backed_up(40).await;
+    let body = restore_body(&backup, "restored-claimed", r#","workers":1"#);
+    let first = h
+        .worker
+        .handle_message(&message("r", &body), far_deadline())
+        .await;
+    assert_eq!(
+        first.disposition,
+        Disposition::FannedOut,
+        "{}",
+        first.detail
+    );
+    h.queue.drain();
+    // Another restore job took the table's name meanwhile.
+    let claim = "backups/restores/tables/restored-claimed.json";
+    assert!(h.store.exists(claim).await.unwrap(), "{:?}", h.store.keys());
+    h.store
+        .put_object(
+            claim,
+            bytes::Bytes::from_static(br#"{"job_id":"someone-else"}"#),
+            &crate::store::ObjectMeta {
+                content_type: "application/json",
+                content_encoding: None,
+                records: None,
+                retained: false,
+            },
+        )
+        .await
+        .unwrap();
+    let again = h
+        .worker
+        .handle_message(&message("r", &body), far_deadline())
+        .await;
+    assert_eq!(again.disposition, Disposition::Rejected, "{}", again.detail);
+    assert!(again.detail.contains("someone-else"), "{}", again.detail);
+    assert!(h.queue.drain().is_empty(), "no share queued");
+
+    // The same job id for another table: refused, and the first job is not failed by it.
+    let other = restore_body(&backup, "restored-other", "").replace("\"r1\"", "\"r9\"");
+    let planned = h
+        .worker
+        .handle_message(&message("r9", &other), far_deadline())
+        .await;
+    assert_eq!(
+        planned.disposition,
+        Disposition::FannedOut,
+        "{}",
+        planned.detail
+    );
+    h.queue.drain();
+    let reused = restore_body(&backup, "restored-third", "").replace("\"r1\"", "\"r9\"");
+    let refused = h
+        .worker
+        .handle_message(&message("r9b", &reused), far_deadline())
+        .await;
+    assert_eq!(
+        refused.disposition,
+        Disposition::Rejected,
+        "{}",
+        refused.detail
+    );
+    assert!(
+        refused.detail.contains("another job id"),
+        "{}",
+        refused.detail
+    );
+    assert_ne!(status_of(&h.store, "r9").await.state, JobState::Failed);
+    assert!(writer.describe("restored-third").await.unwrap().is_none());
+}
