@@ -336,6 +336,11 @@ impl RestoreLayout {
         format!("{}failed.json", self.base)
     }
 
+    /// How the job ended, written once by whichever worker ends it: `complete` or `failed`.
+    pub fn ended_key(&self) -> String {
+        format!("{}ended.json", self.base)
+    }
+
     /// The marker that the job's one email went out.
     pub fn notified_key(&self) -> String {
         format!("{}notified.json", self.base)

@@ -181,6 +181,38 @@ impl Worker {
         })
     }
 
+    /// Records how the job ended, once: `None` when this call ended it, else the outcome
+    /// already recorded.
+    async fn end_once(
+        &self,
+        store: &dyn ObjectStore,
+        layout: &RestoreLayout,
+        outcome: &str,
+    ) -> Result<Option<String>, Stop> {
+        let body = Bytes::from(
+            serde_json::json!({"outcome": outcome, "writer": uuid::Uuid::new_v4().to_string()})
+                .to_string(),
+        );
+        if put_if(
+            store,
+            &layout.ended_key(),
+            body,
+            &JSON,
+            Precondition::Absent,
+        )
+        .await?
+        {
+            return Ok(None);
+        }
+        let recorded = store.get(&layout.ended_key()).await?;
+        Ok(Some(
+            serde_json::from_slice::<serde_json::Value>(&recorded)
+                .ok()
+                .and_then(|v| v["outcome"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into()),
+        ))
+    }
+
     /// Claims the name of the table for `job`, so that two restore jobs never write one table: a
     /// claim of another job whose table no longer exists is taken over by compare-and-swap.
     async fn claim_table(
@@ -228,16 +260,6 @@ impl Worker {
                 "no restore job holds table `{}`: it was not created by this job",
                 job.table
             ))),
-        }
-    }
-
-    /// Whether the job's status says it is complete.
-    async fn is_complete(&self, job_id: &crate::model::job::JobId) -> bool {
-        match &self.status {
-            Some(board) => {
-                matches!(board.get(job_id).await, Ok(Some(s)) if s.state == JobState::Complete)
-            }
-            None => false,
         }
     }
 
@@ -401,10 +423,7 @@ impl Worker {
         if store.exists(&layout.result_key(worker)).await? {
             // A delivery may have died after the result, before completing the job.
             let done = store.list(&layout.results_prefix()).await?;
-            if done.len() >= plan.shares.len()
-                && !store.exists(&layout.notified_key()).await?
-                && !self.is_complete(&job.job_id).await
-            {
+            if done.len() >= plan.shares.len() && !store.exists(&layout.ended_key()).await? {
                 return self
                     .complete_restore(message, job, &plan, store.as_ref(), layout, &done)
                     .await;
@@ -579,6 +598,25 @@ impl Worker {
             written += result.items;
             retries += result.retries;
         }
+        // Workers finishing together may both see every result: one ends the job. A later
+        // delivery sends the email if the one that ended it died first (the email's own marker
+        // keeps it to one).
+        let first = match self.end_once(store, layout, "complete").await? {
+            None => true,
+            Some(outcome)
+                if outcome == "complete" && !store.exists(&layout.notified_key()).await? =>
+            {
+                false
+            }
+            Some(outcome) => {
+                return Ok(MessageReport::new(
+                    message,
+                    None,
+                    Disposition::Skipped,
+                    format!("the restore has ended already: {outcome}"),
+                ))
+            }
+        };
         let mut status = JobStatus::for_restore(job, &plan.source_table, JobState::Complete);
         (status.workers, status.workers_done) = (
             Some(plan.shares.len() as u32),
@@ -612,7 +650,11 @@ impl Worker {
         status.notified = sent;
         self.update_status(&job.job_id, |_| Some(status.clone()))
             .await;
-        info!(job_id = %job.job_id, table = %job.table, items = plan.items, "restore job complete");
+        if first {
+            info!(job_id = %job.job_id, table = %job.table, items = plan.items, "restore job complete");
+        } else {
+            info!(job_id = %job.job_id, "the complete restore's email, after the delivery that completed it stopped");
+        }
         let mut report = MessageReport::new(
             message,
             None,
@@ -651,6 +693,21 @@ impl Worker {
         .await
         {
             warn!(job_id = %job.job_id, error = %err, "recording the restore's failure failed");
+        }
+        match self.end_once(store.as_ref(), &layout, "failed").await {
+            Ok(Some(outcome)) if outcome == "complete" => {
+                // A late failure of a job that is complete changes nothing.
+                return MessageReport::new(
+                    message,
+                    None,
+                    Disposition::Skipped,
+                    format!("the restore is complete already; {detail}"),
+                );
+            }
+            Ok(_) => {}
+            Err(_) => {
+                warn!(job_id = %job.job_id, "recording how the restore ended failed; failing it anyway")
+            }
         }
         let source = match source_table {
             Some(s) => s.to_string(),
@@ -755,7 +812,7 @@ impl Worker {
             Ok(job) => {
                 let store = self.restore_store(&job);
                 let layout = RestoreLayout::new(&job);
-                if matches!(store.exists(&layout.notified_key()).await, Ok(true)) {
+                if matches!(store.exists(&layout.ended_key()).await, Ok(true)) {
                     return MessageReport::new(
                         message,
                         None,
