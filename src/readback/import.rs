@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition as SdkAttributeDefinition, BillingMode, GlobalSecondaryIndex, ImportStatus,
-    InputCompressionType, InputFormat, ProvisionedThroughput, S3BucketSource, ScalarAttributeType,
-    TableCreationParameters,
+    BillingMode, ImportStatus, InputCompressionType, InputFormat, ProvisionedThroughput,
+    S3BucketSource, TableCreationParameters,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -25,7 +24,7 @@ use crate::model::job::TableName;
 use crate::model::manifest::Manifest;
 use crate::readback::records::read_items;
 use crate::readback::table_writer::{
-    sdk_keys, sdk_projection, MemoryWriter, TableSpec, TableWriter, WriteError,
+    sdk_definitions, sdk_global_indexes, sdk_keys, MemoryWriter, TableSpec, TableWriter, WriteError,
 };
 use crate::store::{ObjectStore, StoreError};
 
@@ -432,32 +431,8 @@ impl DynamoDbImporter {
                     .map_err(refused)?,
             ),
         };
-        let definitions = plan
-            .spec
-            .attribute_definitions
-            .iter()
-            .map(|a| {
-                SdkAttributeDefinition::builder()
-                    .attribute_name(&a.attribute_name)
-                    .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
-                    .build()
-                    .map_err(refused)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let gsis = plan
-            .spec
-            .global_secondary_indexes
-            .iter()
-            .map(|g| {
-                GlobalSecondaryIndex::builder()
-                    .index_name(&g.index_name)
-                    .set_key_schema(Some(sdk_keys(table, &g.key_schema)?))
-                    .projection(sdk_projection(g))
-                    .set_provisioned_throughput(throughput.clone())
-                    .build()
-                    .map_err(refused)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let definitions = sdk_definitions("ImportTable", table, &plan.spec)?;
+        let gsis = sdk_global_indexes("ImportTable", table, &plan.spec, throughput.clone())?;
         let creation = TableCreationParameters::builder()
             .table_name(table)
             .set_attribute_definitions(Some(definitions))

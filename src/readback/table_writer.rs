@@ -266,6 +266,45 @@ pub(crate) fn sdk_keys(
         .collect()
 }
 
+/// The SDK's attribute definitions of `spec`, for CreateTable and ImportTable.
+pub(crate) fn sdk_definitions(
+    operation: &'static str,
+    table: &str,
+    spec: &TableSpec,
+) -> Result<Vec<SdkAttributeDefinition>, WriteError> {
+    spec.attribute_definitions
+        .iter()
+        .map(|a| {
+            SdkAttributeDefinition::builder()
+                .attribute_name(&a.attribute_name)
+                .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
+                .build()
+                .map_err(|e| WriteError::refused(operation, table, e))
+        })
+        .collect()
+}
+
+/// The SDK's global secondary indexes of `spec`, each with `throughput` when provisioned.
+pub(crate) fn sdk_global_indexes(
+    operation: &'static str,
+    table: &str,
+    spec: &TableSpec,
+    throughput: Option<aws_sdk_dynamodb::types::ProvisionedThroughput>,
+) -> Result<Vec<GlobalSecondaryIndex>, WriteError> {
+    spec.global_secondary_indexes
+        .iter()
+        .map(|g| {
+            GlobalSecondaryIndex::builder()
+                .index_name(&g.index_name)
+                .set_key_schema(Some(sdk_keys(table, &g.key_schema)?))
+                .projection(sdk_projection(g))
+                .set_provisioned_throughput(throughput.clone())
+                .build()
+                .map_err(|e| WriteError::refused(operation, table, e))
+        })
+        .collect()
+}
+
 pub(crate) fn sdk_projection(index: &IndexInfo) -> Projection {
     Projection::builder()
         .set_projection_type(index.projection_type.as_deref().map(ProjectionType::from))
@@ -290,29 +329,8 @@ impl TableWriter for DynamoDbWriter {
 
     async fn create_table(&self, table: &str, spec: &TableSpec) -> Result<(), WriteError> {
         use aws_sdk_dynamodb::client::Waiters;
-        let definitions = spec
-            .attribute_definitions
-            .iter()
-            .map(|a| {
-                SdkAttributeDefinition::builder()
-                    .attribute_name(&a.attribute_name)
-                    .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
-                    .build()
-                    .map_err(|e| WriteError::refused("CreateTable", table, e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let gsis = spec
-            .global_secondary_indexes
-            .iter()
-            .map(|g| {
-                GlobalSecondaryIndex::builder()
-                    .index_name(&g.index_name)
-                    .set_key_schema(Some(sdk_keys(table, &g.key_schema)?))
-                    .projection(sdk_projection(g))
-                    .build()
-                    .map_err(|e| WriteError::refused("CreateTable", table, e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let definitions = sdk_definitions("CreateTable", table, spec)?;
+        let gsis = sdk_global_indexes("CreateTable", table, spec, None)?;
         let lsis = spec
             .local_secondary_indexes
             .iter()
