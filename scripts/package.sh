@@ -4,7 +4,7 @@
 # rust-cargolambda) with Cargo.toml's release profile and copies each `bootstrap` into
 # infra/.aws-sam/build/<Function>/. Then checks each one (an arm64 ELF without symbols or debug
 # info), prints its size and zipped size (what every new Lambda environment downloads and
-# unpacks), and fails when one is over PACKAGE_MAX_MIB (22).
+# unpacks), and fails when one is over PACKAGE_MAX_MIB (24).
 # First run: installs the SAM CLI, cargo-lambda and zig into .venv-sam, and the Rust
 # aarch64-unknown-linux-gnu target. No AWS account or credentials are needed.
 set -euo pipefail
@@ -31,4 +31,4 @@ started=$(date +%s)
 (cd infra && sam build)
 echo "package: built in $(( $(date +%s) - started )) s" >&2
 
-python3 scripts/lib/check_bootstraps.py infra/.aws-sam/build "${PACKAGE_MAX_MIB:-22}"
+python3 scripts/lib/check_bootstraps.py infra/.aws-sam/build "${PACKAGE_MAX_MIB:-24}"
