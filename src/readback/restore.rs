@@ -241,11 +241,11 @@ pub async fn restore(
     let table = options.table.to_string();
     prepare_table(writer.as_ref(), manifest, &table, options.create_table).await?;
     progress.total.store(manifest.item_count, Ordering::Relaxed);
-    let budget = Some(Arc::new(
+    let budget = Arc::new(
         options
             .write_budget
             .map_or_else(WriteBudget::unlimited, WriteBudget::new),
-    ));
+    );
     let consumed = Arc::new(Mutex::new(0.0f64));
     let retries = Arc::new(AtomicU64::new(0));
 
@@ -256,7 +256,7 @@ pub async fn restore(
     if let Some(overlay) = options.overlay.as_ref().filter(|_| !options.create_table) {
         for keys in overlay.deletes.chunks(BATCH_ITEMS) {
             let (used, resent) =
-                delete_batch(writer.as_ref(), &table, keys.to_vec(), budget.as_deref()).await?;
+                delete_batch(writer.as_ref(), &table, keys.to_vec(), &budget).await?;
             *consumed.lock().await += used;
             retries.fetch_add(resent, Ordering::Relaxed);
             deleted += keys.len() as u64;
@@ -299,8 +299,7 @@ pub async fn restore(
                     return Ok(());
                 };
                 let n = batch.len() as u64;
-                let (used, resent) =
-                    write_batch(writer.as_ref(), &table, batch, budget.as_deref()).await?;
+                let (used, resent) = write_batch(writer.as_ref(), &table, batch, &budget).await?;
                 *consumed.lock().await += used;
                 retries.fetch_add(resent, Ordering::Relaxed);
                 progress.items.fetch_add(n, Ordering::Relaxed);
@@ -576,24 +575,20 @@ async fn delete_batch(
     writer: &dyn TableWriter,
     table: &str,
     mut keys: Vec<Item>,
-    budget: Option<&WriteBudget>,
+    budget: &WriteBudget,
 ) -> Result<(f64, u64), RestoreError> {
     let mut consumed = 0.0;
     for attempt in 0..MAX_ATTEMPTS {
-        if let Some(budget) = budget {
-            budget.acquire(keys.len() as f64).await;
-        }
+        budget.acquire(keys.len() as f64).await;
         let sent = keys.len();
         let (unprocessed, used) = match writer.batch_delete(table, keys.clone()).await {
             Err(e) if is_throttled(&e) => (keys, 0.0),
             other => other?,
         };
         consumed += used;
-        if let Some(budget) = budget {
-            budget.accepted((sent - unprocessed.len()) as f64);
-            if !unprocessed.is_empty() {
-                budget.throttled();
-            }
+        budget.accepted((sent - unprocessed.len()) as f64);
+        if !unprocessed.is_empty() {
+            budget.throttled();
         }
         if unprocessed.is_empty() {
             return Ok((consumed, u64::from(attempt)));
@@ -610,15 +605,13 @@ async fn write_batch(
     writer: &dyn TableWriter,
     table: &str,
     mut items: Vec<Item>,
-    budget: Option<&WriteBudget>,
+    budget: &WriteBudget,
 ) -> Result<(f64, u64), RestoreError> {
     let mut consumed = 0.0;
     for attempt in 0..MAX_ATTEMPTS {
-        if let Some(budget) = budget {
-            budget
-                .acquire(items.iter().map(write_units).sum::<u64>() as f64)
-                .await;
-        }
+        budget
+            .acquire(items.iter().map(write_units).sum::<u64>() as f64)
+            .await;
         let units: u64 = items.iter().map(write_units).sum();
         let (unprocessed, used) = match writer.batch_write(table, items.clone()).await {
             // Nothing of the batch fitted (past the SDK's own retries): as if all of it came
@@ -627,12 +620,10 @@ async fn write_batch(
             other => other?,
         };
         consumed += used;
-        if let Some(budget) = budget {
-            let left: u64 = unprocessed.iter().map(write_units).sum();
-            budget.accepted((units - left) as f64);
-            if !unprocessed.is_empty() {
-                budget.throttled();
-            }
+        let left: u64 = unprocessed.iter().map(write_units).sum();
+        budget.accepted((units - left) as f64);
+        if !unprocessed.is_empty() {
+            budget.throttled();
         }
         if unprocessed.is_empty() {
             return Ok((consumed, u64::from(attempt)));
