@@ -57,6 +57,15 @@ pub fn timeouts(body_bytes: u64) -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
+/// The retry policy of every client: `max_attempts` attempts (first try included) with
+/// exponential backoff and full jitter from 100 ms, at most 20 s between tries.
+pub fn retry_config(max_attempts: u32) -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(max_attempts)
+        .with_initial_backoff(Duration::from_millis(100))
+        .with_max_backoff(Duration::from_secs(20))
+}
+
 /// Loaded SDK configuration plus what the S3 client needs to know about the endpoint.
 #[derive(Debug, Clone)]
 pub struct AwsContext {
@@ -80,12 +89,7 @@ impl AwsContext {
             options.max_attempts
         };
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(attempts)
-                    .with_initial_backoff(Duration::from_millis(100))
-                    .with_max_backoff(Duration::from_secs(20)),
-            )
+            .retry_config(retry_config(attempts))
             // A black-holed endpoint or a hung reply fails an attempt in seconds, not at the
             // OS's TCP timeout, so retries stay bounded in time. Uploads override the attempt
             // timeout with one sized to their body.

@@ -28,6 +28,7 @@ use crate::model::manifest::{
 };
 use crate::model::table::TableInfo;
 use crate::source::budget::ReadBudget;
+use crate::source::segment::spread_order;
 use crate::source::{auto_segments, SegmentEnd, TableSource};
 use crate::store::{ObjectMeta, ObjectStore, OpenUploads, StoreError, UploadLimits};
 
@@ -329,6 +330,16 @@ impl Backup {
                 next_file: state.next_file,
             });
         }
+        // Segments start in an order spread over the key space, so the ones read at once
+        // cover every partition.
+        let order: std::collections::HashMap<u32, usize> =
+            spread_order(starts.iter().map(|s| s.segment))
+                .into_iter()
+                .enumerate()
+                .map(|(rank, segment)| (segment, rank))
+                .collect();
+        starts.sort_by_key(|s| order.get(&s.segment).copied());
+        let segments_at_once = starts.len().min(self.tuning.max_concurrent_segments.max(1)) as u32;
         // A job's read budget is shared evenly by its workers.
         let budget =
             read_budget(job, &info)?.map(|rcu| rcu / f64::from(shard.map_or(1, |s| s.workers)));
@@ -370,7 +381,11 @@ impl Backup {
             tuning: self.tuning.clone(),
             progress: self.progress.clone(),
             deadline,
-            budget: budget.map(|rcu| Arc::new(ReadBudget::new(rcu))),
+            budget: Arc::new(
+                budget
+                    .map_or_else(ReadBudget::unlimited, ReadBudget::new)
+                    .shared_by(segments_at_once),
+            ),
             halt,
         });
         let results = match run_segments(&ctx, starts).await {

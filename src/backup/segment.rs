@@ -42,8 +42,9 @@ pub(super) struct SegmentContext {
     pub(super) progress: Arc<Progress>,
     /// When the scan should stop and leave the rest to the next leg.
     pub(super) deadline: Option<Instant>,
-    /// The job's read budget, shared by every segment.
-    pub(super) budget: Option<Arc<ReadBudget>>,
+    /// The worker's read budget, shared by every segment: a ceiling, or none until the table
+    /// throttles.
+    pub(super) budget: Arc<ReadBudget>,
     /// Turns true when the job failed in another worker: every segment stops.
     pub(super) halt: Option<watch::Receiver<bool>>,
 }
@@ -173,7 +174,7 @@ async fn run_segment(
             request,
             pages_tx,
             deadline,
-            budget.as_deref(),
+            budget.as_ref(),
         )
         .await
     });

@@ -23,6 +23,12 @@ pub const BYTES_PER_WORKER: u64 = 10 * 1024 * 1024 * 1024;
 /// ~33 MB/s of table): more workers than the table's read capacity feeds only wait on throttling.
 pub const READ_UNITS_PER_WORKER: f64 = 4000.0;
 
+/// The share of the read rate a table allows that a job holds once the table throttles, as
+/// measured against DynamoDB's capacity twin (`cargo bench --bench at_limit`, docs/scaling.md):
+/// the lowest of its cases, a hot key range aside. Workers beyond what this share feeds would
+/// only wait on throttling.
+pub const READ_SHARE_AT_LIMIT: f64 = 0.96;
+
 /// An on-demand table's default ceiling on read request units per second (a per-table quota
 /// that AWS raises on request).
 pub const ON_DEMAND_READ_UNITS: f64 = 40_000.0;
@@ -30,11 +36,14 @@ pub const ON_DEMAND_READ_UNITS: f64 = 40_000.0;
 /// Workers for a table of `table_bytes` (DynamoDB's `TableSizeBytes`, refreshed about every six
 /// hours) that can serve `read_units` per second (the job's read budget, the provisioned
 /// capacity, or [`ON_DEMAND_READ_UNITS`]): one per [`BYTES_PER_WORKER`] begun, no more than
-/// the reads feed ([`READ_UNITS_PER_WORKER`] each), at least 1, at most `max_workers`.
+/// the share of the reads a job holds feeds ([`READ_SHARE_AT_LIMIT`] of them,
+/// [`READ_UNITS_PER_WORKER`] each), at least 1, at most `max_workers`.
 pub fn workers_for(table_bytes: Option<i64>, read_units: f64, max_workers: u32) -> u32 {
     let bytes = table_bytes.unwrap_or(0).max(0) as u64;
     let by_size = bytes.div_ceil(BYTES_PER_WORKER);
-    let by_reads = (read_units / READ_UNITS_PER_WORKER).ceil().max(1.0) as u64;
+    let by_reads = (read_units * READ_SHARE_AT_LIMIT / READ_UNITS_PER_WORKER)
+        .ceil()
+        .max(1.0) as u64;
     by_size
         .min(by_reads)
         .min(u64::from(max_workers.max(1)))
@@ -195,7 +204,8 @@ mod tests {
         assert_eq!(workers_for(Some(-5), plenty, 100), 1);
         // An on-demand table at its default ceiling feeds ten workers; a small budget, one.
         assert_eq!(workers_for(Some(1024 * GIB), ON_DEMAND_READ_UNITS, 100), 10);
-        assert_eq!(workers_for(Some(1024 * GIB), 160_000.0, 100), 40);
+        // 96 % of 160,000 units a second feeds 38.4 workers.
+        assert_eq!(workers_for(Some(1024 * GIB), 160_000.0, 100), 39);
         assert_eq!(workers_for(Some(1024 * GIB), 500.0, 100), 1);
     }
 }

@@ -1,137 +1,103 @@
-//! The read budget: a ceiling on read capacity units per second for a whole job, shared by every
-//! segment, so a nightly backup cannot starve the live table. It works from what DynamoDB says
-//! each page cost (`ConsumedCapacity`), so it behaves the same on provisioned and on-demand
-//! tables. On throttling it halves its rate and then recovers step by step (AIMD), which slows the
-//! whole job, not just the request the SDK retries.
+//! The read budget: how fast a job's scan segments read, shared by every segment of a worker so
+//! a nightly backup cannot starve the live table. It works from what DynamoDB says each page
+//! cost (`ConsumedCapacity`), so it behaves the same on provisioned and on-demand tables: at most
+//! the job's budget, and once the table throttles, at what the table accepted in the last
+//! second, growing back until it throttles again ([`Pace`]). A throttle of one partition
+//! (a hot key range) slows only the segment reading it ([`super::segment`]).
 
-use std::sync::Mutex;
-use std::time::Duration;
+use async_trait::async_trait;
 
-use tokio::time::Instant;
+use super::pace::Pace;
 
-/// After a throttle, the rate grows back by this share of the limit per second.
-const RECOVERY_PER_SEC: f64 = 0.05;
-/// The rate never drops below this share of the limit.
-const FLOOR: f64 = 0.05;
-/// Unused budget kept for later, in seconds of the current rate.
+/// Unused budget kept for later, in seconds: an idle spell is no licence to burst.
 const SAVED_UP_SECS: f64 = 0.5;
-/// Throttles closer together than this count once (segments see the same burst).
-const THROTTLE_DEBOUNCE: Duration = Duration::from_secs(1);
 
-/// A token bucket in read capacity units that may go into debt: a page's cost is known only after
-/// it is read, so the next page waits until the debt is paid.
-#[derive(Debug)]
-pub struct ReadBudget {
-    limit: f64,
-    state: Mutex<State>,
+/// How a scan's pages are paced: the read budget in production; the benches measure other
+/// policies against it through the same loop.
+#[async_trait]
+pub trait ReadPacing: Send + Sync {
+    /// Waits until a page expected to cost `expected` read units may be read, and spends them.
+    async fn acquire(&self, expected: f64);
+    /// The page acquired for `expected` consumed `units`.
+    fn consumed(&self, units: f64, expected: f64);
+    /// DynamoDB refused a page for the table's rate (not one partition's).
+    fn throttled(&self);
+    /// Items per Scan page so that one page costs about a second of a segment's share, given
+    /// what an item cost so far (`units_per_item`); `None`: DynamoDB's own 1 MB pages.
+    fn page_limit(&self, units_per_item: f64) -> Option<i32>;
 }
 
+/// The read budget of one worker: a ceiling in read units per second (the job's budget, split
+/// among its workers) or none, and the table's pace once it throttles.
 #[derive(Debug)]
-struct State {
-    balance: f64,
-    rate: f64,
-    updated: Instant,
-    last_throttle: Option<Instant>,
-    throttles: u64,
+pub struct ReadBudget {
+    pace: Pace,
+    /// Segments reading at once, sharing the pace.
+    segments: u32,
 }
 
 impl ReadBudget {
-    /// A budget of `rcu_per_sec` (must be positive).
+    /// At most `rcu_per_sec`.
     pub fn new(rcu_per_sec: f64) -> ReadBudget {
         ReadBudget {
-            limit: rcu_per_sec,
-            state: Mutex::new(State {
-                balance: 0.0,
-                rate: rcu_per_sec,
-                updated: Instant::now(),
-                last_throttle: None,
-                throttles: 0,
-            }),
+            // A job that starts with a second's burst on every worker would spend the
+            // table's own second of slack, and throttle from then on.
+            pace: Pace::new(rcu_per_sec).starting_empty(SAVED_UP_SECS),
+            segments: 1,
         }
     }
 
-    /// The configured ceiling.
-    pub fn limit(&self) -> f64 {
-        self.limit
+    /// As fast as the table serves, paced only once it throttles.
+    pub fn unlimited() -> ReadBudget {
+        ReadBudget {
+            pace: Pace::unlimited(),
+            segments: 1,
+        }
     }
 
-    /// The rate in force now (below the limit after throttling).
-    pub fn current_rate(&self) -> f64 {
-        let mut state = self.lock();
-        self.refill(&mut state, Instant::now());
-        state.rate
+    /// Shared by `segments` reading at once: each page is sized to a second of its share.
+    pub fn shared_by(mut self, segments: u32) -> Self {
+        self.segments = segments.max(1);
+        self
     }
 
-    /// Throttles seen (after debouncing).
+    /// The configured ceiling, if any.
+    pub fn limit(&self) -> Option<f64> {
+        self.pace.ceiling()
+    }
+
+    /// The rate in force now: the ceiling, or less after throttling; `None` while nothing
+    /// limits it.
+    pub fn current_rate(&self) -> Option<f64> {
+        self.pace.rate()
+    }
+
+    /// Throttles seen (debounced).
     pub fn throttles(&self) -> u64 {
-        self.lock().throttles
+        self.pace.throttles()
+    }
+}
+
+#[async_trait]
+impl ReadPacing for ReadBudget {
+    async fn acquire(&self, expected: f64) {
+        self.pace.acquire(expected).await;
     }
 
-    /// Waits until the budget allows another request.
-    pub async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut state = self.lock();
-                self.refill(&mut state, Instant::now());
-                if state.balance >= 0.0 {
-                    return;
-                }
-                // At least a millisecond: a debt of a rounding error must not spin.
-                Duration::from_secs_f64((-state.balance / state.rate).clamp(0.001, 60.0))
-            };
-            tokio::time::sleep(wait).await;
-        }
+    fn consumed(&self, units: f64, expected: f64) {
+        self.pace.settle(units, expected);
     }
 
-    /// Charges what a request consumed.
-    pub fn consumed(&self, units: f64) {
-        if units.is_finite() && units > 0.0 {
-            let mut state = self.lock();
-            self.refill(&mut state, Instant::now());
-            state.balance -= units;
-        }
+    fn throttled(&self) {
+        self.pace.throttled();
     }
 
-    /// DynamoDB throttled a request: halve the rate (not below 5 % of the limit).
-    pub fn throttled(&self) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.refill(&mut state, now);
-        if state
-            .last_throttle
-            .is_some_and(|t| now.duration_since(t) < THROTTLE_DEBOUNCE)
-        {
-            return;
-        }
-        state.last_throttle = Some(now);
-        state.throttles += 1;
-        state.rate = (state.rate / 2.0).max(self.limit * FLOOR);
-        state.balance = state.balance.min(0.0);
-    }
-
-    /// Items per Scan page so that one page costs about a second of this segment's share of the
-    /// budget, given what an item cost so far; `None` before anything is known.
-    pub fn page_limit(&self, segments: u32, units_per_item: f64) -> Option<i32> {
+    fn page_limit(&self, units_per_item: f64) -> Option<i32> {
         if !(units_per_item.is_finite() && units_per_item > 0.0) {
             return None;
         }
-        let share = self.current_rate() / f64::from(segments.max(1));
+        let share = self.current_rate()? / f64::from(self.segments);
         Some((share / units_per_item).clamp(1.0, 10_000.0) as i32)
-    }
-
-    fn refill(&self, state: &mut State, now: Instant) {
-        let elapsed = now.duration_since(state.updated).as_secs_f64();
-        state.updated = now;
-        if state.rate < self.limit {
-            state.rate = (state.rate + self.limit * RECOVERY_PER_SEC * elapsed).min(self.limit);
-        }
-        // At most half a second of unused budget is saved up, so an idle spell is no licence to
-        // burst.
-        state.balance = (state.balance + state.rate * elapsed).min(state.rate * SAVED_UP_SECS);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -139,6 +105,8 @@ impl ReadBudget {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::Instant;
 
     /// `consumers` tasks reading pages of `page_cost` as fast as the budget allows for `secs`.
     async fn drain(budget: Arc<ReadBudget>, consumers: usize, page_cost: f64, secs: u64) -> f64 {
@@ -149,11 +117,11 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let mut used = 0.0;
                 loop {
-                    budget.acquire().await;
+                    budget.acquire(0.0).await;
                     if Instant::now() >= until {
                         return used;
                     }
-                    budget.consumed(page_cost);
+                    budget.consumed(page_cost, 0.0);
                     used += page_cost;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -189,25 +157,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn throttling_halves_the_rate_then_it_recovers() {
-        let budget = ReadBudget::new(100.0);
+    async fn a_throttle_paces_at_what_the_table_took_then_it_grows_back_to_the_ceiling() {
+        let budget = Arc::new(ReadBudget::new(100.0));
+        // The table took 60 units/s of the 100 allowed, then refused.
+        for _ in 0..10 {
+            budget.consumed(6.0, 0.0);
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
         budget.throttled();
-        budget.throttled(); // the same burst, seen by another segment
+        budget.throttled(); // the same refusal, seen by another segment
         assert_eq!(budget.throttles(), 1);
-        assert!((budget.current_rate() - 50.0).abs() < 1.0);
-        tokio::time::advance(Duration::from_secs(2)).await;
-        budget.throttled();
-        assert!(budget.current_rate() < 35.0, "{}", budget.current_rate());
-        tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(budget.current_rate(), 100.0, "recovered after 30 s");
+        let rate = budget.current_rate().unwrap();
+        assert!((50.0..=60.0).contains(&rate), "{rate}");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(budget.current_rate(), Some(100.0), "back at the ceiling");
+        assert_eq!(ReadBudget::unlimited().page_limit(0.5), None);
     }
 
     #[test]
     fn page_limits_follow_the_cost_of_an_item() {
-        let budget = ReadBudget::new(40.0);
-        assert_eq!(budget.page_limit(4, 0.0), None);
+        let budget = ReadBudget::new(40.0).shared_by(4);
+        assert_eq!(budget.page_limit(0.0), None);
         // 10 RCU/s per segment at 0.5 RCU per item: 20 items a page.
-        assert_eq!(budget.page_limit(4, 0.5), Some(20));
-        assert_eq!(budget.page_limit(4, 1000.0), Some(1));
+        assert_eq!(budget.page_limit(0.5), Some(20));
+        assert_eq!(budget.page_limit(1000.0), Some(1));
     }
 }

@@ -56,6 +56,50 @@ impl TokenBucket {
     }
 }
 
+/// Read units a request that read `bytes` of items consumes, as DynamoDB bills a Scan or Query:
+/// the bytes of all the items it read together, rounded up to 4 KiB units (at least one),
+/// halved when the read is eventually consistent.
+pub fn read_units(bytes: u64, consistent: bool) -> f64 {
+    let units = bytes.div_ceil(4096).max(1) as f64;
+    if consistent {
+        units
+    } else {
+        units / 2.0
+    }
+}
+
+/// A stable 64-bit hash of a partition-key value: where the key sits in the table's key space.
+/// Partitions and parallel Scan segments are both ranges of it, as in DynamoDB.
+pub fn key_hash(value: &[u8]) -> u64 {
+    // FNV-1a, then a finalizer that spreads similar keys over the whole range.
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for byte in value {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+/// The start of range `index` of `of` equal ranges of the key space (the end of the last one is
+/// `u64::MAX` inclusive, returned as `None`).
+pub fn range_start(index: u64, of: u64) -> Option<u64> {
+    let of = of.max(1);
+    (index < of).then(|| ((u128::from(index) << 64) / u128::from(of)) as u64)
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttled {
+    /// The partition the request reads (DynamoDB's `KeyRangeThroughputExceeded`).
+    Partition,
+    /// The table's rate: provisioned, or the on-demand ceiling.
+    Table,
+}
+
 /// The shape of a twin table's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CapacitySpec {
@@ -81,6 +125,15 @@ impl CapacitySpec {
             table_rate,
             burst_seconds: BURST_SECONDS,
             start_with_burst: false,
+        }
+    }
+
+    /// The read side of a provisioned table of `partitions` partitions and `table_rate` RCU/s
+    /// that has been busy (no burst saved).
+    pub fn reads(partitions: usize, table_rate: f64) -> Self {
+        CapacitySpec {
+            partition_rate: PARTITION_RCU,
+            ..CapacitySpec::writes(partitions, table_rate)
         }
     }
 
@@ -131,6 +184,37 @@ impl Capacity {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
         (hasher.finish() % self.partitions.len() as u64) as usize
+    }
+
+    /// The partition that holds the keys at `hash` ([`key_hash`]): partitions split the key
+    /// space into equal ranges.
+    pub fn partition_of_hash(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.partitions.len() as u128) >> 64) as usize
+    }
+
+    /// Whether a read may start on `partition` now. DynamoDB charges a Scan what it read only
+    /// once it has read it, so a read is let in while the partition and the table have any
+    /// capacity left, and its cost ([`Capacity::charge`]) may leave them in debt, which the
+    /// next reads wait out.
+    pub fn admit_read(&mut self, partition: usize, now: Instant) -> Result<(), Throttled> {
+        let index = partition % self.partitions.len();
+        // The table's limit first: when both are spent, it is the one every reader must heed.
+        if self.table.available(now) <= 0.0 {
+            Err(Throttled::Table)
+        } else if self.partitions[index].available(now) <= 0.0 {
+            Err(Throttled::Partition)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Charges `units` to `partition` and the table, into debt if need be.
+    pub fn charge(&mut self, partition: usize, units: f64, now: Instant) {
+        let index = partition % self.partitions.len();
+        self.partitions[index].available(now);
+        self.partitions[index].spend(units);
+        self.table.available(now);
+        self.table.spend(units);
     }
 
     /// Spends `units` on `partition` and the table if both have them; `false` (throttled)

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, TableDescription};
 
-use super::interceptors::{CaptureWireItems, ThrottleCounter, WireSlot};
+use super::interceptors::{CaptureWireItems, RecordThrottles, ThrottleSlot, WireSlot};
 use super::{Page, PageItems, PageRequest, ScanError, TableSource};
 use crate::aws::{error_facts, FailureKind};
 use crate::model::table::{AttributeDefinition, IndexInfo, KeyElement, TableInfo};
@@ -13,29 +13,20 @@ use crate::model::table::{AttributeDefinition, IndexInfo, KeyElement, TableInfo}
 /// DynamoDB adapter. Throttling (`ProvisionedThroughputExceededException`, `ThrottlingException`,
 /// `RequestLimitExceeded`), 5xx and network errors are retried by the SDK with exponential backoff
 /// ([`crate::aws::AwsOptions::max_attempts`]); a retried request repeats the same
-/// `ExclusiveStartKey`, so a page is never skipped nor read twice.
+/// `ExclusiveStartKey`, so a page is never skipped nor read twice. Each page says which of its
+/// attempts were throttled, and by which limit, for the read budget.
 #[derive(Debug, Clone)]
 pub struct DynamoDbSource {
     client: aws_sdk_dynamodb::Client,
     page_limit: Option<i32>,
-    throttles: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DynamoDbSource {
-    /// A source reading through `client` (plus an interceptor that counts throttled attempts).
+    /// A source reading through `client`.
     pub fn new(client: aws_sdk_dynamodb::Client) -> Self {
-        let throttles = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let client = aws_sdk_dynamodb::Client::from_conf(
-            client
-                .config()
-                .to_builder()
-                .interceptor(ThrottleCounter(throttles.clone()))
-                .build(),
-        );
         DynamoDbSource {
             client,
             page_limit: None,
-            throttles,
         }
     }
 
@@ -127,15 +118,19 @@ impl TableSource for DynamoDbSource {
             .consistent_read(request.consistent_read)
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
         let wire = WireSlot::default();
+        let throttles = ThrottleSlot::default();
+        let scan = scan
+            .customize()
+            .interceptor(RecordThrottles(throttles.clone()));
         let out = if request.wire_items {
-            scan.customize()
-                .interceptor(CaptureWireItems(wire.clone()))
+            scan.interceptor(CaptureWireItems(wire.clone()))
                 .send()
                 .await
         } else {
             scan.send().await
         }
         .map_err(|e| self.fail("Scan", &request.table, e))?;
+        let throttles = *throttles.lock().unwrap_or_else(|e| e.into_inner());
         let wire = wire.lock().unwrap_or_else(|e| e.into_inner()).take();
         let items = match wire {
             Some(wire) => {
@@ -162,11 +157,8 @@ impl TableSource for DynamoDbSource {
                 .consumed_capacity
                 .and_then(|c| c.capacity_units)
                 .unwrap_or(0.0),
+            throttles,
         })
-    }
-
-    fn throttle_count(&self) -> u64 {
-        self.throttles.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -98,13 +98,18 @@ impl http_body::Body for SplitWhenRead {
     }
 }
 
-/// Counts Scan attempts DynamoDB throttled, including the ones the SDK retries on its own.
-#[derive(Debug)]
-pub(super) struct ThrottleCounter(pub(super) std::sync::Arc<std::sync::atomic::AtomicU64>);
+/// Where [`RecordThrottles`] counts one request's throttled attempts.
+pub(super) type ThrottleSlot = std::sync::Arc<std::sync::Mutex<crate::source::PageThrottles>>;
 
-impl aws_sdk_dynamodb::config::Intercept for ThrottleCounter {
+/// Counts one Scan request's attempts that DynamoDB throttled, including those the SDK retries
+/// on its own, by the limit DynamoDB names in `ThrottlingReasons`: a key range (one
+/// partition) or the table. A throttle without a reason counts as the table's.
+#[derive(Debug)]
+pub(super) struct RecordThrottles(pub(super) ThrottleSlot);
+
+impl aws_sdk_dynamodb::config::Intercept for RecordThrottles {
     fn name(&self) -> &'static str {
-        "ddb-backup throttle counter"
+        "ddb-backup throttle recorder"
     }
 
     fn read_after_attempt(
@@ -113,22 +118,31 @@ impl aws_sdk_dynamodb::config::Intercept for ThrottleCounter {
         _components: &aws_sdk_dynamodb::config::RuntimeComponents,
         _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-        let code = context
+        use aws_sdk_dynamodb::operation::scan::ScanError;
+        let Some(error) = context
             .output_or_error()
             .and_then(|r| r.err())
             .and_then(|e| e.as_operation_error())
-            .and_then(|e| e.downcast_ref::<aws_sdk_dynamodb::operation::scan::ScanError>())
-            .and_then(|e| e.code().map(str::to_string));
-        if matches!(
-            code.as_deref(),
-            Some(
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-            )
-        ) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .and_then(|e| e.downcast_ref::<ScanError>())
+        else {
+            return Ok(());
+        };
+        let reasons = match error {
+            ScanError::ProvisionedThroughputExceededException(e) => e.throttling_reasons(),
+            ScanError::ThrottlingException(e) => e.throttling_reasons(),
+            ScanError::RequestLimitExceeded(e) => e.throttling_reasons(),
+            _ => return Ok(()),
+        };
+        let key_range = !reasons.is_empty()
+            && reasons.iter().all(|r| {
+                r.reason()
+                    .is_some_and(|r| r.contains("KeyRangeThroughputExceeded"))
+            });
+        let mut throttles = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if key_range {
+            throttles.partition += 1;
+        } else {
+            throttles.table += 1;
         }
         Ok(())
     }

@@ -121,6 +121,7 @@ impl TableSource for MemorySource {
         });
         Ok(Page {
             consumed_capacity: items.len() as f64 * 0.5,
+            throttles: Default::default(),
             items: if request.wire_items {
                 PageItems::Wire(wire_items(&items)?)
             } else {

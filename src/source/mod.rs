@@ -8,8 +8,10 @@ pub mod capacity;
 pub mod dynamodb;
 mod interceptors;
 pub mod memory;
+pub mod pace;
 pub mod seed;
 pub mod segment;
+pub mod twin;
 
 use async_trait::async_trait;
 
@@ -20,7 +22,7 @@ pub use crate::model::table::{AttributeDefinition, IndexInfo, KeyElement, TableI
 use crate::model::Item;
 pub use dynamodb::DynamoDbSource;
 pub use memory::{wire_items, MemorySource};
-pub use segment::{auto_segments, scan_segment, SegmentEnd, SegmentScan};
+pub use segment::{auto_segments, scan_segment, spread_order, SegmentEnd, SegmentScan};
 
 /// One Scan request.
 #[derive(Debug, Clone)]
@@ -81,6 +83,19 @@ pub struct Page {
     pub last_evaluated_key: Option<Item>,
     /// Read capacity units this page consumed.
     pub consumed_capacity: f64,
+    /// Attempts at this page DynamoDB throttled before one went through (the SDK retried them).
+    pub throttles: PageThrottles,
+}
+
+/// Throttled attempts at one page, by the limit that refused them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageThrottles {
+    /// Refused for the table's rate (provisioned, or the on-demand ceiling), or for a reason
+    /// DynamoDB did not give.
+    pub table: u32,
+    /// Refused for the partition holding the keys read (`KeyRangeThroughputExceeded`): a hot
+    /// key range, which slows only the segment reading it.
+    pub partition: u32,
 }
 
 /// Why reading the table failed.
@@ -140,6 +155,19 @@ impl ScanError {
     }
 }
 
+impl ScanError {
+    /// Whether DynamoDB refused the request for its rate, after the SDK's own retries.
+    pub fn is_throttle(&self) -> bool {
+        matches!(
+            self,
+            ScanError::Request {
+                kind: FailureKind::Throttled,
+                ..
+            }
+        )
+    }
+}
+
 impl Retryable for ScanError {
     fn is_retryable(&self) -> bool {
         match self {
@@ -155,12 +183,7 @@ pub trait TableSource: Send + Sync {
     /// Describes the table: key schema, indexes, size.
     async fn describe(&self, table: &str) -> Result<TableInfo, ScanError>;
 
-    /// Reads one page of one segment.
+    /// Reads one page of one segment, saying which of its attempts were throttled, so the read
+    /// budget can slow down.
     async fn scan_page(&self, request: &PageRequest) -> Result<Page, ScanError>;
-
-    /// Throttled requests seen so far (including those the SDK retried), so the read budget can
-    /// slow the whole job down.
-    fn throttle_count(&self) -> u64 {
-        0
-    }
 }

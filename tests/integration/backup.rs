@@ -667,9 +667,6 @@ impl ddb_backup::source::TableSource for Metered {
             .push((started, page.consumed_capacity));
         Ok(page)
     }
-    fn throttle_count(&self) -> u64 {
-        self.inner.throttle_count()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

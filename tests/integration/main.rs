@@ -9,6 +9,7 @@
 
 mod common;
 
+mod at_limit;
 mod backup;
 mod browser_download;
 mod cli;

@@ -139,6 +139,7 @@ impl TableSource for SyntheticSource {
             last_evaluated_key: (end < hi)
                 .then(|| HashMap::from([("next".to_string(), AttributeValue::N(end.to_string()))])),
             consumed_capacity: 0.0,
+            throttles: Default::default(),
         })
     }
 }
